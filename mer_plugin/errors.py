@@ -1,0 +1,18 @@
+"""Errors a user sees: each carries one clear line, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MerError(Exception):
+    """Base of every error mer reports to a user as one line."""
+
+
+class AudioError(MerError):
+    """A file could not be read as audio."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
