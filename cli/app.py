@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
 import typer
 
 from mer_plugin import __version__
+from mer_plugin.errors import MerError
 
 app = typer.Typer(
     name="mer",
     help="Recognise the emotion of music and write it into your library's tags.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 
 
@@ -20,13 +27,52 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _fail(error: MerError) -> typer.Exit:
+    """Report a user-facing error as one line on stderr; the caller raises the result."""
+    typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)
+
+
 @app.callback()
 def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
-    ),
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
 ) -> None:
     """Recognise the emotion of music and write it into your library's tags."""
+
+
+@app.command()
+def features(
+    file: Annotated[Path, typer.Argument(help="Audio file: wav, aiff, flac, mp3, ogg, opus, m4a.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the segments (.npy).")],
+) -> None:
+    """Write the log-mel segments of FILE (segments x frames x mels, float32) to a .npy file."""
+    from mer_plugin.features import file_segments
+    from mer_plugin.frontend import MUSICNN
+
+    try:
+        segments = file_segments(file, MUSICNN)
+    except MerError as error:
+        raise _fail(error) from None
+    try:
+        _save_atomically(out, segments)
+    except OSError as error:
+        raise _fail(MerError(f"{out}: cannot write: {error.strerror or error}")) from None
+    seconds = MUSICNN.segment_seconds
+    typer.echo(f"{out}: {len(segments)} segments of {seconds:.2f} s, shape {segments.shape}")
+
+
+def _save_atomically(out: Path, array: np.ndarray) -> None:
+    """Write `array` as .npy to exactly `out`; a failed write leaves no partial file."""
+    part = out.with_name(out.name + ".part")
+    try:
+        with open(part, "wb") as handle:
+            np.save(handle, array)
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def main() -> None:

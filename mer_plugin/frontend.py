@@ -7,6 +7,7 @@ turn audio into exactly the features that spec describes. The fields mirror
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -61,6 +62,15 @@ class FrontEndSpec:
     @property
     def segment_hop_seconds(self) -> float:
         return self.segment_hop_frames * self.hop_length / self.sample_rate
+
+    @property
+    def silence_level(self) -> float:
+        """The log-mel value of digital silence (zero power), used to pad short audio."""
+        if self.log == "log":
+            return math.log(self.log_floor)
+        if self.log == "db":
+            return 10.0 * math.log10(self.log_floor)
+        return 0.0  # log10(1 + gain * 0) and "none"
 
     def to_dict(self) -> dict:
         return asdict(self)
