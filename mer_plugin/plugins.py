@@ -107,8 +107,10 @@ class Plugins:
         return _by_priority(self.components("mer_tag_writers").values(), extension)
 
     def report_failure(self, name: str, reason: str) -> None:
-        log.warning("plugin %s skipped: %s", name, reason)
-        self.failures.append(PluginFailure(name, reason))
+        failure = PluginFailure(name, reason)
+        if failure not in self.failures:  # hooks are called again on every lookup
+            log.warning("plugin %s skipped: %s", name, reason)
+            self.failures.append(failure)
 
 
 def _by_priority(components: Any, extension: str) -> list:
