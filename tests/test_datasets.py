@@ -1,0 +1,120 @@
+"""Datasets: class folders, manifests, quadrant mapping, grouped folds, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mer_plugin.datasets import DatasetError, grouped_folds, load_dataset, quadrant
+
+SHARED_4Q = Path(__file__).resolve().parents[2] / "shared" / "data" / "4q-dev"
+
+
+def _wav(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.zeros(800, dtype=np.float32), 8000)
+    return path
+
+
+def _folder_dataset(root: Path, per_class: int = 3, classes=("Q1", "Q2", "Q3", "Q4")) -> Path:
+    rows = ["Song,Artist"]
+    for label in classes:
+        for i in range(per_class):
+            _wav(root / label / f"{label}_{i}.wav")
+            rows.append(f"{label}_{i},artist{i}")
+    (root / "annotations.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_class_folders_with_groups(tmp_path: Path) -> None:
+    dataset = load_dataset(_folder_dataset(tmp_path / "set"), group_by="Artist")
+    assert dataset.classes == ("Q1", "Q2", "Q3", "Q4")
+    assert len(dataset.clips) == 12
+    assert sorted(set(dataset.groups)) == ["artist0", "artist1", "artist2"]
+    assert list(np.bincount(dataset.labels)) == [3, 3, 3, 3]
+
+
+def test_missing_class_is_named(tmp_path: Path) -> None:
+    root = _folder_dataset(tmp_path / "set", classes=("Q1", "Q2", "Q4"))
+    with pytest.raises(DatasetError, match="no clips for class Q3"):
+        load_dataset(root)
+
+
+def test_empty_dataset(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "Q1").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no audio clips"):
+        load_dataset(tmp_path / "empty")
+
+
+def test_unknown_group_column(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no column 'Label'"):
+        load_dataset(_folder_dataset(tmp_path / "set"), group_by="Label")
+
+
+def test_manifest_with_labels_and_groups(tmp_path: Path) -> None:
+    for name in ("a", "b", "c", "d"):
+        _wav(tmp_path / f"{name}.wav")
+    manifest = tmp_path / "set.csv"
+    manifest.write_text(
+        "path,label,group\na.wav,sad,x\nb.wav,happy,x\nc.wav,sad,y\nd.wav,happy,z\n"
+    )
+    dataset = load_dataset(manifest)
+    assert dataset.classes == ("happy", "sad")
+    assert dataset.groups == ["x", "x", "y", "z"]
+
+
+def test_manifest_with_valence_arousal(tmp_path: Path) -> None:
+    lines = ["path,valence,arousal"]
+    for i, (v, a) in enumerate([(0.8, 0.9), (0.1, 0.7), (0.2, 0.1), (0.9, 0.3)]):
+        _wav(tmp_path / f"{i}.wav")
+        lines.append(f"{i}.wav,{v},{a}")
+    (tmp_path / "va.csv").write_text("\n".join(lines) + "\n")
+    dataset = load_dataset(tmp_path / "va.csv")
+    assert [clip.label for clip in dataset.clips] == ["Q1", "Q2", "Q3", "Q4"]
+
+
+def test_manifest_bad_row_names_its_line(tmp_path: Path) -> None:
+    _wav(tmp_path / "a.wav")
+    (tmp_path / "bad.csv").write_text("path,label\na.wav,sad\n,happy\n")
+    with pytest.raises(DatasetError, match=r"bad\.csv:3: empty path or label"):
+        load_dataset(tmp_path / "bad.csv")
+
+
+def test_manifest_missing_files_are_skipped_and_counted(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        _wav(tmp_path / f"{name}.wav")
+    (tmp_path / "m.csv").write_text("path,label\na.wav,sad\nb.wav,happy\ngone.wav,sad\n")
+    dataset = load_dataset(tmp_path / "m.csv")
+    assert len(dataset.clips) == 2
+    assert dataset.skipped == [f"{tmp_path / 'm.csv'}:4: gone.wav: no such file"]
+
+
+@pytest.mark.parametrize(
+    ("valence", "arousal", "expected"),
+    [(0.9, 0.9, "Q1"), (0.1, 0.9, "Q2"), (0.1, 0.1, "Q3"), (0.9, 0.1, "Q4"), (0.5, 0.5, "Q1")],
+)
+def test_quadrant(valence: float, arousal: float, expected: str) -> None:
+    assert quadrant(valence, arousal) == expected
+
+
+def test_folds_never_share_a_group(tmp_path: Path) -> None:
+    dataset = load_dataset(_folder_dataset(tmp_path / "set", per_class=6), group_by="Artist")
+    groups = np.array(dataset.groups)
+    folds = grouped_folds(dataset, 3)
+    assert len(folds) == 3
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+    covered = np.sort(np.concatenate([test for _, test in folds]))
+    np.testing.assert_array_equal(covered, np.arange(len(dataset.clips)))
+
+
+@pytest.mark.skipif(not SHARED_4Q.is_dir(), reason=f"{SHARED_4Q} is absent")
+def test_real_4q_folds_keep_artists_apart() -> None:
+    dataset = load_dataset(SHARED_4Q, group_by="Artist")
+    assert len(dataset.clips) == 600
+    groups = np.array(dataset.groups)
+    for train, test in grouped_folds(dataset, 5):
+        assert not set(groups[train]) & set(groups[test])
