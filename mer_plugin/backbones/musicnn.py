@@ -1,0 +1,178 @@
+"""MSD-musicnn in PyTorch (Pons & Serra, "musicnn: pre-trained convolutional neural networks
+for music audio tagging", ISMIR LBD 2019), written from the paper and the shapes of the
+MSD_musicnn checkpoint shipped in the `musicnn` 0.1.0 wheel (ISC licence).
+
+    log-mel (B, T, 96)
+      -> batch norm (one scalar channel)
+      -> front-end: timbral convs (7x38, 7x67; 204 filters each) and temporal convs
+         (128x1, 64x1, 32x1; 51 filters each), each ReLU -> batch norm -> max over
+         frequency: 561 channels per frame
+      -> mid-end: three 1-D convs (kernel 7, 64 filters, ReLU -> batch norm), the 2nd and
+         3rd residual; front-end and mid-end outputs concatenated: 753 channels
+      -> back-end: max and mean over time (interleaved per channel, as TensorFlow flattened
+         them), batch norm, dense 200 + ReLU + batch norm = the penultimate embedding,
+         dense 50 = the MSD tag logits.
+
+Batch norm follows TensorFlow 1's defaults (epsilon 1e-3, moving-average decay 0.99).
+Zero padding in time reproduces the original exactly: explicit (3, 3) for the 7-frame
+kernels and TensorFlow's 'same' split (the odd extra frame at the end) for the temporal ones.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization default
+BN_MOMENTUM = 0.01  # torch's momentum = 1 - TensorFlow's decay 0.99
+
+# Fine-tunable layer groups, input to output; each is a child module of `MusiCNN`.
+LAYER_GROUPS: tuple[str, ...] = ("frontend", "midend", "backend", "head")
+
+
+def _bn2d(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+def _bn1d(channels: int) -> nn.BatchNorm1d:
+    return nn.BatchNorm1d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+def same_padding(kernel: int) -> tuple[int, int]:
+    """TensorFlow's 'same' padding for stride 1: the odd extra element goes at the end."""
+    total = kernel - 1
+    return total // 2, total - total // 2
+
+
+class ConvPoolBlock(nn.Module):
+    """Conv over (time, frequency) -> ReLU -> batch norm -> max over frequency."""
+
+    def __init__(self, filters: int, kernel: tuple[int, int], pad_time: tuple[int, int]) -> None:
+        super().__init__()
+        self.pad_time = pad_time
+        self.conv = nn.Conv2d(1, filters, kernel)
+        self.bn = _bn2d(filters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T, F) -> (B, filters, T)."""
+        x = F.pad(x, (0, 0, *self.pad_time))
+        return self.bn(F.relu(self.conv(x))).amax(dim=3)
+
+
+class FrontEnd(nn.Module):
+    """Musically motivated front-end: timbral (wide in frequency) and temporal (long) filters."""
+
+    def __init__(
+        self,
+        n_mels: int = 96,
+        timbral_filters: int = 204,
+        temporal_filters: int = 51,
+        timbral_widths: tuple[float, ...] = (0.4, 0.7),
+        temporal_lengths: tuple[int, ...] = (128, 64, 32),
+    ) -> None:
+        super().__init__()
+        self.input_bn = _bn2d(1)
+        self.timbral = nn.ModuleList(
+            ConvPoolBlock(timbral_filters, (7, int(w * n_mels)), (3, 3)) for w in timbral_widths
+        )
+        self.temporal = nn.ModuleList(
+            ConvPoolBlock(temporal_filters, (k, 1), same_padding(k)) for k in temporal_lengths
+        )
+        self.out_channels = timbral_filters * len(timbral_widths) + temporal_filters * len(
+            temporal_lengths
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_mels) log-mel -> (B, out_channels, T)."""
+        x = self.input_bn(x.unsqueeze(1))
+        return torch.cat([block(x) for block in (*self.timbral, *self.temporal)], dim=1)
+
+
+class MidEnd(nn.Module):
+    """Three 1-D convs over time, the last two residual; returns all features stacked."""
+
+    def __init__(self, in_channels: int, filters: int = 64, n_layers: int = 3) -> None:
+        super().__init__()
+        widths = [in_channels] + [filters] * (n_layers - 1)
+        self.convs = nn.ModuleList(nn.Conv1d(w, filters, 7, padding=3) for w in widths)
+        self.bns = nn.ModuleList(_bn1d(filters) for _ in widths)
+        self.out_channels = in_channels + filters * n_layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) -> (B, C + n_layers * filters, T)."""
+        outputs = [x]
+        h = x
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
+            y = bn(F.relu(conv(h)))
+            h = y + h if i else y
+            outputs.append(h)
+        return torch.cat(outputs, dim=1)
+
+
+class BackEnd(nn.Module):
+    """Temporal max and mean pooling -> batch norm -> dense + ReLU -> batch norm."""
+
+    def __init__(self, in_channels: int, units: int = 200, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.pool_bn = _bn1d(2 * in_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(2 * in_channels, units)
+        self.dense_bn = _bn1d(units)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) -> (B, units)."""
+        # [max_0, mean_0, max_1, mean_1, ...]: the order TensorFlow's flatten produced
+        pooled = torch.stack([x.amax(dim=2), x.mean(dim=2)], dim=2).flatten(1)
+        h = self.dropout(self.pool_bn(pooled))
+        return self.dense_bn(F.relu(self.dense(h)))
+
+
+class MusiCNN(nn.Module):
+    """MSD_musicnn: (B, T, 96) log-mel segments -> 200-d embedding and 50 MSD tag logits.
+
+    `forward` returns the embedding (what a backbone hands to a downstream head);
+    `tag_logits` / `tag_probs` give the original tagger's outputs. Any number of frames
+    works (the model is convolutional in time); it was trained on 187 (3 s).
+    """
+
+    embedding_size: int
+
+    def __init__(
+        self,
+        n_mels: int = 96,
+        n_classes: int = 50,
+        midend_filters: int = 64,
+        backend_units: int = 200,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.frontend = FrontEnd(n_mels)
+        self.midend = MidEnd(self.frontend.out_channels, midend_filters)
+        self.backend = BackEnd(self.midend.out_channels, backend_units, dropout)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backend_units, n_classes))
+        self.embedding_size = backend_units
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate embedding (B, 200) of log-mel segments (B, T, n_mels)."""
+        return self.backend(self.midend(self.frontend(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x)
+
+    def tag_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """MSD tag logits (B, 50), in the order of the model card's `tags`."""
+        return self.head(self.embed(x))
+
+    def tag_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """MSD tag probabilities (B, 50), in the order of the model card's `tags`."""
+        return torch.sigmoid(self.tag_logits(x))
+
+    def embed_and_tag(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedding (B, 200) and tag probabilities (B, 50) in one pass."""
+        embedding = self.embed(x)
+        return embedding, torch.sigmoid(self.head(embedding))
+
+    def layer_groups(self) -> dict[str, nn.Module]:
+        """Fine-tunable layer groups, input to output."""
+        return {name: getattr(self, name) for name in LAYER_GROUPS}
