@@ -1,0 +1,157 @@
+"""MSD-musicnn port: parity with the original TensorFlow model, and the backbone registry.
+
+The fixtures in tests/fixtures/musicnn/ come from the original musicnn 0.1.0 graph
+(tools/make_musicnn_fixtures.py, run once in a throwaway TensorFlow venv); these tests need
+no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mer_plugin.backbones import (
+    backbone_info,
+    create_backbone,
+    list_backbones,
+    model_card,
+    set_trainable,
+)
+from mer_plugin.backbones.musicnn import MusiCNN
+from mer_plugin.frontend import MUSICNN
+
+FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
+TAG_ATOL = 1e-3  # absolute, on probabilities
+EMBEDDING_RTOL = 1e-3  # relative to each reference vector's largest magnitude
+
+
+@cache
+def pretrained() -> MusiCNN:
+    return create_backbone("musicnn-msd")
+
+
+@cache
+def fixture(name: str) -> np.ndarray:
+    return np.load(FIXTURES / f"{name}.npy")
+
+
+def signals() -> dict[str, dict]:
+    return json.loads((FIXTURES / "index.json").read_text())["signals"]
+
+
+def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with torch.inference_mode():
+        embedding, tags = pretrained().embed_and_tag(torch.from_numpy(x))
+    return embedding.numpy(), tags.numpy()
+
+
+def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
+    scale = np.abs(ref).max(axis=1, keepdims=True)
+    return float((np.abs(got - ref) / scale).max())
+
+
+def assert_parity(embedding: np.ndarray, tags: np.ndarray, rows: slice) -> None:
+    tag_err = np.abs(tags - fixture("tags")[rows]).max()
+    emb_err = relative_error(embedding, fixture("penultimate")[rows])
+    assert tag_err <= TAG_ATOL, f"tag probabilities off by {tag_err:.2e}"
+    assert emb_err <= EMBEDDING_RTOL, f"penultimate off by {emb_err:.2e} (relative)"
+
+
+# ---------------------------------------------------------------- parity
+
+
+def test_stored_patches_reproduce_original_outputs() -> None:
+    embedding, tags = run(fixture("patches"))
+    assert tags.shape == (len(fixture("patches")), 50)
+    assert embedding.shape == (len(fixture("patches")), 200)
+    assert_parity(embedding, tags, slice(None))
+
+
+@pytest.mark.parametrize("name", sorted(signals()))
+def test_our_frontend_end_to_end(name: str) -> None:
+    try:
+        from mer_plugin.logmel import log_mel
+    except ImportError as exc:
+        pytest.skip(f"mer_plugin.logmel.log_mel is not available: {exc}")
+    from mer_plugin.kernels.segments import cut_segments
+
+    entry = signals()[name]
+    audio = fixture(f"signal_{name}").astype(np.float32) / 32768
+    frames = np.asarray(log_mel(audio, MUSICNN), dtype=np.float32)
+    patches = cut_segments(frames, MUSICNN.segment_frames, MUSICNN.segment_hop_frames)
+    start, stop = entry["patches"]
+    assert len(patches) == stop - start
+    embedding, tags = run(patches)
+    assert_parity(embedding, tags, slice(start, stop))
+
+
+def test_any_number_of_frames() -> None:
+    x = torch.from_numpy(fixture("patches")[:2, :100])
+    with torch.inference_mode():
+        assert pretrained().tag_probs(x).shape == (2, 50)
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_lists_both_backbones() -> None:
+    assert {"musicnn-msd", "shortchunk-cnn"} <= set(list_backbones())
+    assert list_backbones("musicnn*") == ["musicnn-msd"]
+    with pytest.raises(KeyError, match="unknown backbone"):
+        backbone_info("no-such-backbone")
+
+
+@pytest.mark.parametrize("name", ["musicnn-msd", "shortchunk-cnn"])
+def test_backbones_build_and_embed(name: str) -> None:
+    info = backbone_info(name)
+    model = create_backbone(name, pretrained=False)
+    x = torch.randn(3, info.frontend.segment_frames, info.frontend.n_mels)
+    with torch.inference_mode():
+        out = model(x)
+    assert out.shape == (3, info.embedding_size) == (3, model.embedding_size)
+    assert info.frontend == MUSICNN
+    assert tuple(model.layer_groups()) == info.layer_groups
+    grouped = {id(p) for g in model.layer_groups().values() for p in g.parameters()}
+    assert grouped == {id(p) for p in model.parameters()}, "a parameter outside every group"
+
+
+def test_pretrained_loads_from_package_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mer_plugin
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("network access")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    model = create_backbone("musicnn-msd")
+    random = create_backbone("musicnn-msd", pretrained=False)
+    assert not model.training
+    weights = model.state_dict()["head.1.weight"]
+    assert not torch.equal(weights, random.state_dict()["head.1.weight"])
+    card = model_card("musicnn-msd")
+    assert len(card["tags"]) == 50 and card["tags"][-1] == "happy"
+    assert card["frontend"] == MUSICNN.to_dict()
+    assert card["licence"]["spdx"] == "ISC"
+    shipped = Path(mer_plugin.__file__).parent / "models" / "musicnn-msd"
+    assert (shipped / card["licence"]["file"]).is_file()
+
+
+def test_shortchunk_has_no_pretrained_weights() -> None:
+    with pytest.raises(ValueError, match="pretrained=False"):
+        create_backbone("shortchunk-cnn")
+
+
+def test_set_trainable_freezes_all_but_chosen_groups() -> None:
+    model = create_backbone("musicnn-msd", pretrained=False)
+    trainable = set_trainable(model, ["backend", "head"])
+    assert {id(p) for p in trainable} == {
+        id(p) for g in ("backend", "head") for p in model.layer_groups()[g].parameters()
+    }
+    assert not any(p.requires_grad for p in model.frontend.parameters())
+    with pytest.raises(ValueError, match="unknown layer groups"):
+        set_trainable(model, ["nope"])
