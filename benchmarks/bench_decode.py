@@ -1,0 +1,223 @@
+"""Decode + down-mix + resample to 16 kHz: speed (x realtime) and flat memory.
+
+Targets (the reference machine: a laptop-class CPU, one core per file):
+  - the whole tagging pipeline runs at >= 300x realtime, so decode + resample
+    of a 5-minute stereo mp3 may take at most a third of that budget:
+    >= 900x realtime (5 min in <= 0.33 s);
+  - m4a: the chosen decoder (PyAV, streaming) is faster than essentia's
+    loaders on the same file;
+  - peak RSS of decoding a 60-minute file is within 10 % of a 3-minute one
+    (each measured in a fresh subprocess), for each decoder path.
+
+References side by side in the same run: essentia's MonoLoader (decodes the
+whole file, down-mixes and resamples) and soundfile's whole-file read + soxr.
+
+    pytest benchmarks/bench_decode.py --benchmark-enable
+
+Test audio is generated once (stereo 44.1 kHz noise, ~140 kb/s mp3, 128 kb/s
+AAC; a tone for FLAC) and kept in pytest's cache folder (.pytest_cache), so
+only the first run pays for encoding the 60-minute files (~2 min).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from mer_plugin.audio import open_stream
+
+RATE = 16000
+SHORT_S, LONG_S = 180, 3600
+BENCH_S = 300
+RSS_TOLERANCE = 0.10
+SPEED_TARGET_X = 900
+
+
+def _load_factory():
+    """tests/conftest.py's `write_audio` (one generator for tests and benchmarks)."""
+    path = Path(__file__).resolve().parents[1] / "tests" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("mer_audio_factory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.write_audio
+
+
+write_audio = _load_factory()
+
+
+@pytest.fixture(scope="session")
+def audio_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
+    cache = getattr(request.config, "cache", None)
+    if cache is None:  # -p no:cacheprovider
+        return tmp_path_factory.mktemp("bench-audio")
+    return Path(cache.mkdir("mer-bench-audio"))
+
+
+def bench_file(folder: Path, fmt: str, seconds: int) -> Path:
+    """A cached test file; written (atomically) the first time it is asked for."""
+    path = folder / f"{seconds}s.{fmt}"
+    if not path.exists():
+        kind = "tone" if fmt == "flac" else "noise"  # noise does not compress
+        partial = path.with_name(f"partial-{path.name}")
+        write_audio(partial, seconds, sample_rate=44100, channels=2, kind=kind, fmt=fmt)
+        partial.replace(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def summary(request: pytest.FixtureRequest):
+    """Lines printed after the run (x realtime, RSS), whatever the capture mode."""
+    lines: list[str] = []
+    yield lines
+    plugins = request.config.pluginmanager
+    writer, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if writer is None or capture is None or not lines:
+        return
+    with capture.global_and_fixture_disabled():
+        writer.write_sep("-", "bench_decode summary")
+        for line in lines:
+            writer.write_line(line)
+
+
+# ------------------------------------------------------------------ decoders
+
+
+def mer_stream(path: Path) -> int:
+    return sum(len(block) for block in open_stream(path, RATE))
+
+
+def essentia_monoloader(path: Path) -> int:
+    import essentia.standard as es
+
+    return len(es.MonoLoader(filename=str(path), sampleRate=RATE)())
+
+
+def soundfile_whole(path: Path) -> int:
+    audio, rate = sf.read(path, dtype="float32")
+    return len(soxr.resample(audio.mean(axis=1), rate, RATE, quality="HQ"))
+
+
+def run_speed(benchmark, summary: list[str], name: str, fn: Callable[[Path], int], path: Path):
+    fn(path)  # warm caches and imports outside the timing
+    frames = benchmark.pedantic(fn, args=(path,), rounds=5, iterations=1)
+    assert abs(frames - BENCH_S * RATE) <= 0.01 * BENCH_S * RATE
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        x = BENCH_S / benchmark.stats.stats.min
+        benchmark.extra_info["x_realtime"] = round(x)
+        summary.append(f"{benchmark.group} {name}: {x:.0f}x realtime")
+        return x
+    return None
+
+
+# -------------------------------------------------------------------- speed
+
+
+@pytest.mark.benchmark(group="mp3 5 min -> 16 kHz")
+def test_mp3_mer_pyav(benchmark, audio_dir, summary) -> None:
+    x = run_speed(
+        benchmark,
+        summary,
+        "mer (PyAV, streaming)",
+        mer_stream,
+        bench_file(audio_dir, "mp3", BENCH_S),
+    )
+    if x is not None:
+        assert x >= SPEED_TARGET_X, f"{x:.0f}x realtime, target {SPEED_TARGET_X}x"
+
+
+@pytest.mark.benchmark(group="mp3 5 min -> 16 kHz")
+def test_mp3_essentia_monoloader(benchmark, audio_dir, summary) -> None:
+    path = bench_file(audio_dir, "mp3", BENCH_S)
+    run_speed(benchmark, summary, "essentia MonoLoader", essentia_monoloader, path)
+
+
+@pytest.mark.benchmark(group="mp3 5 min -> 16 kHz")
+def test_mp3_soundfile_whole_file(benchmark, audio_dir, summary) -> None:
+    path = bench_file(audio_dir, "mp3", BENCH_S)
+    run_speed(benchmark, summary, "soundfile whole file + soxr", soundfile_whole, path)
+
+
+@pytest.mark.benchmark(group="m4a 5 min -> 16 kHz")
+def test_m4a_mer_pyav(benchmark, audio_dir, summary) -> None:
+    path = bench_file(audio_dir, "m4a", BENCH_S)
+    run_speed(benchmark, summary, "mer (PyAV, streaming)", mer_stream, path)
+
+
+@pytest.mark.benchmark(group="m4a 5 min -> 16 kHz")
+def test_m4a_essentia_monoloader(benchmark, audio_dir, summary) -> None:
+    path = bench_file(audio_dir, "m4a", BENCH_S)
+    run_speed(benchmark, summary, "essentia MonoLoader", essentia_monoloader, path)
+
+
+# ------------------------------------------------------------------- memory
+
+_CHILD = """
+import json, resource, sys
+
+def peak():
+    # VmHWM: this process's own peak (ru_maxrss keeps the parent's across fork + exec)
+    try:
+        with open("/proc/self/status") as status:
+            line = next(s for s in status if s.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS: bytes
+
+how, path = sys.argv[1], sys.argv[2]
+if how == "mer":
+    from mer_plugin.audio import open_stream
+    imports = peak()
+    frames = sum(len(b) for b in open_stream(path, 16000))
+else:
+    import essentia.standard as es
+    imports = peak()
+    frames = len(es.MonoLoader(filename=path, sampleRate=16000)())
+print(json.dumps({"frames": frames, "peak": peak(), "imports": imports}))
+"""
+
+
+def peak_rss(how: str, path: Path) -> dict:
+    """Peak RSS (bytes) of a fresh interpreter that decodes `path` to 16 kHz."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, how, str(path)], check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["mp3", "m4a", "flac"])  # PyAV, PyAV, soundfile
+def test_peak_rss_is_flat_in_track_length(audio_dir, summary, fmt: str) -> None:
+    short = peak_rss("mer", bench_file(audio_dir, fmt, SHORT_S))
+    long = peak_rss("mer", bench_file(audio_dir, fmt, LONG_S))
+    assert long["frames"] == pytest.approx(LONG_S * RATE, rel=0.001)
+    growth = long["peak"] / short["peak"] - 1
+    summary.append(
+        f"peak RSS {fmt} (mer): 3 min {_mb(short['peak'])}, 60 min {_mb(long['peak'])} "
+        f"({growth:+.1%}; after imports {_mb(short['imports'])})"
+    )
+    assert growth <= RSS_TOLERANCE
+
+
+@pytest.mark.slow
+def test_peak_rss_essentia_reference(audio_dir, summary) -> None:
+    short = peak_rss("essentia", bench_file(audio_dir, "m4a", SHORT_S))
+    long = peak_rss("essentia", bench_file(audio_dir, "m4a", LONG_S))
+    growth = long["peak"] / short["peak"] - 1
+    summary.append(
+        f"peak RSS m4a (essentia MonoLoader, reference): 3 min {_mb(short['peak'])}, "
+        f"60 min {_mb(long['peak'])} ({growth:+.1%})"
+    )
+    assert np.isfinite(growth)
