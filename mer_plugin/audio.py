@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from itertools import chain
+from itertools import chain, count
 from pathlib import Path
 
 import av
@@ -105,9 +105,10 @@ InfoFn = Callable[[Path], AudioInfo]
 class Decoder:
     """A way to read files: `open(path, block_frames)` and `info(path)`.
 
-    Both raise `AudioError` for a file they recognise but cannot use (e.g. no
-    audio stream); any other exception at open means "not mine", and the next
-    decoder registered for the extension is tried.
+    When either raises, the next decoder registered for the extension is tried;
+    if all fail, the first `AudioError` reason given (e.g. "no audio stream")
+    is reported, else a generic one. An exception raised by `Source.blocks`
+    (mid-stream) is reported as corrupt or truncated data, never retried.
     """
 
     name: str
@@ -117,7 +118,7 @@ class Decoder:
 
 # extension (".mp3") -> [(priority, registration order, decoder)], best first
 _REGISTRY: dict[str, list[tuple[int, int, Decoder]]] = {}
-_order = 0
+_ORDER = count()
 
 
 def register_decoder(decoder: Decoder, extensions: Iterable[str], priority: int = 0) -> None:
@@ -125,12 +126,10 @@ def register_decoder(decoder: Decoder, extensions: Iterable[str], priority: int 
 
     A decoder registered again under the same name replaces its old entry.
     """
-    global _order
     for ext in extensions:
         key = _normalise_ext(ext)
         entries = [e for e in _REGISTRY.get(key, []) if e[2].name != decoder.name]
-        _order += 1
-        entries.append((priority, _order, decoder))
+        entries.append((priority, next(_ORDER), decoder))
         entries.sort(key=lambda e: (-e[0], e[1]))
         _REGISTRY[key] = entries
 
@@ -416,8 +415,9 @@ def _open_pyav(path: Path, block_frames: int) -> Iterator[Source]:
         frames = container.decode(stream)
         # the first frame tells the real rate and layout (HE-AAC headers may not)
         first = next(frames, None)
-        if first is None:
-            raise AudioError(path, "no audio samples in the file")
+        if first is None:  # a stream without a rate: FFmpeg guessed from the extension
+            known = stream.codec_context.sample_rate > 0
+            raise AudioError(path, "no audio samples in the file" if known else UNRECOGNISED)
         expected = _pyav_expected(path, container, stream, first.sample_rate)
         blocks = _pyav_blocks(chain([first], frames), first, block_frames, expected)
         yield Source(first.sample_rate, first.layout.nb_channels, blocks, expected)
@@ -453,14 +453,14 @@ def _pyav_blocks(
     """
     convert = av.AudioResampler(format="fltp", layout=first.layout, rate=first.sample_rate)
     pending: list[np.ndarray] = []
-    count = emitted = 0
+    pending_frames = emitted = 0
     for frame in chain(frames, [None]):
         for out in convert.resample(frame):
             pending.append(out.to_ndarray())
-            count += out.samples
-        if pending and (count >= block_frames or frame is None):
+            pending_frames += out.samples
+        if pending and (pending_frames >= block_frames or frame is None):
             block = np.concatenate(pending, axis=1).T
-            pending, count = [], 0
+            pending, pending_frames = [], 0
             if limit is not None:
                 block = block[: max(0, limit - emitted)]
             emitted += len(block)

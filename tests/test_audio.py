@@ -211,8 +211,15 @@ def test_zero_byte_file(make_broken) -> None:
     assert_one_line_error(make_broken("empty.mp3", "empty"), r"empty file \(0 bytes\)", eager=True)
 
 
-def test_text_file_named_mp3(make_broken) -> None:
-    assert_one_line_error(make_broken("notes.mp3", "text"), "not a recognised audio file")
+@pytest.mark.parametrize("ext", ["mp3", "wav", "flac", "ogg", "m4a"])
+def test_text_file_with_an_audio_name(make_broken, ext: str) -> None:
+    assert_one_line_error(make_broken(f"notes.{ext}", "text"), "not a recognised audio file")
+
+
+def test_file_with_zero_samples(tmp_path: Path) -> None:
+    path = tmp_path / "nothing.wav"
+    sf.write(path, np.zeros((0, 1), np.float32), 44100)  # a valid header, no data
+    assert_one_line_error(path, "no audio samples in the file")
 
 
 def test_unsupported_extension(make_audio, tmp_path: Path) -> None:
@@ -304,3 +311,14 @@ def test_registered_decoder_is_used_by_priority(tmp_path: Path) -> None:
         unregister_decoder("raw-f32")
     assert decoders_for("a.flac")[0].name == "soundfile"
     assert not decoders_for(path)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="counts open files via /proc")
+@pytest.mark.parametrize("name", ["early.flac", "early.mp3", "early.m4a"])
+def test_stopping_early_releases_the_file(make_audio, name: str) -> None:
+    path = make_audio(name, 3.0)
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    stream = open_stream(path, RATE, block_frames=1000)
+    next(stream)
+    stream.close()
+    assert len(list(Path("/proc/self/fd").iterdir())) == before
