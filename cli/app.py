@@ -99,5 +99,11 @@ def _save_atomically(out: Path, array: np.ndarray) -> None:
         part.unlink(missing_ok=True)
 
 
+from mer_plugin.cli import training  # noqa: E402
+
+app.command("train")(training.train)
+app.command("eval")(training.eval_)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,223 @@
+"""`mer train` and `mer eval`: thin typer commands over `mer_plugin.training`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mer_plugin.errors import MerError
+
+DatasetArg = Annotated[
+    Path,
+    typer.Argument(help="A folder of class folders (Q1/ … Q4/) or a CSV manifest."),
+]
+GroupBy = Annotated[
+    str | None,
+    typer.Option("--group-by", help="Column of the annotations CSV that groups clips (Artist)."),
+]
+Annotations = Annotated[
+    Path | None,
+    typer.Option(help="Annotations CSV (default: DATASET/annotations.csv)."),
+]
+BackboneOpt = Annotated[str, typer.Option("--backbone", help="Backbone name (`mer plugins`).")]
+Finetune = Annotated[
+    int,
+    typer.Option(help="0: frozen backbone (cached embeddings); k: train its last k layer groups."),
+]
+Seed = Annotated[int, typer.Option(help="Seed of every random choice.")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a setting: NAME=VALUE (repeatable; see Settings)."),
+]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(help="Cache folder (default: $MER_CACHE_DIR, $XDG_CACHE_HOME/mer, ~/.cache/mer)."),
+]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _fail(error: MerError) -> typer.Exit:
+    typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)
+
+
+def _settings(seed: int, finetune: int, device: str, sets: list[str] | None):
+    from mer_plugin.training.settings import Settings, SettingsError
+
+    try:
+        return Settings(seed=seed, finetune=finetune, device=device).with_overrides(sets or [])
+    except SettingsError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def _command() -> str:
+    return shlex.join(["mer", *sys.argv[1:]])
+
+
+def train(
+    dataset: DatasetArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
+    method: Annotated[str, typer.Option(help="clip, segment or sssl.")] = "sssl",
+    backbone: BackboneOpt = "musicnn-msd",
+    group_by: GroupBy = None,
+    annotations: Annotations = None,
+    finetune: Finetune = 0,
+    seed: Seed = 0,
+    sets: Sets = None,
+    name: Annotated[str | None, typer.Option(help="Model name (default: the folder's).")] = None,
+    metrics: Annotated[
+        Path | None,
+        typer.Option(help="A `mer eval --json` report: its row for METHOD goes into the card."),
+    ] = None,
+    cache_dir: CacheDir = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Train METHOD on DATASET and write a model folder (model.safetensors + model.json)."""
+    from mer_plugin.datasets import load_dataset
+    from mer_plugin.training.progress import Reporter
+    from mer_plugin.training.settings import METHODS
+    from mer_plugin.training.train import metrics_from_eval, train_model
+
+    if method not in METHODS:
+        raise typer.BadParameter(
+            f"{method!r} is not one of {', '.join(METHODS)}", param_hint="--method"
+        )
+    settings = _settings(seed, finetune, device, sets)
+    try:
+        measured = metrics_from_eval(metrics, method) if metrics else None
+    except (OSError, KeyError, ValueError) as error:
+        raise _fail(MerError(f"{metrics}: not a usable eval report: {error}")) from None
+    try:
+        data = load_dataset(dataset, group_by, annotations)
+        folder = train_model(
+            data,
+            backbone,
+            method,
+            settings,
+            out,
+            cache_dir,
+            Reporter(quiet),
+            name=name,
+            command=_command(),
+            metrics=measured,
+        )
+    except MerError as error:
+        raise _fail(error) from None
+    typer.echo(f"{folder}: {method} model on {len(data.clips)} clips ({backbone})")
+
+
+def eval_(
+    dataset: DatasetArg,
+    folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
+    group_by: GroupBy = None,
+    annotations: Annotations = None,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: clip,segment,sssl.")
+    ] = "clip,segment,sssl",
+    backbone: BackboneOpt = "musicnn-msd",
+    finetune: Finetune = 0,
+    seed: Seed = 0,
+    sets: Sets = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the report as JSON here ('-': stdout).")
+    ] = None,
+    noise: Annotated[
+        str, typer.Option(help="Label-flip rates of the GMM check, comma-separated ('' skips).")
+    ] = "0.2,0.4",
+    references: Annotated[
+        bool, typer.Option(help="Also the frozen-embedding logistic-regression references.")
+    ] = True,
+    cache_dir: CacheDir = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Cross-validate the methods on DATASET (grouped, stratified folds); print a table."""
+    from mer_plugin.datasets import load_dataset
+    from mer_plugin.training.evaluate import EvalOptions, evaluate
+    from mer_plugin.training.progress import Reporter
+    from mer_plugin.training.settings import METHODS
+
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if not chosen or set(chosen) - set(METHODS):
+        raise typer.BadParameter(
+            f"{methods!r}: choose from {', '.join(METHODS)}", param_hint="--methods"
+        )
+    try:
+        rates = tuple(float(r) for r in noise.split(",") if r.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{noise!r}: expected rates like 0.2,0.4", param_hint="--noise"
+        ) from None
+    settings = _settings(seed, finetune, device, sets)
+    options = EvalOptions(folds, chosen, references, rates, command=_command())
+    to_stdout = json_out is not None and str(json_out) == "-"
+    try:
+        data = load_dataset(dataset, group_by, annotations)
+        report = evaluate(
+            data, backbone, settings, options, cache_dir, Reporter(quiet or to_stdout)
+        )
+        text = json.dumps(report, indent=2)
+        if to_stdout:
+            typer.echo(text)
+            return
+        if json_out is not None:
+            json_out.write_text(text + "\n", encoding="utf-8")
+    except MerError as error:
+        raise _fail(error) from None
+    except OSError as error:
+        raise _fail(MerError(f"{json_out}: cannot write: {error.strerror or error}")) from None
+    print_report(report)
+
+
+def print_report(report: dict) -> None:
+    """The results as two rich tables: methods, and the GMM check."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def cell(row: dict, key: str, scale: float = 1.0, digits: int = 3) -> str:
+        if key not in row["mean"]:
+            return "-"
+        return f"{row['mean'][key] * scale:.{digits}f} ± {row['std'][key] * scale:.{digits}f}"
+
+    protocol = report["protocol"]
+    title = (
+        f"{report['dataset']}: {report['clips']} clips, {protocol['folds']} grouped folds, "
+        f"backbone {report['backbone']['name']}"
+    )
+    table = Table(
+        "method",
+        "accuracy",
+        "macro-F1",
+        "valence acc.",
+        "arousal acc.",
+        "train s / fold",
+        title=title,
+    )
+    for name, row in report["results"].items():
+        keys = ("accuracy", "macro_f1", "valence_accuracy", "arousal_accuracy")
+        table.add_row(name, *(cell(row, k) for k in keys), cell(row, "train_seconds", digits=1))
+    console = Console()
+    console.print(table)
+    if report["gmm_check"]:
+        gmm = Table(
+            "flipped", "ROC AUC", "flipped in noisy set", "kept in noisy set", title="GMM check"
+        )
+        for rate, row in report["gmm_check"].items():
+            gmm.add_row(
+                rate,
+                cell(row, "auc"),
+                cell(row, "noisy_share_of_flipped"),
+                cell(row, "noisy_share_of_kept"),
+            )
+        console.print(gmm)
+    if report["skipped"]:
+        console.print(f"{len(report['skipped'])} clips skipped:", highlight=False)
+        for line in report["skipped"]:
+            console.print(f"  {line}", highlight=False)

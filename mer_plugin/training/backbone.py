@@ -1,0 +1,129 @@
+"""Backbones for training: look one up by name, build it, freeze or unfreeze its last groups."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mer_plugin.errors import MerError
+from mer_plugin.hookspecs import Backbone
+
+
+class BackboneError(MerError):
+    """A backbone is unknown or cannot be built as asked."""
+
+
+def get_backbone(name: str) -> Backbone:
+    """The backbone registered under `name`: plugins first, then the built-in registry.
+
+    The built-in fallback goes once `mer_plugin.backbones` registers through the plugin
+    hooks (then `get_plugins().backbones()` alone is enough).
+    """
+    from mer_plugin.plugins import get_plugins
+
+    found = get_plugins().backbones()
+    if name in found:
+        return found[name]
+    from mer_plugin import backbones
+
+    if name not in backbones.list_backbones():
+        known = sorted(set(found) | set(backbones.list_backbones()))
+        raise BackboneError(f"unknown backbone {name!r} (known: {', '.join(known)})")
+    info = backbones.backbone_info(name)
+    return Backbone(
+        name=name,
+        create=lambda pretrained: backbones.create_backbone(name, pretrained),
+        spec=info.frontend,
+        embedding_size=info.embedding_size,
+        finetune_groups=info.layer_groups,
+        description=info.description,
+    )
+
+
+@dataclass
+class BuiltBackbone:
+    """A backbone module with how it was built."""
+
+    backbone: Backbone
+    module: nn.Module
+    pretrained: bool
+    trainable_groups: tuple[str, ...]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.module.parameters() if p.requires_grad]
+
+    def set_mode(self, train: bool) -> None:
+        """Train mode only for the unfrozen groups (frozen batch norms keep their statistics)."""
+        self.module.eval()
+        if train:
+            for name in self.trainable_groups:
+                self.module.get_submodule(name).train()
+
+
+def build_backbone(
+    backbone: Backbone, pretrained: bool | None, finetune: int, seed: int
+) -> BuiltBackbone:
+    """Build the module: shipped weights when `pretrained` (None: when it has them), else a
+    seeded random start; every parameter frozen except the last `finetune` layer groups."""
+    torch.manual_seed(seed)
+    if pretrained is None:
+        try:
+            module, pretrained = backbone.create(True), True
+        except ValueError:  # ships no weights
+            torch.manual_seed(seed)
+            module, pretrained = backbone.create(False), False
+    else:
+        try:
+            module = backbone.create(pretrained)
+        except ValueError as error:
+            raise BackboneError(f"backbone {backbone.name}: {error}") from None
+    groups = _embedding_groups(module, backbone) if finetune else backbone.finetune_groups
+    if finetune > len(groups):
+        raise BackboneError(
+            f"backbone {backbone.name} has {len(groups)} layer groups; cannot fine-tune {finetune}"
+        )
+    chosen = groups[len(groups) - finetune :] if finetune else ()
+    module.requires_grad_(False)
+    for name in chosen:
+        module.get_submodule(name).requires_grad_(True)
+    built = BuiltBackbone(backbone, module, pretrained, tuple(chosen))
+    built.set_mode(False)
+    return built
+
+
+def _embedding_groups(module: nn.Module, backbone: Backbone) -> tuple[str, ...]:
+    """The layer groups the embedding depends on (musicnn's tag layer, say, is not one)."""
+    module.requires_grad_(True)
+    module.zero_grad(set_to_none=True)
+    spec = backbone.spec
+    module.eval()
+    module(torch.randn(2, spec.segment_frames, spec.n_mels)).sum().backward()
+    used = tuple(
+        name
+        for name in backbone.finetune_groups
+        if any(p.grad is not None for p in module.get_submodule(name).parameters())
+    )
+    module.zero_grad(set_to_none=True)
+    return used
+
+
+def state_digest(module: nn.Module) -> str:
+    """SHA-256 over a module's state (names, shapes and float32 bytes), in key order."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        data = tensor.detach().cpu().contiguous()
+        digest.update(str(tuple(data.shape)).encode())
+        digest.update(data.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BackboneError("--device cuda: no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)

@@ -1,0 +1,340 @@
+"""On-disk caches: the log-mel frames of every clip, and frozen-backbone embeddings.
+
+Frames are computed once per (clips, front-end spec) and memory-mapped, so epochs never
+decode audio again. With a frozen backbone its embeddings of every segment (and of every
+whole clip) are cached too, for `views` views (view 0 clean, the others augmented): every
+method then trains a small head in seconds.
+
+A cache folder is named by a hash of what it depends on (clip paths, sizes and mtimes,
+the spec; plus the backbone's weights, the views and their augmentation settings for
+embeddings). The root is `--cache-dir`, else ``$MER_CACHE_DIR``, else
+``$XDG_CACHE_HOME/mer``, else ``~/.cache/mer``. Folders are written under a temporary
+name and renamed into place, so an interrupted run leaves no half cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mer_plugin.audio import open_stream
+from mer_plugin.datasets import Dataset
+from mer_plugin.errors import AudioError, MerError
+from mer_plugin.frontend import FrontEndSpec
+from mer_plugin.kernels.segments import pad_to_segment
+from mer_plugin.training.augment import augment, crop, jitter_starts
+from mer_plugin.training.backbone import BuiltBackbone, state_digest
+from mer_plugin.training.progress import Reporter
+from mer_plugin.training.settings import AugmentSettings
+
+FORMAT = 1  # bump when the layout of a cache folder changes
+
+
+def cache_root(override: str | Path | None = None) -> Path:
+    if override:
+        return Path(override)
+    if env := os.environ.get("MER_CACHE_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mer"
+
+
+def _digest(payload: object) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def clip_frames(path: str | Path, spec: FrontEndSpec) -> np.ndarray:
+    """Every log-mel frame of a file (n_frames, n_mels), padded with silence to at least
+    one segment. Raises `AudioError` for unreadable or empty files."""
+    from mer_plugin.logmel import LogMelStream
+
+    stream = LogMelStream(spec)
+    parts: list[np.ndarray] = []
+    n_samples = 0
+    for block in open_stream(path, spec.sample_rate):
+        n_samples += len(block)
+        parts.append(stream.push(block))
+    if n_samples == 0:
+        raise AudioError(path, "contains no audio samples")
+    parts.append(stream.finish())
+    frames = np.concatenate(parts).astype(np.float32, copy=False)
+    if len(frames) < spec.segment_frames:
+        frames = pad_to_segment(frames, spec.segment_frames, spec.silence_level)
+    return frames
+
+
+# ------------------------------------------------------------------------------ frames
+
+
+@dataclass
+class FrameCache:
+    """Frames of the readable clips of a dataset, memory-mapped; `rows[i]` is clip i's row
+    (-1 when it was skipped)."""
+
+    folder: Path
+    key: str
+    spec: FrontEndSpec
+    frames: np.ndarray  # (total_frames, n_mels), memory-mapped
+    offsets: np.ndarray  # (n_rows + 1,)
+    rows: np.ndarray  # dataset clip index -> row, or -1
+    skipped: list[str]  # "path: reason"
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def clip(self, row: int) -> np.ndarray:
+        return self.frames[self.offsets[row] : self.offsets[row + 1]]
+
+
+def frame_cache(
+    dataset: Dataset,
+    spec: FrontEndSpec,
+    root: str | Path | None = None,
+    reporter: Reporter | None = None,
+) -> FrameCache:
+    """The frame cache of a dataset's clips, built on first use."""
+    clips = [(str(c.path.resolve()), *_stat(c.path)) for c in dataset.clips]
+    key = _digest({"format": FORMAT, "clips": clips, "spec": spec.to_dict()})
+    folder = cache_root(root) / "frames" / key
+    if not (folder / "index.json").is_file():
+        _build_frames(dataset, spec, folder, reporter or Reporter(quiet=True))
+    return _open_frames(folder, key, spec)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        info = path.stat()
+    except OSError:
+        return -1, -1
+    return info.st_size, info.st_mtime_ns
+
+
+def _build_frames(dataset: Dataset, spec: FrontEndSpec, folder: Path, reporter: Reporter) -> None:
+    part = _part_folder(folder)
+    offsets, rows, skipped = [0], [], []
+    with open(part / "frames.f32", "wb") as out, reporter.bar(len(dataset.clips), "log-mel") as bar:
+        for clip in dataset.clips:
+            try:
+                frames = clip_frames(clip.path, spec)
+            except AudioError as error:
+                rows.append(-1)
+                skipped.append(f"{clip.path}: {error.reason}")
+            else:
+                out.write(np.ascontiguousarray(frames, dtype=np.float32).tobytes())
+                rows.append(len(offsets) - 1)
+                offsets.append(offsets[-1] + len(frames))
+            bar.advance()
+    np.save(part / "offsets.npy", np.array(offsets, dtype=np.int64))
+    np.save(part / "rows.npy", np.array(rows, dtype=np.int64))
+    index = {"format": FORMAT, "spec": spec.to_dict(), "skipped": skipped}
+    index["clips"] = [str(c.path) for c in dataset.clips]
+    (part / "index.json").write_text(json.dumps(index, indent=1))
+    _publish(part, folder)
+
+
+def _open_frames(folder: Path, key: str, spec: FrontEndSpec) -> FrameCache:
+    offsets = np.load(folder / "offsets.npy")
+    total = int(offsets[-1])
+    if total:
+        frames = np.memmap(folder / "frames.f32", np.float32, "r", shape=(total, spec.n_mels))
+    else:
+        frames = np.empty((0, spec.n_mels), np.float32)
+    skipped = json.loads((folder / "index.json").read_text())["skipped"]
+    return FrameCache(folder, key, spec, frames, offsets, np.load(folder / "rows.npy"), skipped)
+
+
+def _part_folder(folder: Path) -> Path:
+    part = folder.with_name(f"{folder.name}.part-{os.getpid()}")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    return part
+
+
+def _publish(part: Path, folder: Path) -> None:
+    try:
+        os.replace(part, folder)
+    except OSError:  # another process published it first
+        shutil.rmtree(part, ignore_errors=True)
+        if not folder.is_dir():
+            raise MerError(f"{folder}: cannot write the cache") from None
+
+
+# ------------------------------------------------------------------------------ segments
+
+
+@dataclass(frozen=True)
+class SegmentTable:
+    """Every segment of the cached clips: its clip row and first frame."""
+
+    clip: np.ndarray
+    start: np.ndarray
+
+    @classmethod
+    def of(cls, lengths: np.ndarray, spec: FrontEndSpec) -> SegmentTable:
+        counts = np.maximum(1, (lengths - spec.segment_frames) // spec.segment_hop_frames + 1)
+        clip = np.repeat(np.arange(len(lengths)), counts)
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        start = (np.arange(len(clip)) - first) * spec.segment_hop_frames
+        return cls(clip.astype(np.int64), start.astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.clip)
+
+    def ids_of(self, rows: np.ndarray) -> np.ndarray:
+        """Segment ids of the given clip rows, clip by clip in the order given."""
+        order = np.argsort(self.clip, kind="stable")
+        bounds = np.searchsorted(self.clip[order], np.stack([rows, rows + 1]))
+        return np.concatenate([order[a:b] for a, b in bounds.T]) if len(rows) else order[:0]
+
+
+def view_segments(
+    cache: FrameCache,
+    table: SegmentTable,
+    ids: np.ndarray,
+    views: np.ndarray,
+    augmentation: AugmentSettings,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Log-mel segments (B, frames, n_mels) of segment `ids`; where `views` > 0, shifted in
+    time and augmented."""
+    spec = cache.spec
+    rows = table.clip[ids]
+    starts = table.start[ids].copy()
+    shifted = views > 0
+    if shifted.any():
+        lengths = cache.lengths[rows[shifted]]
+        starts[shifted] = jitter_starts(starts[shifted], lengths, spec, augmentation, rng)
+    first = cache.offsets[rows] + starts
+    index = first[:, None] + np.arange(spec.segment_frames)
+    out = np.asarray(cache.frames[index], dtype=np.float32)
+    if shifted.any():
+        out[shifted] = augment(out[shifted], spec, augmentation, rng)
+    return out
+
+
+def view_clip(
+    cache: FrameCache, row: int, view: int, augmentation: AugmentSettings, rng: np.random.Generator
+) -> np.ndarray:
+    """Frames of a whole clip (view 0) or of an augmented random crop of it."""
+    frames = cache.clip(row)
+    if view == 0:
+        return np.array(frames, dtype=np.float32)
+    start, length = crop(len(frames), augmentation, rng)
+    piece = np.asarray(frames[start : start + length], dtype=np.float32)
+    return augment(piece[None], cache.spec, augmentation, rng)[0]
+
+
+# ------------------------------------------------------------------------------ embeddings
+
+
+def embedding_cache(
+    cache: FrameCache,
+    table: SegmentTable | None,
+    built: BuiltBackbone,
+    views: int,
+    augmentation: AugmentSettings,
+    seed: int,
+    device: torch.device,
+    root: str | Path | None = None,
+    reporter: Reporter | None = None,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Frozen-backbone embeddings (views, items, embedding_size) of every segment in `table`,
+    or of every whole clip when `table` is None. View v of clip row r is drawn from the seed
+    (seed, v, r), so a view does not depend on batching or on which views exist."""
+    level = "clips" if table is None else "segments"
+    key = _digest(
+        {
+            "frames": cache.key,
+            "backbone": built.backbone.name,
+            "weights": state_digest(built.module),
+            "augment": augmentation,
+            "seed": seed,
+            "level": level,
+        }
+    )
+    folder = cache_root(root) / "embeddings" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    reporter = reporter or Reporter(quiet=True)
+    out = []
+    for view in range(views):
+        path = folder / f"view{view}.npy"
+        if not path.is_file():
+            rows = np.arange(len(cache.lengths))
+            embed = _segments_view if table is not None else _clips_view
+            with reporter.bar(len(rows), f"{built.backbone.name} {level}, view {view}") as bar:
+                array = embed(
+                    cache, table, built, view, augmentation, seed, device, bar.advance, batch_size
+                )
+            _save_npy(path, array)
+        out.append(np.load(path))
+    return np.stack(out)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    part = path.with_name(f"{path.name}.part-{os.getpid()}")
+    with open(part, "wb") as handle:
+        np.save(handle, array)
+    os.replace(part, path)
+
+
+@torch.no_grad()
+def _run(built: BuiltBackbone, batch: np.ndarray, device: torch.device) -> np.ndarray:
+    x = torch.from_numpy(batch).to(device)
+    with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        return built.module(x).float().cpu().numpy()
+
+
+def _segments_view(
+    cache: FrameCache,
+    table: SegmentTable | None,
+    built: BuiltBackbone,
+    view: int,
+    augmentation: AugmentSettings,
+    seed: int,
+    device: torch.device,
+    advance: Callable[[int], None],
+    batch_size: int,
+) -> np.ndarray:
+    assert table is not None
+    built.module.to(device)
+    parts, pending, done = [], [], 0
+    for row in range(len(cache.lengths)):
+        ids = np.flatnonzero(table.clip == row)
+        rng = np.random.default_rng([seed, view, row])
+        pending.append(view_segments(cache, table, ids, np.full(len(ids), view), augmentation, rng))
+        if sum(len(p) for p in pending) >= batch_size or row == len(cache.lengths) - 1:
+            parts.append(_run(built, np.concatenate(pending), device))
+            advance(row + 1 - done)
+            pending, done = [], row + 1
+    return np.concatenate(parts)
+
+
+def _clips_view(
+    cache: FrameCache,
+    table: SegmentTable | None,
+    built: BuiltBackbone,
+    view: int,
+    augmentation: AugmentSettings,
+    seed: int,
+    device: torch.device,
+    advance: Callable[[int], None],
+    batch_size: int,
+) -> np.ndarray:
+    built.module.to(device)
+    parts = []
+    for row in range(len(cache.lengths)):
+        rng = np.random.default_rng([seed, view, row])
+        parts.append(_run(built, view_clip(cache, row, view, augmentation, rng)[None], device))
+        advance(1)
+    return np.concatenate(parts)

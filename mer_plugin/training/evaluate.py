@@ -1,0 +1,221 @@
+"""Grouped, stratified K-fold cross-validation of the methods, the logistic-regression
+references on frozen embeddings, and the GMM separation check (DESIGN.md §5, issue 4).
+
+Every method sees the same folds (`grouped_folds`: no group on both sides). Nothing is
+tuned on a test fold: settings are fixed before the run; SSSL's stage 2 uses inner folds
+of the training clips only.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mer_plugin.datasets import QUADRANTS, Dataset, grouped_folds
+from mer_plugin.hookspecs import Backbone
+from mer_plugin.training.methods import Context, clean_probability, fit, fit_ce, predict
+from mer_plugin.training.prepare import prepare
+from mer_plugin.training.progress import Reporter
+from mer_plugin.training.settings import METHODS, Settings, SettingsError
+from mer_plugin.training.sources import compute_threads
+
+REFERENCES = ("lr-clip", "lr-segment")
+METRICS = ("accuracy", "macro_f1", "valence_accuracy", "arousal_accuracy")
+
+
+@dataclass
+class EvalOptions:
+    folds: int = 5
+    methods: tuple[str, ...] = METHODS
+    references: bool = True  # the LR references (need a pretrained, frozen backbone)
+    noise_rates: tuple[float, ...] = (0.2, 0.4)  # GMM check; () to skip
+    lr_c: float = 1.0  # inverse L2 strength of the references' logistic regression
+    command: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:
+    """Accuracy, macro-F1 and, for quadrant classes, binary valence / arousal accuracy."""
+    from sklearn.metrics import f1_score
+
+    predicted = probs.argmax(axis=1)
+    out = {
+        "accuracy": float((predicted == labels).mean()),
+        "macro_f1": float(
+            f1_score(
+                labels, predicted, labels=range(len(classes)), average="macro", zero_division=0
+            )
+        ),
+    }
+    if set(QUADRANTS) <= set(classes):
+        q = {name: classes.index(name) for name in QUADRANTS}
+        positive, high = [q["Q1"], q["Q4"]], [q["Q1"], q["Q2"]]
+        valence = probs[:, positive].sum(axis=1) >= 0.5
+        arousal = probs[:, high].sum(axis=1) >= 0.5
+        out["valence_accuracy"] = float((valence == np.isin(labels, positive)).mean())
+        out["arousal_accuracy"] = float((arousal == np.isin(labels, high)).mean())
+    return out
+
+
+def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation (ddof 1) over folds of every number in the rows."""
+    keys = [k for k in rows[0] if k != "fold" and isinstance(rows[0][k], float | int)]
+    values = {k: np.array([r[k] for r in rows], dtype=float) for k in keys}
+    std = {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()}
+    return {"mean": {k: float(v.mean()) for k, v in values.items()}, "std": std}
+
+
+def evaluate(
+    dataset: Dataset,
+    backbone: str | Backbone,
+    settings: Settings,
+    options: EvalOptions,
+    cache_dir: str | Path | None = None,
+    reporter: Reporter | None = None,
+) -> dict:
+    """Cross-validate `options.methods` (+ references, + GMM check); a JSON-ready report."""
+    unknown = set(options.methods) - set(METHODS)
+    if unknown:
+        raise SettingsError(f"unknown methods {sorted(unknown)} (known: {', '.join(METHODS)})")
+    reporter = reporter or Reporter(quiet=True)
+    prepared = prepare(dataset, backbone, settings, cache_dir, reporter, "clip" in options.methods)
+    ctx = prepared.ctx
+    folds = grouped_folds(ctx.dataset, options.folds, settings.seed)
+    results: dict[str, list[dict]] = {m: [] for m in options.methods}
+    references = options.references and prepared.built.pretrained and settings.finetune == 0
+    if references:
+        results.update({name: [] for name in REFERENCES})
+    checks: dict[str, list[dict]] = {f"{rate:g}": [] for rate in options.noise_rates}
+    for k, (train, test) in enumerate(folds):
+        reporter.log(
+            f"fold {k + 1}/{len(folds)}: {len(train)} training clips, {len(test)} test clips"
+        )
+        for method in options.methods:
+            results[method].append(_run_method(method, ctx, train, test, settings.seed + k, k))
+        if references:
+            for name, row in _references(ctx, train, test, options.lr_c, settings.seed).items():
+                results[name].append({"fold": k, **row})
+        for rate in options.noise_rates:
+            checks[f"{rate:g}"].append(gmm_check(ctx, train, rate, settings.seed + k))
+    return _report(ctx, prepared, folds, results, checks, settings, options)
+
+
+def _run_method(
+    method: str, ctx: Context, train: np.ndarray, test: np.ndarray, seed: int, k: int
+) -> dict:
+    started = time.perf_counter()
+    fitted = fit(method, ctx, train, seed)
+    seconds = time.perf_counter() - started
+    probs = predict(fitted, ctx, test)
+    row = metrics(probs, ctx.clip_labels[test], ctx.dataset.classes)
+    return {"fold": k, **row, "train_seconds": seconds}
+
+
+def _references(ctx: Context, train: np.ndarray, test: np.ndarray, c: float, seed: int) -> dict:
+    """Frozen clean-view embeddings + standardised logistic regression: clip level (mean
+    segment embedding per clip) and segment level (segment probabilities averaged)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    embeddings = ctx.segments.embeddings[0]  # type: ignore[union-attr]
+    table, labels = ctx.table, ctx.clip_labels
+    out = {}
+    for name in REFERENCES:
+        started = time.perf_counter()
+        model = make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, max_iter=3000, random_state=seed)
+        )
+        if name == "lr-clip":
+            means = np.stack([embeddings[table.clip == r].mean(axis=0) for r in range(len(labels))])
+            model.fit(means[train], labels[train])
+            probs = model.predict_proba(means[test])
+        else:
+            ids = table.ids_of(train)
+            model.fit(embeddings[ids], labels[table.clip[ids]])
+            probs = np.stack(
+                [model.predict_proba(embeddings[table.clip == r]).mean(axis=0) for r in test]
+            )
+        seconds = time.perf_counter() - started
+        full = np.zeros((len(test), ctx.n_classes))
+        full[:, model.classes_] = probs
+        out[name] = {**metrics(full, labels[test], ctx.dataset.classes), "train_seconds": seconds}
+    return out
+
+
+def gmm_check(ctx: Context, train: np.ndarray, rate: float, seed: int) -> dict:
+    """Flip `rate` of the training segments' labels to another class, warm up on them as
+    SSSL does, and score the GMM clean probability against the known flips (ROC AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng([seed, int(rate * 1000)])
+    ids = ctx.table.ids_of(train)
+    labels = ctx.clip_labels[ctx.table.clip[ids]].copy()
+    flipped = np.zeros(len(ids), bool)
+    flipped[rng.choice(len(ids), size=int(round(rate * len(ids))), replace=False)] = True
+    labels[flipped] = (
+        labels[flipped] + rng.integers(1, ctx.n_classes, flipped.sum())
+    ) % ctx.n_classes
+    s = ctx.settings
+    with compute_threads(ctx.segments):
+        head = fit_ce(
+            ctx.segments, ids, labels, ctx, max(s.warmup_epochs, 1), seed, f"gmm check {rate:g}"
+        )
+        w = clean_probability(head, ctx.segments, ids, labels, s)
+    noisy = w <= s.tau
+    return {
+        "auc": float(roc_auc_score(~flipped, w)),
+        "noisy_share_of_flipped": float(noisy[flipped].mean()),
+        "noisy_share_of_kept": float(noisy[~flipped].mean()),
+    }
+
+
+def _report(
+    ctx: Context,
+    prepared,
+    folds: list,
+    results: dict[str, list[dict]],
+    checks: dict[str, list[dict]],
+    settings: Settings,
+    options: EvalOptions,
+) -> dict:
+    data = ctx.dataset
+    return {
+        "dataset": data.name,
+        "clips": len(data.clips),
+        "segments": int(len(ctx.table)),
+        "classes": list(data.classes),
+        "skipped": data.skipped,
+        "protocol": {
+            "folds": len(folds),
+            "grouped": True,
+            "stratified": True,
+            "seed": settings.seed,
+            "std": "sample standard deviation over folds (ddof 1)",
+            "test_fold_sizes": [int(len(test)) for _, test in folds],
+        },
+        "backbone": {
+            "name": prepared.built.backbone.name,
+            "pretrained": prepared.built.pretrained,
+            "finetune_groups": list(prepared.built.trainable_groups),
+            "frontend": prepared.built.backbone.spec.to_dict(),
+        },
+        "settings": settings.to_dict(),
+        "results": {name: {"folds": rows, **summarise(rows)} for name, rows in results.items()},
+        "gmm_check": {
+            rate: {"folds": rows, **summarise(rows)} for rate, rows in checks.items() if rows
+        },
+        "cache_seconds": prepared.seconds,
+        "machine": {
+            "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+            "device": str(ctx.segments.device),
+        },
+        "command": options.command,
+        **options.extra,
+    }

@@ -1,0 +1,419 @@
+"""The three methods on one footing: `clip`, `segment` and `sssl` (DESIGN.md §1).
+
+- clip: one item per clip; the backbone sees the whole clip (it is convolutional in time
+  and pools over time), the head classifies that one embedding.
+- segment: segments inherit their clip's label; cross-entropy; a song is the mean of its
+  segments' probabilities.
+- sssl: warm-up cross-entropy, then each epoch a GMM on the per-segment losses splits
+  clean from noisy segments; clean labels are refined, noisy segments get sharpened
+  pseudo-labels from two augmented views; MixMatch mixup; a two-view KL consistency
+  term; then stage 2, a song classifier on aggregated segment probabilities, trained on
+  out-of-fold features of the training songs.
+
+All methods train a `Head` on features from a `Source` (cached frozen embeddings, or the
+backbone on the fly when fine-tuning), so they differ only in what this module says.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mer_plugin.datasets import Dataset, grouped_folds
+from mer_plugin.kernels.confidence import gmm_clean_probability
+from mer_plugin.training.cache import SegmentTable
+from mer_plugin.training.heads import Head, SongClassifier, song_features
+from mer_plugin.training.progress import Reporter
+from mer_plugin.training.settings import Settings
+from mer_plugin.training.sources import CachedSource, Source, compute_threads
+
+PREDICT_BATCH = 256
+
+
+@dataclass
+class Context:
+    """What every method needs: the clips (in cache-row order), their segments, sources."""
+
+    dataset: Dataset  # readable clips; clip i is cache row i
+    table: SegmentTable
+    segments: Source  # items: segment ids of `table`
+    clips: Source | None  # items: clip rows (only the clip method needs it)
+    settings: Settings
+    reporter: Reporter = field(default_factory=lambda: Reporter(quiet=True))
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.dataset.classes)
+
+    @property
+    def clip_labels(self) -> np.ndarray:
+        return self.dataset.labels
+
+
+@dataclass
+class Fitted:
+    """A trained method: its head, and for sssl the song classifier (None: mean)."""
+
+    method: str
+    head: Head
+    song: SongClassifier | None = None
+    history: list[dict] = field(default_factory=list)
+    backbone_state: dict[str, torch.Tensor] | None = None  # when the backbone was trained
+
+
+# ------------------------------------------------------------------------------ public
+
+
+def fit(method: str, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
+    """Train `method` on the clips at cache `rows`."""
+    with compute_threads(ctx.segments):
+        fitted = _fit(method, ctx, rows, seed)
+    fitted.backbone_state = ctx.segments.snapshot()
+    return fitted
+
+
+def _fit(method: str, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
+    labels = ctx.clip_labels
+    if method == "clip":
+        if ctx.clips is None:
+            raise ValueError("the clip method needs a clip-level source")
+        epochs = ctx.settings.clip_epochs
+        head = fit_ce(ctx.clips, rows, labels[rows], ctx, epochs, seed, "clip")
+        return Fitted("clip", head)
+    ids = ctx.table.ids_of(rows)
+    seg_labels = labels[ctx.table.clip[ids]]
+    if method == "segment":
+        head = fit_ce(ctx.segments, ids, seg_labels, ctx, ctx.settings.epochs, seed, "segment")
+        return Fitted("segment", head)
+    if method == "sssl":
+        head, history = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed)
+        if not ctx.settings.song_classifier:
+            return Fitted("sssl", head, None, history)
+        state = ctx.segments.snapshot()
+        song = fit_song_classifier(ctx, rows, seed)  # trains more heads (and backbones)
+        ctx.segments.load(state)
+        return Fitted("sssl", head, song, history)
+    raise ValueError(f"unknown method {method!r}")
+
+
+def predict(fitted: Fitted, ctx: Context, rows: np.ndarray) -> np.ndarray:
+    """Song probabilities (len(rows), n_classes) of the clips at cache `rows`."""
+    ctx.segments.load(fitted.backbone_state)
+    with compute_threads(ctx.segments):
+        return _predict(fitted, ctx, rows)
+
+
+def _predict(fitted: Fitted, ctx: Context, rows: np.ndarray) -> np.ndarray:
+    if fitted.method == "clip":
+        assert ctx.clips is not None
+        return predict_items(fitted.head, ctx.clips, rows)
+    per_clip = segment_probabilities(fitted.head, ctx, rows)
+    if fitted.song is None:
+        return np.stack([p.mean(axis=0) for p in per_clip])
+    return fitted.song.predict_proba(np.stack([song_features(p) for p in per_clip]))
+
+
+def segment_probabilities(head: Head, ctx: Context, rows: np.ndarray) -> list[np.ndarray]:
+    """Per clip row, its segments' probabilities (n_segments, n_classes), in time order."""
+    ids = ctx.table.ids_of(rows)
+    probs = predict_items(head, ctx.segments, ids)
+    counts = np.bincount(ctx.table.clip[ids], minlength=int(rows.max()) + 1)[rows]
+    return np.split(probs, np.cumsum(counts)[:-1])
+
+
+@torch.no_grad()
+def predict_items(head: Head, source: Source, ids: np.ndarray) -> np.ndarray:
+    """Softmax of the head on the clean view of items, in eval mode."""
+    head.eval()
+    source.set_mode(False)
+    out = [
+        F.softmax(head(source.features(chunk, np.zeros(len(chunk), np.int64))), dim=1).cpu()
+        for chunk in np.array_split(ids, max(1, math.ceil(len(ids) / PREDICT_BATCH)))
+    ]
+    return torch.cat(out).double().numpy()
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def _new_head(
+    source: Source, ids: np.ndarray, ctx: Context, seed: int
+) -> tuple[Head, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    source.reset()
+    s = ctx.settings
+    head = Head(source.dim, ctx.n_classes, s.hidden, s.dropout).to(_device(source))
+    if isinstance(source, CachedSource) and len(ids) > 1:
+        head.standardise_like(source.features(ids, np.zeros(len(ids), np.int64)))
+    groups = [{"params": head.parameters(), "lr": s.lr}]
+    if backbone := source.parameters():
+        groups.append({"params": backbone, "lr": s.backbone_lr})
+    return head, torch.optim.AdamW(groups, weight_decay=s.weight_decay)
+
+
+def _device(source: Source) -> torch.device:
+    return source.device
+
+
+def _batches(n: int, size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    order = rng.permutation(n)
+    for first in range(0, n, size):
+        batch = order[first : first + size]
+        if len(batch) >= 2 or n < 2:
+            yield batch
+
+
+def _train_mode(head: Head, source: Source) -> None:
+    head.train()
+    source.set_mode(True)
+
+
+def _random_views(n: int, source: Source, ctx: Context, rng: np.random.Generator) -> np.ndarray:
+    if not ctx.settings.augment_training:
+        return np.zeros(n, np.int64)
+    return rng.integers(0, source.n_views, size=n)
+
+
+def _ce_epoch(
+    head: Head,
+    optimizer: torch.optim.Optimizer,
+    source: Source,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    ctx: Context,
+    rng: np.random.Generator,
+) -> float:
+    _train_mode(head, source)
+    total, count = 0.0, 0
+    target = torch.from_numpy(labels).to(_device(source))
+    for batch in _batches(len(ids), ctx.settings.batch_size, rng):
+        x = source.features(ids[batch], _random_views(len(batch), source, ctx, rng))
+        loss = F.cross_entropy(head(x), target[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, count = total + loss.item() * len(batch), count + len(batch)
+    return total / max(count, 1)
+
+
+def fit_ce(
+    source: Source,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    ctx: Context,
+    epochs: int,
+    seed: int,
+    name: str,
+) -> Head:
+    """A head trained with plain cross-entropy for `epochs` epochs (cosine learning rate)."""
+    rng = np.random.default_rng(seed)
+    head, optimizer = _new_head(source, ids, ctx, seed)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+    with ctx.reporter.bar(epochs, name) as bar:
+        for _ in range(epochs):
+            loss = _ce_epoch(head, optimizer, source, ids, labels, ctx, rng)
+            schedule.step()
+            bar.advance(description=f"{name} loss {loss:.3f}")
+    return head
+
+
+@torch.no_grad()
+def per_item_loss(head: Head, source: Source, ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Cross-entropy of each item's clean view against its (inherited) label, eval mode."""
+    probs = predict_items(head, source, ids)
+    return -np.log(np.maximum(probs[np.arange(len(ids)), labels], 1e-12))
+
+
+def clean_probability(
+    head: Head, source: Source, ids: np.ndarray, labels: np.ndarray, settings: Settings
+) -> np.ndarray:
+    """SSSL step 2: the GMM clean probability w of each segment from its loss."""
+    losses = per_item_loss(head, source, ids, labels)
+    return gmm_clean_probability(
+        losses, settings.gmm_max_iter, settings.gmm_tol, settings.gmm_reg_covar
+    )
+
+
+def fit_sssl(
+    source: Source, ids: np.ndarray, labels: np.ndarray, ctx: Context, seed: int
+) -> tuple[Head, list[dict]]:
+    """SSSL on segments (warm-up, then GMM split + refinement + pseudo-labels + mixup)."""
+    s = ctx.settings
+    rng = np.random.default_rng(seed)
+    head, optimizer = _new_head(source, ids, ctx, seed)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, s.epochs)
+    generator = torch.Generator().manual_seed(seed)
+    history: list[dict] = []
+    with ctx.reporter.bar(s.epochs, "sssl") as bar:
+        for epoch in range(s.epochs):
+            if epoch < s.warmup_epochs:
+                loss = _ce_epoch(head, optimizer, source, ids, labels, ctx, rng)
+                record = {"epoch": epoch, "phase": "warm-up", "loss": loss}
+            else:
+                w = clean_probability(head, source, ids, labels, s)
+                ramp = min(1.0, (epoch - s.warmup_epochs + 1) / max(s.rampup_epochs, 1))
+                loss = _sssl_epoch(
+                    head, optimizer, source, ids, labels, w, ramp, ctx, rng, generator
+                )
+                labelled = float((w > s.tau).mean())
+                record = {"epoch": epoch, "phase": "sssl", "loss": loss, "labelled": labelled}
+            schedule.step()
+            history.append(record)
+            bar.advance(description=f"sssl {record['phase']} loss {loss:.3f}")
+    return head, history
+
+
+def _two_views(n: int, n_views: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two different augmented views per item (clean + one when there is only one)."""
+    if n_views >= 3:
+        a = rng.integers(1, n_views, size=n)
+        b = (a - 1 + rng.integers(1, n_views - 1, size=n)) % (n_views - 1) + 1
+        return a, b
+    return np.zeros(n, np.int64), np.full(n, n_views - 1, np.int64)
+
+
+def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
+    p = p ** (1.0 / temperature)
+    return p / p.sum(dim=1, keepdim=True)
+
+
+def _sssl_epoch(
+    head: Head,
+    optimizer: torch.optim.Optimizer,
+    source: Source,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    w: np.ndarray,
+    ramp: float,
+    ctx: Context,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+) -> float:
+    s = ctx.settings
+    is_clean = w > s.tau
+    if min(is_clean.sum(), (~is_clean).sum()) < s.min_split:  # no split: plain refinement
+        is_clean = np.ones(len(ids), bool)
+    clean, noisy = np.flatnonzero(is_clean), np.flatnonzero(~is_clean)
+    device = _device(source)
+    onehot = F.one_hot(torch.from_numpy(labels), ctx.n_classes).float().to(device)
+    weight = torch.from_numpy(w).float().to(device)
+    total, steps = 0.0, 0
+    for batch in _batches(len(clean), s.batch_size, rng):
+        l_idx = clean[batch]
+        u_idx = rng.choice(noisy, size=len(batch)) if len(noisy) else noisy
+        loss = _sssl_step(
+            head, source, ids, l_idx, u_idx, onehot, weight, ramp, ctx, rng, generator
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, steps = total + loss.item(), steps + 1
+    return total / max(steps, 1)
+
+
+def _sssl_step(
+    head: Head,
+    source: Source,
+    ids: np.ndarray,
+    l_idx: np.ndarray,
+    u_idx: np.ndarray,
+    onehot: torch.Tensor,
+    weight: torch.Tensor,
+    ramp: float,
+    ctx: Context,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    s = ctx.settings
+    both = np.concatenate([l_idx, u_idx])
+    va, vb = _two_views(len(both), source.n_views, rng)
+    _train_mode(head, source)
+    xa, xb = source.features(ids[both], va), source.features(ids[both], vb)
+    n_l = len(l_idx)
+    targets = _guess(head, xa, xb, onehot[l_idx], weight[l_idx, None], n_l, s.temperature)
+    _train_mode(head, source)
+    # MixMatch: [labelled a, labelled b, unlabelled a, unlabelled b], mixed with a permutation
+    inputs = torch.cat([xa[:n_l], xb[:n_l], xa[n_l:], xb[n_l:]])
+    mixed_targets = torch.cat([targets[:n_l], targets[:n_l], targets[n_l:], targets[n_l:]])
+    lam = float(rng.beta(s.alpha, s.alpha))
+    lam = max(lam, 1.0 - lam)
+    perm = torch.randperm(len(inputs), generator=generator).to(inputs.device)
+    logits = head(lam * inputs + (1 - lam) * inputs[perm])
+    mixed = lam * mixed_targets + (1 - lam) * mixed_targets[perm]
+    n_lab = 2 * n_l
+    loss_x = -(F.log_softmax(logits[:n_lab], dim=1) * mixed[:n_lab]).sum(dim=1).mean()
+    loss = loss_x
+    if len(u_idx):
+        loss_u = ((F.softmax(logits[n_lab:], dim=1) - mixed[n_lab:]) ** 2).mean()
+        loss = loss + ramp * s.lambda_u * loss_u
+    if s.lambda_kl:
+        loss = loss + s.lambda_kl * _symmetric_kl(head(xa), head(xb))
+    if s.prior_penalty:
+        mean_p = F.softmax(logits, dim=1).mean(dim=0)
+        prior = torch.full_like(mean_p, 1.0 / ctx.n_classes)
+        loss = loss + (prior * torch.log(prior / mean_p.clamp_min(1e-12))).sum()
+    return loss
+
+
+@torch.no_grad()
+def _guess(
+    head: Head,
+    xa: torch.Tensor,
+    xb: torch.Tensor,
+    onehot: torch.Tensor,
+    w: torch.Tensor,
+    n_l: int,
+    temperature: float,
+) -> torch.Tensor:
+    """Targets: refined labels w*y + (1-w)*p for the labelled rows, pseudo-labels for the
+    rest; p is the mean prediction over two views; both sharpened."""
+    head.eval()
+    p = (F.softmax(head(xa.detach()), dim=1) + F.softmax(head(xb.detach()), dim=1)) / 2
+    refined = w * onehot + (1 - w) * p[:n_l]
+    return torch.cat([sharpen(refined, temperature), sharpen(p[n_l:], temperature)])
+
+
+def _symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    la, lb = F.log_softmax(logits_a, dim=1), F.log_softmax(logits_b, dim=1)
+    kl_ab = F.kl_div(lb, la, log_target=True, reduction="batchmean")
+    kl_ba = F.kl_div(la, lb, log_target=True, reduction="batchmean")
+    return 0.5 * (kl_ab + kl_ba)
+
+
+# ------------------------------------------------------------------------------ stage 2
+
+
+def fit_song_classifier(ctx: Context, rows: np.ndarray, seed: int) -> SongClassifier:
+    """Stage 2 on out-of-fold song features of the training clips (inner grouped folds):
+    each inner fold's SSSL head predicts the songs it did not see."""
+    s = ctx.settings
+    labels = ctx.clip_labels[rows]
+    features = np.zeros((len(rows), 6 * ctx.n_classes))
+    for k, (inner_train, inner_test) in enumerate(_inner_folds(ctx, rows, seed)):
+        train_rows = rows[inner_train]
+        ids = ctx.table.ids_of(train_rows)
+        seg_labels = ctx.clip_labels[ctx.table.clip[ids]]
+        head, _ = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed + 1000 * (k + 1))
+        probs = segment_probabilities(head, ctx, rows[inner_test])
+        features[inner_test] = np.stack([song_features(p) for p in probs])
+    return SongClassifier.fit(features, labels, ctx.n_classes, s.song_c, seed)
+
+
+def _inner_folds(ctx: Context, rows: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Grouped stratified folds of the training clips; one in-sample 'fold' when stage2_folds
+    is 0, or when the groups are too few for every inner training set to hold every class."""
+    subset = ctx.dataset.subset(rows)
+    k = min(ctx.settings.stage2_folds, len(set(subset.groups)))
+    everything = np.arange(len(rows))
+    if k < 2:
+        return [(everything, everything)]
+    folds = grouped_folds(subset, k, seed)
+    labels = subset.labels
+    if any(len(np.unique(labels[train])) < len(np.unique(labels)) for train, _ in folds):
+        return [(everything, everything)]
+    return folds

@@ -1,0 +1,128 @@
+"""`mer train`: fit one method on a whole dataset and write a model folder with its card."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from mer_plugin import __version__
+from mer_plugin.datasets import Dataset
+from mer_plugin.hookspecs import Backbone
+from mer_plugin.model import MOODS, save_model
+from mer_plugin.training.backbone import state_digest
+from mer_plugin.training.methods import Fitted, fit
+from mer_plugin.training.prepare import Prepared, prepare
+from mer_plugin.training.progress import Reporter
+from mer_plugin.training.settings import METHODS, Settings, SettingsError
+
+LICENCE_NOTES = {
+    "musicnn-msd": "backbone weights: MSD_musicnn from musicnn 0.1.0, ISC licence (MTG-UPF)",
+}
+
+
+def train_model(
+    dataset: Dataset,
+    backbone: str | Backbone,
+    method: str,
+    settings: Settings,
+    out: str | Path,
+    cache_dir: str | Path | None = None,
+    reporter: Reporter | None = None,
+    name: str | None = None,
+    command: str = "",
+    metrics: dict | None = None,
+    data_licence: str = "",
+) -> Path:
+    """Train `method` on every readable clip of `dataset`; write the model folder `out`."""
+    if method not in METHODS:
+        raise SettingsError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    reporter = reporter or Reporter(quiet=True)
+    prepared = prepare(dataset, backbone, settings, cache_dir, reporter, method == "clip")
+    rows = np.arange(len(prepared.ctx.dataset.clips))
+    fitted = fit(method, prepared.ctx, rows, settings.seed)
+    out = Path(out)
+    card = model_card(prepared, fitted, settings, name or out.name, command, metrics, data_licence)
+    return save_model(out, card, model_tensors(prepared, fitted))
+
+
+def model_tensors(prepared: Prepared, fitted: Fitted) -> dict:
+    tensors = {f"head.{k}": v for k, v in fitted.head.state_dict().items()}
+    if fitted.song is not None:
+        tensors.update(fitted.song.tensors())
+    if _weights_in_model(prepared):
+        prepared.ctx.segments.load(fitted.backbone_state)
+        state = prepared.built.module.state_dict()
+        tensors.update({f"backbone.{k}": v for k, v in state.items()})
+    return tensors
+
+
+def _weights_in_model(prepared: Prepared) -> bool:
+    return bool(prepared.built.trainable_groups) or not prepared.built.pretrained
+
+
+def model_card(
+    prepared: Prepared,
+    fitted: Fitted,
+    settings: Settings,
+    name: str,
+    command: str,
+    metrics: dict | None,
+    data_licence: str,
+) -> dict:
+    data, built = prepared.ctx.dataset, prepared.built
+    backbone_name = built.backbone.name
+    return {
+        "name": name,
+        "version": "1",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mer_version": __version__,
+        "method": fitted.method,
+        "classes": list(data.classes),
+        "moods": {q: m for q, m in MOODS.items() if q in data.classes},
+        "backbone": {
+            "name": backbone_name,
+            "pretrained": built.pretrained,
+            "finetuned_groups": list(built.trainable_groups),
+            "weights_in_model": _weights_in_model(prepared),
+            "weights_sha256": state_digest(built.module),
+            "embedding_size": built.backbone.embedding_size,
+            "frontend": built.backbone.spec.to_dict(),
+        },
+        "song_level": _song_level(fitted),
+        "training_data": {
+            "name": data.name,
+            "clips": len(data.clips),
+            "segments": int(len(prepared.ctx.table)),
+            "per_class": dict(sorted(Counter(c.label for c in data.clips).items())),
+            "groups": len(set(data.groups)),
+            "skipped": len(data.skipped),
+        },
+        "settings": settings.to_dict(),
+        "history": fitted.history,
+        "metrics": metrics or {"note": "not measured: pass --metrics EVAL.json from `mer eval`"},
+        "command": command,
+        "licence": {
+            "backbone": LICENCE_NOTES.get(backbone_name, "see the backbone's own notes"),
+            "training_data": data_licence or "as published by the dataset's authors",
+        },
+    }
+
+
+def _song_level(fitted: Fitted) -> str:
+    if fitted.method == "clip":
+        return "the head on the whole clip's embedding"
+    if fitted.song is None:
+        return "mean of segment probabilities"
+    return "logistic regression on aggregated segment probabilities (heads.SONG_FEATURES)"
+
+
+def metrics_from_eval(path: str | Path, method: str) -> dict:
+    """The row of `method` in a `mer eval --json` report, with its protocol."""
+    report = json.loads(Path(path).read_text(encoding="utf-8"))
+    row = report["results"][method]
+    protocol = dict(report["protocol"], dataset=report["dataset"], command=report.get("command"))
+    return {"mean": row["mean"], "std": row["std"], "protocol": protocol}
