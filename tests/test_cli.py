@@ -1,0 +1,99 @@
+"""The `mer` command as a user runs it: the installed console script, real files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mer_plugin.frontend import MUSICNN
+
+
+def mer(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("mer")
+    assert exe, "the `mer` console script is not installed"
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_the_commands() -> None:
+    result = mer("--help")
+    assert result.returncode == 0
+    for command in ("features", "plugins"):
+        assert command in result.stdout
+
+
+def test_version() -> None:
+    result = mer("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("mer ")
+
+
+@pytest.mark.parametrize("fmt", ["wav", "aiff", "flac", "mp3", "ogg", "opus", "m4a"])
+def test_features_writes_segments_for_every_format(make_audio, tmp_path: Path, fmt: str) -> None:
+    song = make_audio(f"sång.{fmt}", seconds=7.0, sample_rate=48000 if fmt == "opus" else 44100)
+    out = tmp_path / "segments.npy"
+    result = mer("features", song, "--out", out)
+    assert result.returncode == 0, result.stderr
+    segments = np.load(out)
+    # 7 s at 16 kHz / hop 256 -> 438 frames -> two whole 187-frame segments
+    assert segments.shape == (2, MUSICNN.segment_frames, MUSICNN.n_mels)
+    assert segments.dtype == np.float32
+    assert np.isfinite(segments).all()
+    assert "2 segments" in result.stdout
+
+
+def test_features_of_audio_shorter_than_a_segment(make_audio, tmp_path: Path) -> None:
+    out = tmp_path / "short.npy"
+    result = mer("features", make_audio("short.wav", seconds=1.0), "--out", out)
+    assert result.returncode == 0, result.stderr
+    (segment,) = np.load(out)
+    assert (segment[-10:] == MUSICNN.silence_level).all()  # padded with silence
+
+
+def test_features_of_silence_is_the_silence_level(make_audio, tmp_path: Path) -> None:
+    out = tmp_path / "silence.npy"
+    assert mer("features", make_audio("quiet.flac", kind="silence", seconds=4), "--out", out)
+    assert (np.load(out) == MUSICNN.silence_level).all()
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda tmp, mb: tmp / "missing.mp3", "no such file"),
+        (lambda tmp, mb: tmp, "directory"),
+        (lambda tmp, mb: mb("empty.mp3", "empty"), "empty"),
+        (lambda tmp, mb: mb("notes.mp3", "text"), "not a recognised audio file"),
+        (lambda tmp, mb: mb("cut.flac", "truncated"), "truncated"),
+    ],
+    ids=["missing", "directory", "zero-bytes", "text-named-mp3", "truncated-flac"],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, make_broken, setup, message: str) -> None:
+    path = setup(tmp_path, make_broken)
+    result = mer("features", path, "--out", tmp_path / "x.npy")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert message in lines[0].lower()
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_unwritable_output_is_one_clear_line(make_audio, tmp_path: Path) -> None:
+    out = tmp_path / "no" / "such" / "folder" / "x.npy"
+    result = mer("features", make_audio("a.wav", seconds=4), "--out", out)
+    assert result.returncode == 1
+    assert "cannot write" in result.stderr
+
+
+def test_usage_error_exits_2() -> None:
+    assert mer("features").returncode == 2
+
+
+def test_plugins_lists_the_builtins() -> None:
+    result = mer("plugins")
+    assert result.returncode == 0, result.stderr
+    assert "plugin" in result.stdout
