@@ -164,13 +164,13 @@ U = np.uint64
 _L = U(LANES)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _lanes(buf):
     """LANES (every buffer is longer), as a runtime value LLVM knows is <= LANES."""
     return min(U(buf.shape[0]), _L)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _load(x, start, hop, nv, window, packed, ar, ai):
     """Window frames start + f * hop (f < LANES) into the lanes of (ar, ai).
 
@@ -197,7 +197,7 @@ def _load(x, start, hop, nv, window, packed, ar, ai):
                 ai[row + f] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _radix4_first(xr, xi, yr, yi, n, roots):
     """First radix-4 Stockham stage (stride 1): one SIMD lane loop per butterfly."""
     m = n // 4
@@ -235,7 +235,7 @@ def _radix4_first(xr, xi, yr, yi, n, roots):
             yi[o3 + r] = c3r * w3i + c3i * w3r
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _radix4(xr, xi, yr, yi, n, s, roots):
     """Radix-4 Stockham stage of stride s, one output leg u per pass.
 
@@ -277,7 +277,7 @@ def _radix4(xr, xi, yr, yi, n, s, roots):
                     yi[o + r] = cr * wi + ci * wr
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _radix2(xr, xi, yr, yi, n, s, roots):
     """Radix-2 Stockham stage of stride s, one output leg per pass."""
     m = n // 2
@@ -302,7 +302,7 @@ def _radix2(xr, xi, yr, yi, n, s, roots):
             yi[o + r] = dr * wi + di * wr
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _radix_p(xr, xi, yr, yi, n, s, p, roots):
     """Stockham stage of any radix p: a direct p-point DFT per butterfly, O(p^2)."""
     m = n // p
@@ -330,7 +330,7 @@ def _radix_p(xr, xi, yr, yi, n, s, p, roots):
                 yi[o + r] = ar * wi + ai * wr
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fft(ar, ai, br, bi, radices, roots):
     """Stockham FFT of the lanes in (ar, ai); returns 0 if the result is in a, 1 if in b."""
     n = roots.shape[1]
@@ -355,7 +355,7 @@ def _fft(ar, ai, br, bi, radices, roots):
     return where
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _power(zr, zi, packed, post, pw):
     """|X[k]|^2, k <= n_fft // 2, from the complex FFT z (unpacked if packed)."""
     m = post.shape[1] - 1
@@ -382,7 +382,7 @@ def _power(zr, zi, packed, post, pw):
             pw[o + f] = xr * xr + xi * xi
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _mel(pw, band_lo, band_off, weights, mel):
     """Sparse mel sums of the power lanes."""
     nl = _lanes(pw)
@@ -397,21 +397,70 @@ def _mel(pw, band_lo, band_off, weights, mel):
                 mel[o + f] += w * pw[i + f]
 
 
-@njit(cache=True)
-def _compress(mel, mode, gain, floor):
-    """Log compression in place (see LOG_MODES)."""
+# ln on float32 bits: x = 2^e * m, m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(z) with
+# z = (m - 1) / (m + 1), |z| < 0.172, by its series to z^9 (truncation < 1e-9).
+# Vectorises (libm's logf does not); within 2 ulp of logf. ln 2 is split in a
+# float32 head and a tail so e * ln 2 keeps full precision.
+_SQRT2 = np.float32(math.sqrt(2.0))
+_LN2_HI = np.float32(math.log(2.0))
+_LN2_LO = np.float32(math.log(2.0) - float(np.float32(math.log(2.0))))
+_INV_LN10 = np.float32(1.0 / math.log(10.0))
+_DB_PER_LN = np.float32(10.0 / math.log(10.0))
+_C3, _C5, _C7, _C9 = (np.float32(2.0 / k) for k in (3, 5, 7, 9))
+
+
+@njit(cache=True, error_model="numpy")
+def _ln_inplace(v, mant_bits):
+    """v <- ln(v); mant_bits: int32 scratch of v's size.
+
+    Positive normal finite inputs take the vectorised path; zeros, negatives,
+    subnormals, inf and NaN (marked by a zero in mant_bits) fall back to np.log.
+    """
+    bits = v.view(np.int32)
+    mant = mant_bits.view(np.float32)
+    for i in range(U(v.shape[0])):
+        b = bits[i]
+        normal = (b > 0x007FFFFF) & (b < 0x7F800000)
+        mant_bits[i] = ((b & 0x007FFFFF) | 0x3F800000) if normal else 0
+    for i in range(U(v.shape[0])):
+        e = np.float32((bits[i] >> 23) - 127)
+        m = mant[i]
+        big = m > _SQRT2
+        m = m * np.float32(0.5) if big else m
+        e = e + np.float32(1.0) if big else e
+        z = (m - np.float32(1.0)) / (m + np.float32(1.0))
+        z2 = z * z
+        p = z * (np.float32(2.0) + z2 * (_C3 + z2 * (_C5 + z2 * (_C7 + z2 * _C9))))
+        ln = e * _LN2_HI + (e * _LN2_LO + p)
+        v[i] = ln if mant_bits[i] != 0 else v[i]
+    for i in range(v.shape[0]):
+        if mant_bits[i] == 0:
+            v[i] = np.log(v[i])
+
+
+@njit(cache=True, error_model="numpy")
+def _compress(mel, mode, gain, floor, scratch):
+    """Log compression in place (see LOG_MODES); scratch: int32 of mel's size."""
+    n = U(mel.shape[0])
     if mode == LOG10_1P:
-        for i in range(mel.shape[0]):
-            mel[i] = np.log10(np.float32(1.0) + gain * mel[i])
+        for i in range(n):
+            mel[i] = np.float32(1.0) + gain * mel[i]
+        _ln_inplace(mel, scratch)
+        for i in range(n):
+            mel[i] *= _INV_LN10
     elif mode == LOG:
-        for i in range(mel.shape[0]):
-            mel[i] = np.log(mel[i] + floor)
+        for i in range(n):
+            mel[i] = mel[i] + floor
+        _ln_inplace(mel, scratch)
     elif mode == DB:
-        for i in range(mel.shape[0]):
-            mel[i] = np.float32(10.0) * np.log10(max(mel[i], floor))
+        for i in range(n):
+            mel[i] = max(mel[i], floor)
+        _ln_inplace(mel, scratch)
+        for i in range(n):
+            mel[i] *= _DB_PER_LN
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _chunks(
     x, first, hop, window, radices, roots, post, band_lo, band_off, weights, mode, gain,
     floor, out, c0, c1,
@@ -426,6 +475,7 @@ def _chunks(
     br = np.empty(size, np.float32)
     bi = np.empty(size, np.float32)
     mel = np.empty(n_mels * LANES, np.float32)
+    scratch = np.empty(n_mels * LANES, np.int32)
     for c in range(c0, c1):
         t0 = c * LANES
         nv = min(LANES, n_frames - t0)
@@ -436,13 +486,13 @@ def _chunks(
         else:
             _power(br, bi, packed, post, ar)
             _mel(ar, band_lo, band_off, weights, mel)
-        _compress(mel, mode, gain, floor)
+        _compress(mel, mode, gain, floor, scratch)
         for f in range(nv):
             for j in range(n_mels):
                 out[t0 + f, j] = mel[j * LANES + f]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, error_model="numpy", parallel=True)
 def log_mel_frames(
     x, first, hop, window, radices, roots, post, band_lo, band_off, weights, mode, gain,
     floor, out, n_workers,
@@ -452,8 +502,9 @@ def log_mel_frames(
     x: float32 samples; out: float32 (n_frames, n_mels), written in place.
     window, radices/roots/post (`fft_plan`), band_lo/band_off/weights
     (`sparse_filterbank`) describe the spec; mode is one of LOG_MODES' values,
-    gain and floor float32. n_workers threads (numba.get_num_threads()) share the
-    chunks of LANES frames.
+    gain and floor float32. n_workers threads (at most numba.get_num_threads())
+    share the chunks of LANES frames; with 1, the call costs ~1 us more than a
+    plain loop, so there is no separate serial entry point (one less compile).
     """
     n_chunks = (out.shape[0] + LANES - 1) // LANES
     n_workers = max(1, min(n_workers, n_chunks))
@@ -464,16 +515,3 @@ def log_mel_frames(
             x, first, hop, window, radices, roots, post, band_lo, band_off, weights, mode,
             gain, floor, out, c0, c1,
         )  # fmt: skip
-
-
-@njit(cache=True)
-def log_mel_frames_serial(
-    x, first, hop, window, radices, roots, post, band_lo, band_off, weights, mode, gain,
-    floor, out,
-):  # fmt: skip
-    """`log_mel_frames` on the calling thread (cheaper for a few frames); same results."""
-    n_chunks = (out.shape[0] + LANES - 1) // LANES
-    _chunks(
-        x, first, hop, window, radices, roots, post, band_lo, band_off, weights, mode, gain,
-        floor, out, 0, n_chunks,
-    )  # fmt: skip

@@ -87,12 +87,8 @@ def _run(x: np.ndarray, first: int, out: np.ndarray, prep: _Prepared, hop: int) 
     """Kernel call for frames x[first + t * hop ...] into out (threaded when it pays)."""
     if out.shape[0] == 0:
         return
-    args = (x, first, hop, *prep, out)
-    threads = numba.get_num_threads()
-    if threads > 1 and out.shape[0] >= _PARALLEL_MIN_FRAMES:
-        melspec.log_mel_frames(*args, threads)
-    else:
-        melspec.log_mel_frames_serial(*args)
+    threads = numba.get_num_threads() if out.shape[0] >= _PARALLEL_MIN_FRAMES else 1
+    melspec.log_mel_frames(x, first, hop, *prep, out, threads)
 
 
 def _padded(
