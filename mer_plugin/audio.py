@@ -6,7 +6,9 @@
 Audio is never held whole: a decoder reads a block, it is down-mixed (mean of
 channels), resampled with a stateful `soxr.ResampleStream` (skipped when the
 rates match) and cut into fixed-size blocks, so peak memory does not depend on
-a track's length.
+a track's length (benchmarks/bench_decode.py, 60 min vs 3 min: +1 % for mp3 and
+FLAC; +7-9 % for m4a: FFmpeg builds the whole MP4 sample index at open, ~10 MB
+at peak per hour of AAC, the one part that grows).
 
 Decoders come from a small registry (extension -> decoders by priority). The
 first decoder that opens a file reads it; a later one is the fallback.
