@@ -506,7 +506,11 @@ def log_mel_frames(
     share the chunks of LANES frames; with 1, the call costs ~1 us more than a
     plain loop, so there is no separate serial entry point (one less compile).
     """
-    n_chunks = (out.shape[0] + LANES - 1) // LANES
+    n_frames = out.shape[0]
+    last = first + (n_frames - 1) * hop + window.shape[0]
+    if n_frames > 0 and (first < 0 or last > x.shape[0]):
+        raise ValueError("frames reach outside x")
+    n_chunks = (n_frames + LANES - 1) // LANES
     n_workers = max(1, min(n_workers, n_chunks))
     for w in prange(n_workers):
         c0 = w * n_chunks // n_workers

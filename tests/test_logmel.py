@@ -18,7 +18,7 @@ import torchaudio
 
 from mer_plugin.frontend import MUSICNN, FrontEndSpec
 from mer_plugin.kernels import melspec
-from mer_plugin.logmel import LogMelStream, log_mel, n_frames
+from mer_plugin.logmel import LogMelStream, _prepare, log_mel, n_frames
 
 SPECS = {
     "musicnn": MUSICNN,
@@ -121,6 +121,15 @@ def test_kernel_power_spectrum(n_fft):
     idx = np.arange(frames)[:, None] * hop + np.arange(n_fft)
     ref = np.abs(np.fft.rfft(x[idx].astype(np.float64) * window, axis=1)) ** 2
     np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-5 * ref.max())
+
+
+def test_kernel_refuses_frames_outside_the_signal():
+    prep = _prepare(MUSICNN)
+    out = np.empty((3, 96), np.float32)
+    with pytest.raises(ValueError):
+        melspec.log_mel_frames(np.zeros(1000, np.float32), 0, 256, *prep, out, 1)
+    with pytest.raises(ValueError):
+        melspec.log_mel_frames(np.zeros(5000, np.float32), -1, 256, *prep, out, 1)
 
 
 # --- parity with torchaudio ---
