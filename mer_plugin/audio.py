@@ -10,8 +10,9 @@ a track's length (benchmarks/bench_decode.py, 60 min vs 3 min: +1 % for mp3 and
 FLAC; +7-9 % for m4a: FFmpeg builds the whole MP4 sample index at open, ~10 MB
 at peak per hour of AAC, the one part that grows).
 
-Decoders come from a small registry (extension -> decoders by priority). The
-first decoder that opens a file reads it; a later one is the fallback.
+Decoders are plugins (`mer_decoders` hook; the built-ins below register the same
+way): per extension they are tried by priority, the first that opens a file reads
+it and a later one is the fallback.
 
   - soundfile (libsndfile 1.2.2): wav, aiff, flac, ogg (vorbis), opus.
   - PyAV (FFmpeg), packet by packet: mp3, m4a/mp4/aac, and the fallback for
@@ -47,11 +48,11 @@ With `strict=False` these become an `AudioWarning` and what decoded is kept.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from itertools import chain, count
+from itertools import chain
 from pathlib import Path
 
 import av
@@ -60,11 +61,14 @@ import soundfile as sf
 import soxr
 
 from mer_plugin.errors import AudioError
+from mer_plugin.hookspecs import Decoder, hookimpl
+from mer_plugin.plugins import get_plugins
 
 DEFAULT_BLOCK_FRAMES = 65536  # ~4 s at 16 kHz
 UNRECOGNISED = "not a recognised audio file (unknown format or corrupt data)"
 # a stream this much shorter than its header declares is truncated
 _TRUNCATION_TOLERANCE_S = 0.1
+SOUNDFILE, PYAV = "soundfile", "pyav"  # built-in decoder names
 
 
 class AudioWarning(UserWarning):
@@ -99,56 +103,15 @@ class Source:
     expected_frames: int | None = None
 
 
-OpenFn = Callable[[Path, int], AbstractContextManager[Source]]
-InfoFn = Callable[[Path], AudioInfo]
-
-
-@dataclass(frozen=True)
-class Decoder:
-    """A way to read files: `open(path, block_frames)` and `info(path)`.
-
-    When either raises, the next decoder registered for the extension is tried;
-    if all fail, the first `AudioError` reason given (e.g. "no audio stream")
-    is reported, else a generic one. An exception raised by `Source.blocks`
-    (mid-stream) is reported as corrupt or truncated data, never retried.
-    """
-
-    name: str
-    open: OpenFn
-    info: InfoFn
-
-
-# extension (".mp3") -> [(priority, registration order, decoder)], best first
-_REGISTRY: dict[str, list[tuple[int, int, Decoder]]] = {}
-_ORDER = count()
-
-
-def register_decoder(decoder: Decoder, extensions: Iterable[str], priority: int = 0) -> None:
-    """Register `decoder` for `extensions`; higher priority is tried first.
-
-    A decoder registered again under the same name replaces its old entry.
-    """
-    for ext in extensions:
-        key = _normalise_ext(ext)
-        entries = [e for e in _REGISTRY.get(key, []) if e[2].name != decoder.name]
-        entries.append((priority, next(_ORDER), decoder))
-        entries.sort(key=lambda e: (-e[0], e[1]))
-        _REGISTRY[key] = entries
-
-
-def unregister_decoder(name: str) -> None:
-    """Remove a decoder (by name) from every extension it was registered for."""
-    for ext, entries in list(_REGISTRY.items()):
-        _REGISTRY[ext] = [e for e in entries if e[2].name != name]
-
-
 def decoders_for(path: str | Path) -> list[Decoder]:
-    """Decoders registered for a path's extension, in the order they are tried."""
-    return [e[2] for e in _REGISTRY.get(_normalise_ext(Path(path).suffix), [])]
+    """Decoders registered (through the `mer_decoders` hook) for a path's extension, in the
+    order they are tried."""
+    return get_plugins().decoders(_normalise_ext(Path(path).suffix))
 
 
 def supported_extensions() -> list[str]:
-    return sorted(ext for ext, entries in _REGISTRY.items() if entries)
+    decoders = get_plugins().components("mer_decoders").values()
+    return sorted({ext for decoder in decoders for ext in decoder.extensions})
 
 
 def _normalise_ext(ext: str) -> str:
@@ -225,11 +188,10 @@ def _check_path(path: str | Path) -> Path:
 def _candidates(path: Path, name: str | None) -> list[Decoder]:
     if name is None:
         return decoders_for(path)
-    for entries in _REGISTRY.values():
-        for _, _, dec in entries:
-            if dec.name == name:
-                return [dec]
-    raise ValueError(f"no decoder named {name!r}")
+    decoder = get_plugins().components("mer_decoders").get(name)
+    if decoder is None:
+        raise ValueError(f"no decoder named {name!r}")
+    return [decoder]
 
 
 def _stream(
@@ -362,9 +324,7 @@ def _soundfile_info(path: Path) -> AudioInfo:
     i = sf.info(str(path))
     codec = {"FLAC": "flac", "MP3": "mp3"}.get(i.format, i.subtype.lower())
     duration = i.frames / i.samplerate if i.frames > 0 else None
-    return AudioInfo(
-        path, duration, i.samplerate, i.channels, codec, i.format.lower(), SOUNDFILE.name
-    )
+    return AudioInfo(path, duration, i.samplerate, i.channels, codec, i.format.lower(), SOUNDFILE)
 
 
 # ------------------------------------------------------------------ mp3 headers
@@ -489,18 +449,22 @@ def _pyav_info(path: Path) -> AudioInfo:
             ctx.layout.nb_channels,
             codec,
             container_name,
-            PYAV.name,
+            PYAV,
         )
 
 
 # ------------------------------------------------------------------ built-ins
 
-SOUNDFILE = Decoder("soundfile", _open_soundfile, _soundfile_info)
-PYAV = Decoder("pyav", _open_pyav, _pyav_info)
-
 _SOUNDFILE_EXTS = (".wav", ".wave", ".aif", ".aiff", ".aifc", ".flac", ".ogg", ".oga", ".opus")
 _PYAV_EXTS = (".mp3", ".m4a", ".m4b", ".mp4", ".aac")
 
-register_decoder(SOUNDFILE, _SOUNDFILE_EXTS, priority=10)
-register_decoder(PYAV, _PYAV_EXTS, priority=10)
-register_decoder(PYAV, _SOUNDFILE_EXTS, priority=0)  # fallback: wrong extension, odd codec
+
+@hookimpl
+def mer_decoders() -> list[Decoder]:
+    """The built-in decoders, registered like any plugin's."""
+    return [
+        Decoder(SOUNDFILE, _SOUNDFILE_EXTS, _open_soundfile, _soundfile_info, priority=10),
+        Decoder(PYAV, _PYAV_EXTS, _open_pyav, _pyav_info, priority=10),
+        # fallback: a wrong extension, a codec libsndfile lacks
+        Decoder(f"{PYAV}-fallback", _SOUNDFILE_EXTS, _open_pyav, _pyav_info, priority=0),
+    ]

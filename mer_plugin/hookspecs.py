@@ -14,18 +14,21 @@ name (backbone, extractor, decoder) are an error that names both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 import pluggy
 
 from mer_plugin.frontend import FrontEndSpec
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
+
+    from mer_plugin.audio import AudioInfo, Source
 
 PROJECT = "mer"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -51,15 +54,20 @@ class Backbone:
 
 @dataclass(frozen=True)
 class Decoder:
-    """Opens a file as a stream of mono float32 blocks at a sample rate.
+    """Reads files of some extensions; mer down-mixes, resamples and re-blocks its output.
 
-    `open(path, sample_rate)` yields the blocks. For a file extension, the decoder with the
-    highest `priority` is tried first; built-ins use priority 0.
+    `open(path, block_frames)` is a context manager giving a `mer_plugin.audio.Source`
+    (sample rate, channels, blocks of float32 (frames, channels), declared length);
+    `info(path)` reads the headers into a `mer_plugin.audio.AudioInfo`. Either raises
+    (preferably `AudioError`) for a file it cannot read: the next decoder is tried.
+    For an extension, decoders are tried from the highest `priority` down; built-ins
+    use 10 for the formats they are chosen for and 0 for fallbacks.
     """
 
     name: str
     extensions: tuple[str, ...]  # lower case, with the dot: (".mp3", ".flac")
-    open: Callable[[Path, int], Iterator[np.ndarray]]
+    open: Callable[[Path, int], AbstractContextManager[Source]]
+    info: Callable[[Path], AudioInfo]
     priority: int = 0
 
 

@@ -27,7 +27,8 @@ from mer_plugin.hookspecs import Backbone, Decoder, Extractor, TagWriter
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "mer"
-BUILTIN_PLUGINS: tuple[str, ...] = ()  # modules with hookimpls, registered before entry points
+# modules with hookimpls, registered before entry points
+BUILTIN_PLUGINS: tuple[str, ...] = ("mer_plugin.audio",)
 HOOKS: dict[str, type] = {
     "mer_backbones": Backbone,
     "mer_extractors": Extractor,

@@ -18,15 +18,14 @@ import soxr
 from mer_plugin.audio import (
     AudioInfo,
     AudioWarning,
-    Decoder,
     Source,
     audio_info,
     decoders_for,
     open_stream,
-    register_decoder,
-    unregister_decoder,
 )
 from mer_plugin.errors import AudioError
+from mer_plugin.hookspecs import Decoder, hookimpl
+from mer_plugin.plugins import get_plugins
 
 RATE = 16000
 SECONDS = 2.0
@@ -294,21 +293,32 @@ def _raw_info(path: Path) -> AudioInfo:
     return AudioInfo(path, frames / 8000, 8000, 1, "f32le", "raw", "raw-f32")
 
 
-def test_registered_decoder_is_used_by_priority(tmp_path: Path) -> None:
-    raw = Decoder("raw-f32", _open_raw, _raw_info)
+class RawPlugin:
+    """A plugin providing a decoder for headerless float32 (and, eagerly, for .flac)."""
+
+    def __init__(self, extensions: tuple[str, ...], priority: int) -> None:
+        self.decoder = Decoder("raw-f32", extensions, _open_raw, _raw_info, priority)
+
+    @hookimpl
+    def mer_decoders(self) -> list[Decoder]:
+        return [self.decoder]
+
+
+def test_plugin_decoder_is_used_by_priority(tmp_path: Path) -> None:
     path = tmp_path / "tone.f32"
     t = np.arange(8000) / 8000
     (0.5 * np.sin(2 * np.pi * 440 * t)).astype("<f4").tofile(path)
-    register_decoder(raw, [".f32"])
+    manager = get_plugins().manager
+    plugin = RawPlugin((".f32", ".flac"), priority=100)
+    manager.register(plugin, name="raw-f32-test")
     try:
         assert [d.name for d in decoders_for(path)] == ["raw-f32"]
         x = decode(path)
         assert len(x) == RATE and dominant_hz(x, RATE) == pytest.approx(440, abs=1)
         assert audio_info(path).decoder == "raw-f32"
-        register_decoder(raw, [".flac"], priority=100)
         assert decoders_for("a.flac")[0].name == "raw-f32"
     finally:
-        unregister_decoder("raw-f32")
+        manager.unregister(plugin)
     assert decoders_for("a.flac")[0].name == "soundfile"
     assert not decoders_for(path)
 

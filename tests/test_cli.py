@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +13,9 @@ from mer_plugin.frontend import MUSICNN
 
 
 def mer(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("mer")
-    assert exe, "the `mer` console script is not installed"
+    """Run the `mer` console script installed beside this Python."""
+    exe = Path(sys.executable).with_name("mer")
+    assert exe.exists(), f"the `mer` console script is not installed ({exe})"
     return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300)
 
 

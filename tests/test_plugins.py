@@ -125,13 +125,13 @@ def test_decoders_are_ordered_by_priority(install_plugin) -> None:
         """
         from mer_plugin.hookspecs import Decoder, hookimpl
 
-        def _open(path, sample_rate):
-            yield from ()
+        def _open(path, block_frames):
+            raise OSError("never opened here")
 
         @hookimpl
         def mer_decoders():
-            return [Decoder("low", (".xyz",), _open, priority=-5),
-                    Decoder("high", (".xyz",), _open, priority=10)]
+            return [Decoder("low", (".xyz",), _open, _open, priority=-5),
+                    Decoder("high", (".xyz",), _open, _open, priority=10)]
         """,
     )
     names = [decoder.name for decoder in load_plugins().decoders(".XYZ")]
