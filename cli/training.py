@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -56,11 +55,28 @@ def _settings(seed: int, finetune: int, device: str, sets: list[str] | None):
         raise typer.BadParameter(str(error)) from None
 
 
-def _command() -> str:
-    return shlex.join(["mer", *sys.argv[1:]])
+def _command(ctx: typer.Context) -> str:
+    """The command line that reproduces this run, from the parsed parameters."""
+    words = ctx.command_path.split()
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.param_type_name == "argument":
+            words.append(str(value))
+        elif value is None or not param.opts or param.opts[0] == "--help":
+            continue
+        elif isinstance(value, bool):
+            flags = param.opts if value else param.secondary_opts
+            words.extend(flags[:1])
+        elif isinstance(value, list | tuple):
+            for item in value:
+                words.extend([param.opts[0], str(item)])
+        else:
+            words.extend([param.opts[0], str(value)])
+    return shlex.join(words)
 
 
 def train(
+    ctx: typer.Context,
     dataset: DatasetArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
     method: Annotated[str, typer.Option(help="clip, segment or sssl.")] = "sssl",
@@ -105,7 +121,7 @@ def train(
             cache_dir,
             Reporter(quiet),
             name=name,
-            command=_command(),
+            command=_command(ctx),
             metrics=measured,
         )
     except MerError as error:
@@ -114,6 +130,7 @@ def train(
 
 
 def eval_(
+    ctx: typer.Context,
     dataset: DatasetArg,
     folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
     group_by: GroupBy = None,
@@ -156,7 +173,7 @@ def eval_(
             f"{noise!r}: expected rates like 0.2,0.4", param_hint="--noise"
         ) from None
     settings = _settings(seed, finetune, device, sets)
-    options = EvalOptions(folds, chosen, references, rates, command=_command())
+    options = EvalOptions(folds, chosen, references, rates, command=_command(ctx))
     to_stdout = json_out is not None and str(json_out) == "-"
     try:
         data = load_dataset(dataset, group_by, annotations)

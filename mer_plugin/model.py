@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -149,7 +150,7 @@ def _read(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
         tensors = load_file(weights_path)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:
         raise ModelError(f"{folder}: cannot read the model: {error}") from None
     if card.get("format") != FORMAT:
         raise ModelError(f"{folder}: model format {card.get('format')!r}, expected {FORMAT}")

@@ -198,6 +198,7 @@ def _report(
             "seed": settings.seed,
             "std": "sample standard deviation over folds (ddof 1)",
             "test_fold_sizes": [int(len(test)) for _, test in folds],
+            "test_groups": [sorted({data.groups[i] for i in test}) for _, test in folds],
         },
         "backbone": {
             "name": prepared.built.backbone.name,

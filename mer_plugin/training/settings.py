@@ -27,7 +27,7 @@ class AugmentSettings:
     freq_masks: int = 1  # frequency masks per view
     freq_mask_bands: int = 8  # at most this many adjacent mel bands per mask
     noise_probability: float = 0.5  # share of views with noise mixed in
-    noise_snr_db: tuple[float, float] = (10.0, 30.0)  # signal-to-noise range of that noise
+    noise_snr_db: tuple[float, float] = (20.0, 40.0)  # signal-to-noise range of that noise
     clip_crop: float = 0.9  # clip-level views: a random crop of this share of the clip
 
 

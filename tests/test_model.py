@@ -1,0 +1,115 @@
+"""Model folders: a trained model saves, reloads, and predicts exactly what training saw."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+from synthetic_music import TINY, TinyPlugin, make_dataset
+
+from mer_plugin.datasets import load_dataset
+from mer_plugin.model import ModelError, load_model, predict_file, predict_segments
+from mer_plugin.plugins import get_plugins
+from mer_plugin.training.methods import fit, predict
+from mer_plugin.training.prepare import prepare
+from mer_plugin.training.settings import Settings
+from mer_plugin.training.train import model_card, model_tensors, save_model, train_model
+
+FAST = Settings(epochs=25, warmup_epochs=5, clip_epochs=60, rampup_epochs=5, stage2_folds=2)
+ATOL = 1e-5  # training (batched cached embeddings) against inference (per file)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_plugin():
+    """The tiny backbone, known by name to `load_model` through the plugin hooks."""
+    manager = get_plugins().manager
+    manager.register(TinyPlugin(), name="tiny-test-plugin")
+    yield
+    manager.unregister(name="tiny-test-plugin")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory):
+    root = make_dataset(tmp_path_factory.mktemp("synthetic") / "quadrants", per_class=3)
+    return load_dataset(root, "Artist")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.parametrize("method", ["clip", "segment", "sssl"])
+def test_saved_model_predicts_what_training_saw(dataset, cache_dir, tmp_path, method) -> None:
+    prepared = prepare(dataset, "tiny-test", FAST, cache_dir)
+    ctx = prepared.ctx
+    rows = np.arange(len(ctx.dataset.clips))
+    fitted = fit(method, ctx, rows, seed=0)
+    expected = predict(fitted, ctx, rows)
+    card = model_card(prepared, fitted, FAST, "tiny", "test", None, "")
+    folder = save_model(tmp_path / "model", card, model_tensors(prepared, fitted))
+    model = load_model(folder)
+    for row, clip in enumerate(ctx.dataset.clips):
+        got = predict_file(model, clip.path)
+        probs = np.array([got.probabilities[c] for c in model.classes])
+        np.testing.assert_allclose(probs, expected[row], atol=ATOL)
+    again = load_model(folder)
+    a = predict_file(model, ctx.dataset.clips[0].path)
+    b = predict_file(again, ctx.dataset.clips[0].path)
+    assert a == b
+
+
+def test_model_folder_and_card(dataset, cache_dir, tmp_path) -> None:
+    folder = train_model(dataset, TINY, "sssl", FAST, tmp_path / "m", cache_dir, command="cmd")
+    card = json.loads((folder / "model.json").read_text())
+    assert card["classes"] == ["Q1", "Q2", "Q3", "Q4"]
+    assert card["moods"] == {"Q1": "Happy", "Q2": "Angry", "Q3": "Sad", "Q4": "Calm"}
+    assert card["method"] == "sssl" and card["command"] == "cmd"
+    assert Settings.from_dict(card["settings"]) == FAST
+    assert card["backbone"]["frontend"] == TINY.spec.to_dict()
+    assert card["training_data"]["clips"] == len(dataset.clips)
+    tensors = load_file(folder / "model.safetensors")
+    assert any(k.startswith("head.") for k in tensors) and "song.coef" in tensors
+    # a backbone without shipped weights travels inside the model
+    assert card["backbone"]["weights_in_model"] and "backbone.out.weight" in tensors
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_prediction_fields(dataset, cache_dir, tmp_path) -> None:
+    folder = train_model(dataset, TINY, "segment", FAST, tmp_path / "m", cache_dir)
+    model = load_model(folder)
+    result = predict_file(model, dataset.clips[0].path)
+    p = result.probabilities
+    assert result.valence == pytest.approx(p["Q1"] + p["Q4"])
+    assert result.arousal == pytest.approx(p["Q1"] + p["Q2"])
+    assert result.quadrant == max(p, key=p.get) and result.mood in ("Happy", "Angry", "Sad", "Calm")
+    assert 0.0 <= result.confidence <= 1.0
+    seconds = model.spec.segment_seconds
+    assert result.timeline[1].start == pytest.approx(seconds)
+    assert result.timeline[0].end == pytest.approx(seconds)
+    assert json.dumps(result.to_dict())
+    with pytest.raises(ModelError):
+        predict_segments(model, np.empty((0, 32, 32), np.float32))
+
+
+def test_finetuned_backbone_is_saved(dataset, cache_dir, tmp_path) -> None:
+    settings = replace(FAST, finetune=1, epochs=2, warmup_epochs=1, views=2)
+    folder = train_model(dataset, TINY, "segment", settings, tmp_path / "m", cache_dir)
+    card = json.loads((folder / "model.json").read_text())
+    assert card["backbone"]["finetuned_groups"] == ["out"]
+    model = load_model(folder)
+    first = predict_file(model, dataset.clips[0].path)
+    assert first == predict_file(load_model(folder), dataset.clips[0].path)
+
+
+def test_not_a_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not a model folder"):
+        load_model(tmp_path)
+    (tmp_path / "model.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="cannot read"):
+        load_model(tmp_path)

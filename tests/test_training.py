@@ -1,0 +1,234 @@
+"""Training: caches, augmentations, the three methods, the GMM split, cross-validation and
+the `mer train` / `mer eval` commands, end to end on generated audio (seconds)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from synthetic_music import TINY, TINY_SPEC, TinyPlugin, make_dataset
+from typer.testing import CliRunner
+
+from mer_plugin.cli.app import app
+from mer_plugin.datasets import grouped_folds, load_dataset
+from mer_plugin.frontend import MUSICNN, FrontEndSpec
+from mer_plugin.plugins import get_plugins
+from mer_plugin.training.augment import augment, from_power, to_power
+from mer_plugin.training.cache import SegmentTable, frame_cache
+from mer_plugin.training.evaluate import EvalOptions, evaluate, gmm_check, metrics
+from mer_plugin.training.methods import fit, predict
+from mer_plugin.training.prepare import prepare
+from mer_plugin.training.settings import AugmentSettings, Settings, SettingsError
+
+# enough steps for a head to separate the four generated classes, still under a second
+FAST = Settings(epochs=25, warmup_epochs=5, clip_epochs=60, rampup_epochs=5, stage2_folds=2)
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "4q-dev"
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("synthetic") / "quadrants", per_class=4)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def prepared(dataset_dir: Path, cache_dir: Path):
+    return prepare(load_dataset(dataset_dir, "Artist"), TINY, FAST, cache_dir)
+
+
+@pytest.fixture
+def tiny_plugin():
+    manager = get_plugins().manager
+    plugin = manager.register(TinyPlugin(), name="tiny-test-plugin")
+    yield plugin
+    manager.unregister(name="tiny-test-plugin")
+
+
+# ------------------------------------------------------------------------------ pieces
+
+
+def test_settings_overrides() -> None:
+    settings = Settings().with_overrides(["tau=0.6", "prior_penalty=false", "augment.gain_db=3"])
+    assert (settings.tau, settings.prior_penalty, settings.augment.gain_db) == (0.6, False, 3.0)
+    assert Settings.from_dict(settings.to_dict()) == settings
+    with pytest.raises(SettingsError, match="unknown setting"):
+        Settings().with_overrides(["taus=1"])
+    with pytest.raises(SettingsError, match="warmup_epochs"):
+        Settings(epochs=3, warmup_epochs=5)
+
+
+@pytest.mark.parametrize("log", ["log10_1p", "log", "db", "none"])
+def test_power_round_trip(log: str) -> None:
+    spec = FrontEndSpec(log=log)
+    power = np.random.default_rng(0).gamma(2.0, 0.01, size=(3, 10, 96))
+    np.testing.assert_allclose(to_power(from_power(power, spec), spec), power, rtol=1e-6)
+
+
+def test_augment_is_seeded_and_neutral_when_off() -> None:
+    segments = np.random.default_rng(1).uniform(0, 3, size=(4, 187, 96)).astype(np.float32)
+    settings = AugmentSettings()
+    a = augment(segments, MUSICNN, settings, np.random.default_rng(5))
+    b = augment(segments, MUSICNN, settings, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, segments)
+    off = AugmentSettings(gain_db=0.0, freq_masks=0, noise_probability=0.0)
+    same = augment(segments, MUSICNN, off, np.random.default_rng(5))
+    np.testing.assert_allclose(same, segments, atol=1e-4)
+
+
+def test_louder_view_is_louder() -> None:
+    segments = np.full((1, 10, 96), 1.0, np.float32)
+    up = AugmentSettings(gain_db=6.0, freq_masks=0, noise_probability=0.0)
+    views = augment(np.repeat(segments, 50, 0), MUSICNN, up, np.random.default_rng(0))
+    gains = views.mean(axis=(1, 2))
+    assert gains.min() < 1.0 < gains.max()
+
+
+def test_segment_table() -> None:
+    spec = FrontEndSpec(segment_frames=10, segment_hop_frames=5)
+    table = SegmentTable.of(np.array([10, 24, 12]), spec)
+    assert list(table.clip) == [0, 1, 1, 1, 2]
+    assert list(table.start) == [0, 0, 5, 10, 0]
+    assert list(table.ids_of(np.array([2, 0]))) == [4, 0]
+
+
+def test_frame_cache_skips_unreadable_and_is_reused(dataset_dir: Path, tmp_path: Path) -> None:
+    broken = dataset_dir / "Q1" / "Q1_broken.wav"
+    broken.write_text("not audio")
+    try:
+        data = load_dataset(dataset_dir)
+        cache = frame_cache(data, TINY_SPEC, tmp_path)
+        assert len(cache.skipped) == 1 and "Q1_broken.wav" in cache.skipped[0]
+        assert (cache.rows >= 0).sum() == len(data.clips) - 1
+        row = int(cache.rows[1])
+        again = frame_cache(data, TINY_SPEC, tmp_path)
+        assert again.folder == cache.folder
+        np.testing.assert_array_equal(again.clip(row), cache.clip(row))
+    finally:
+        broken.unlink()
+
+
+def test_metrics_valence_arousal() -> None:
+    classes = ("Q1", "Q2", "Q3", "Q4")
+    probs = np.eye(4)[[0, 1, 3, 3]]  # the last one is Q3 predicted as Q4
+    got = metrics(probs, np.array([0, 1, 2, 3]), classes)
+    assert got["accuracy"] == 0.75
+    assert got["arousal_accuracy"] == 1.0  # Q3 and Q4 are both low arousal
+    assert got["valence_accuracy"] == 0.75
+
+
+# ------------------------------------------------------------------------------ methods
+
+
+@pytest.mark.parametrize("method", ["clip", "segment", "sssl"])
+def test_method_trains_and_predicts(prepared, method: str) -> None:
+    ctx = prepared.ctx
+    train, test = grouped_folds(ctx.dataset, 2, seed=0)[0]
+    fitted = fit(method, ctx, train, seed=0)
+    probs = predict(fitted, ctx, test)
+    assert probs.shape == (len(test), 4)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert (probs.argmax(axis=1) == ctx.clip_labels[test]).mean() >= 0.75
+    if method == "sssl":
+        phases = [record["phase"] for record in fitted.history]
+        assert phases.count("warm-up") == FAST.warmup_epochs and "sssl" in phases
+        assert fitted.song is not None
+
+
+def test_training_is_reproducible(prepared) -> None:
+    rows = np.arange(len(prepared.ctx.dataset.clips))
+    first = predict(fit("sssl", prepared.ctx, rows, seed=3), prepared.ctx, rows)
+    second = predict(fit("sssl", prepared.ctx, rows, seed=3), prepared.ctx, rows)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_gmm_split_finds_flipped_segments(prepared) -> None:
+    ctx = prepared.ctx
+    rows = np.arange(len(ctx.dataset.clips))
+    check = gmm_check(ctx, rows, 0.3, seed=0)
+    assert check["noisy_share_of_flipped"] > 2 * check["noisy_share_of_kept"]
+    assert check["auc"] > 0.8
+
+
+def test_finetune_trains_only_the_last_groups(dataset_dir: Path, cache_dir: Path) -> None:
+    settings = replace(FAST, finetune=1, epochs=2, warmup_epochs=1, views=2)
+    online = prepare(load_dataset(dataset_dir, "Artist"), TINY, settings, cache_dir)
+    ctx = online.ctx
+    before = {k: v.clone() for k, v in online.built.module.state_dict().items()}
+    rows = np.arange(len(ctx.dataset.clips))
+    fitted = fit("segment", ctx, rows, seed=0)
+    assert fitted.backbone_state is not None
+    assert torch.equal(fitted.backbone_state["stem.weight"], before["stem.weight"])
+    assert not torch.equal(fitted.backbone_state["out.weight"], before["out.weight"])
+    assert predict(fitted, ctx, rows).shape == (len(rows), 4)
+
+
+def test_eval_folds_never_share_a_group(dataset_dir: Path, cache_dir: Path) -> None:
+    data = load_dataset(dataset_dir, "Artist")
+    options = EvalOptions(folds=2, methods=("segment",), noise_rates=(0.2,))
+    report = evaluate(data, TINY, FAST, options, cache_dir)
+    test_groups = [set(groups) for groups in report["protocol"]["test_groups"]]
+    assert not test_groups[0] & test_groups[1]
+    assert test_groups[0] | test_groups[1] == set(data.groups)
+    assert sum(report["protocol"]["test_fold_sizes"]) == len(data.clips)
+    row = report["results"]["segment"]
+    assert len(row["folds"]) == 2 and 0.0 <= row["mean"]["macro_f1"] <= 1.0
+    assert "auc" in report["gmm_check"]["0.2"]["mean"]
+    assert "lr-clip" not in report["results"]  # a random backbone has no reference
+    json.dumps(report)
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_cli_train_and_eval(dataset_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    common = ["--group-by", "Artist", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    common += ["--backbone", "shortchunk-cnn", "--set", "epochs=4", "--set", "warmup_epochs=2"]
+    common += ["--set", "clip_epochs=4", "--set", "views=2"]
+    out = tmp_path / "model"
+    train = ["train", str(dataset_dir), "--method", "sssl", "--out", str(out)]
+    result = runner.invoke(app, [*train, *common])
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "model.json").read_text())
+    assert card["method"] == "sssl" and card["backbone"]["name"] == "shortchunk-cnn"
+    assert card["command"].startswith("mer train")
+    report_path = tmp_path / "eval.json"
+    args = ["eval", str(dataset_dir), "--folds", "2", "--methods", "segment", "--noise", ""]
+    result = runner.invoke(app, [*args, "--json", str(report_path), *common])
+    assert result.exit_code == 0, result.output
+    assert "segment" in result.output
+    report = json.loads(report_path.read_text())
+    assert set(report["results"]) == {"segment"}
+
+
+def test_cli_errors(dataset_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    usage = runner.invoke(app, ["train", str(dataset_dir), "--method", "nope", "--out", "x"])
+    assert usage.exit_code == 2
+    bad_set = runner.invoke(app, ["eval", str(dataset_dir), "--set", "nonsense=1"])
+    assert bad_set.exit_code == 2
+    missing = runner.invoke(app, ["eval", str(tmp_path / "absent"), "--quiet"])
+    assert missing.exit_code == 1
+    assert "no such file or folder" in missing.output
+    unknown = runner.invoke(
+        app, ["train", str(dataset_dir), "--backbone", "nope", "--out", str(tmp_path / "m")]
+    )
+    assert unknown.exit_code == 1 and "unknown backbone" in unknown.output
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is absent (development data)")
+def test_real_dataset_loads_with_artist_groups() -> None:
+    data = load_dataset(DATA, "Artist")
+    folds = grouped_folds(data, 5, seed=0)
+    groups = np.array(data.groups)
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
