@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mer_plugin.backbones import (
     backbone_info,
@@ -23,7 +24,7 @@ from mer_plugin.backbones import (
     model_card,
     set_trainable,
 )
-from mer_plugin.backbones.musicnn import MusiCNN
+from mer_plugin.backbones.musicnn import ConvPoolBlock, MusiCNN
 from mer_plugin.frontend import MUSICNN
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
@@ -89,6 +90,24 @@ def test_our_frontend_end_to_end(name: str) -> None:
     assert len(patches) == stop - start
     embedding, tags = run(patches)
     assert_parity(embedding, tags, slice(start, stop))
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
+def test_eval_pooling_shortcut_is_exact(grad: bool) -> None:
+    """Eval mode pools before ReLU + batch norm (see ConvPoolBlock); check it against the
+    plain order, with some negative gammas, with and without autograd."""
+    torch.manual_seed(0)
+    block = ConvPoolBlock(8, (7, 5), (3, 3)).eval()
+    with torch.no_grad():
+        block.bn.weight.copy_(torch.randn(8))
+        block.bn.running_mean.uniform_(-1, 1)
+        block.bn.running_var.uniform_(0.5, 2)
+    assert (block.bn.weight < 0).any()
+    x = torch.randn(4, 1, 30, 20)
+    with torch.set_grad_enabled(grad):
+        fast = block(x)
+        plain = block.bn(F.relu(block.conv(F.pad(x, (0, 0, 3, 3))))).amax(dim=3)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
 
 
 def test_any_number_of_frames() -> None:

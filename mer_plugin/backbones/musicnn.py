@@ -45,8 +45,25 @@ def same_padding(kernel: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _use_mkldnn(x: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and torch.backends.mkldnn.is_available()
+    )
+
+
 class ConvPoolBlock(nn.Module):
-    """Conv over (time, frequency) -> ReLU -> batch norm -> max over frequency."""
+    """Conv over (time, frequency) -> ReLU -> batch norm -> max over frequency.
+
+    In eval mode the frequency max is taken straight after the conv, on the small pooled
+    tensor ReLU and batch norm follow: exact, because ReLU is monotone and eval batch norm
+    is a per-channel affine map whose sign is the sign of gamma (channels with a negative
+    gamma take the min instead, done by flipping the sign of their filters). This skips
+    two passes over the big (B, C, T, F) conv output; on CPU, without autograd, the max is
+    also pooled inside oneDNN before the output leaves its blocked layout.
+    """
 
     def __init__(self, filters: int, kernel: tuple[int, int], pad_time: tuple[int, int]) -> None:
         super().__init__()
@@ -57,7 +74,17 @@ class ConvPoolBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, T, F) -> (B, filters, T)."""
         x = F.pad(x, (0, 0, *self.pad_time))
-        return self.bn(F.relu(self.conv(x))).amax(dim=3)
+        if self.training:  # batch statistics need the full map
+            return self.bn(F.relu(self.conv(x))).amax(dim=3)
+        sign = torch.where(self.bn.weight < 0, -1.0, 1.0)
+        weight = self.conv.weight * sign[:, None, None, None]
+        bias = self.conv.bias * sign
+        if _use_mkldnn(x):
+            y = torch.mkldnn_convolution(x.to_mkldnn(), weight, bias, [0, 0], [1, 1], [1, 1], 1)
+            pooled = F.max_pool2d(y, (1, y.shape[3])).to_dense().squeeze(3)
+        else:
+            pooled = F.conv2d(x, weight, bias).amax(dim=3)
+        return self.bn(F.relu(pooled * sign[:, None]).unsqueeze(3)).squeeze(3)
 
 
 class FrontEnd(nn.Module):
