@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "mer"
 # modules with hookimpls, registered before entry points
-BUILTIN_PLUGINS: tuple[str, ...] = ("mer_plugin.audio",)
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "mer_plugin.audio",
+    "mer_plugin.extractors.essentia_descriptors",
+)
 HOOKS: dict[str, type] = {
     "mer_backbones": Backbone,
     "mer_extractors": Extractor,

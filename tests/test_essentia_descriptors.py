@@ -140,3 +140,24 @@ def test_long_signals_are_cropped_to_their_middle() -> None:
 def test_rejects_multichannel_input() -> None:
     with pytest.raises(ValueError, match="mono"):
         describe(np.zeros((SR, 2), dtype=np.float32), SR)
+
+
+def test_extractor_is_a_builtin_plugin_reading_files(make_audio) -> None:
+    from mer_plugin.plugins import get_plugins
+
+    extractor = get_plugins().extractors()["essentia"]
+    assert extractor.level == "song"
+    assert extractor.feature_names == FEATURE_NAMES
+    vector = extractor.extract(make_audio("tone.flac", seconds=6.0, sample_rate=44100))
+    assert vector.shape == (len(FEATURE_NAMES),)
+    assert np.isfinite(vector).all()
+
+
+def test_window_keeps_the_middle_without_holding_the_rest() -> None:
+    from mer_plugin.extractors.essentia_descriptors import ANALYSIS_RATE, MAX_SECONDS, _window
+
+    total = round((MAX_SECONDS + 20) * ANALYSIS_RATE)
+    blocks = (np.arange(i, min(i + 65536, total), dtype=np.float32) for i in range(0, total, 65536))
+    window = _window(blocks, skip=10 * ANALYSIS_RATE)
+    assert len(window) == round(MAX_SECONDS * ANALYSIS_RATE)
+    assert window[0] == 10 * ANALYSIS_RATE

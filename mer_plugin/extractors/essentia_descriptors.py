@@ -39,10 +39,14 @@ counts as silence and gets every fallback. Every value is a finite float.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+
+from mer_plugin.hookspecs import Extractor, hookimpl
 
 ANALYSIS_RATE = 44100
 MAX_SECONDS = 300.0
@@ -194,3 +198,48 @@ def _rms(frame: np.ndarray) -> float:
 def _finite(value: float, fallback: float) -> float:
     value = float(value)
     return value if np.isfinite(value) else fallback
+
+
+def describe_file(path: str | Path) -> np.ndarray:
+    """The descriptor vector of an audio file: its middle `MAX_SECONDS`, decoded streaming.
+
+    Only the analysed window is held in memory; where the headers give no duration, the
+    first `MAX_SECONDS` are analysed.
+    """
+    from mer_plugin.audio import audio_info, open_stream
+
+    duration = audio_info(path).duration
+    skip = max(0.0, ((duration or 0.0) - MAX_SECONDS) / 2)
+    window = _window(open_stream(path, ANALYSIS_RATE), round(skip * ANALYSIS_RATE))
+    return feature_vector(describe(window, ANALYSIS_RATE))
+
+
+def _window(blocks: Iterator[np.ndarray], skip: int) -> np.ndarray:
+    """At most `MAX_SECONDS` of samples after the first `skip`."""
+    wanted = round(MAX_SECONDS * ANALYSIS_RATE)
+    kept: list[np.ndarray] = []
+    held = 0
+    for block in blocks:
+        start = min(skip, len(block))
+        skip -= start
+        piece = block[start : start + wanted - held]
+        kept.append(piece)
+        held += len(piece)
+        if held >= wanted:
+            break
+    return np.concatenate(kept) if kept else np.zeros(0, dtype=np.float32)
+
+
+@hookimpl
+def mer_extractors() -> list[Extractor]:
+    """The built-in essentia extractor, registered like any plugin's."""
+    return [
+        Extractor(
+            name="essentia",
+            level="song",
+            feature_names=FEATURE_NAMES,
+            extract=describe_file,
+            description="key and mode, tempo, EBU R128 loudness, dynamics, danceability, "
+            "spectral centroid (essentia)",
+        )
+    ]
