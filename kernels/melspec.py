@@ -441,23 +441,22 @@ def _ln_inplace(v, mant_bits):
 @njit(cache=True, error_model="numpy")
 def _compress(mel, mode, gain, floor, scratch):
     """Log compression in place (see LOG_MODES); scratch: int32 of mel's size."""
+    if mode == NONE:
+        return
     n = U(mel.shape[0])
     if mode == LOG10_1P:
         for i in range(n):
             mel[i] = np.float32(1.0) + gain * mel[i]
-        _ln_inplace(mel, scratch)
-        for i in range(n):
-            mel[i] *= _INV_LN10
     elif mode == LOG:
         for i in range(n):
             mel[i] = mel[i] + floor
-        _ln_inplace(mel, scratch)
-    elif mode == DB:
+    else:
         for i in range(n):
             mel[i] = max(mel[i], floor)
-        _ln_inplace(mel, scratch)
-        for i in range(n):
-            mel[i] *= _DB_PER_LN
+    _ln_inplace(mel, scratch)
+    scale = _INV_LN10 if mode == LOG10_1P else _DB_PER_LN if mode == DB else np.float32(1.0)
+    for i in range(n):
+        mel[i] *= scale
 
 
 @njit(cache=True, error_model="numpy")

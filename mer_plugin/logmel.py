@@ -14,6 +14,11 @@ its scale (1 or 32768 for full scale?) is the decoder's business.
 
 `LogMelStream` gives bit-identical frames to `log_mel` on the concatenated
 blocks, whatever the block sizes, and keeps only the samples it still needs.
+
+Calls of 64 frames or more run on `numba.get_num_threads()` threads; that
+setting is per calling thread, so a pipeline worker that shares the CPU with
+inference can call `numba.set_num_threads(1)` (oversubscribed cores make the
+threaded kernel wait for a descheduled worker).
 """
 
 from __future__ import annotations
