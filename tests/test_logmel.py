@@ -181,11 +181,14 @@ def test_stream_equals_whole_signal(name, seed):
     assert np.array_equal(stream_in_blocks(x, spec, sizes), log_mel(x, spec))
 
 
+@pytest.mark.parametrize("hop", [16, 100])  # 100: hops longer than frames skip samples
 @pytest.mark.parametrize("center", [True, False])
-def test_stream_sample_by_sample(center):
-    spec = FrontEndSpec(n_fft=64, hop_length=16, n_mels=8, center=center)
+def test_stream_sample_by_sample(center, hop):
+    spec = FrontEndSpec(n_fft=64, hop_length=hop, n_mels=8, center=center)
     x = music_like(1000, 16000)
-    assert np.array_equal(stream_in_blocks(x, spec, [1] * x.size), log_mel(x, spec))
+    whole = log_mel(x, spec)
+    assert np.array_equal(stream_in_blocks(x, spec, [1] * x.size), whole)
+    assert_parity(whole, torch_log_mel(x, spec))
 
 
 def test_stream_emits_frames_as_soon_as_complete():
