@@ -126,7 +126,10 @@ def train(
         )
     except MerError as error:
         raise _fail(error) from None
-    typer.echo(f"{folder}: {method} model on {len(data.clips)} clips ({backbone})")
+    trained_on = json.loads((folder / "model.json").read_text())["training_data"]
+    for line in trained_on["skipped"]:
+        typer.echo(f"skipped {line}", err=True)
+    typer.echo(f"{folder}: {method} model on {trained_on['clips']} clips ({backbone})")
 
 
 def eval_(

@@ -95,7 +95,7 @@ def _fit(method: str, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
         if not ctx.settings.song_classifier:
             return Fitted("sssl", head, None, history)
         state = ctx.segments.snapshot()
-        song = fit_song_classifier(ctx, rows, seed)  # trains more heads (and backbones)
+        song = fit_song_classifier(ctx, rows, seed, head)  # trains more heads (and backbones)
         ctx.segments.load(state)
         return Fitted("sssl", head, song, history)
     raise ValueError(f"unknown method {method!r}")
@@ -388,18 +388,23 @@ def _symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tenso
 # ------------------------------------------------------------------------------ stage 2
 
 
-def fit_song_classifier(ctx: Context, rows: np.ndarray, seed: int) -> SongClassifier:
+def fit_song_classifier(ctx: Context, rows: np.ndarray, seed: int, head: Head) -> SongClassifier:
     """Stage 2 on out-of-fold song features of the training clips (inner grouped folds):
-    each inner fold's SSSL head predicts the songs it did not see."""
+    each inner fold's SSSL head predicts the songs it did not see. Without inner folds,
+    `head` (trained on all `rows`) gives in-sample features."""
     s = ctx.settings
     labels = ctx.clip_labels[rows]
     features = np.zeros((len(rows), 6 * ctx.n_classes))
+    state = ctx.segments.snapshot()
     for k, (inner_train, inner_test) in enumerate(_inner_folds(ctx, rows, seed)):
-        train_rows = rows[inner_train]
-        ids = ctx.table.ids_of(train_rows)
-        seg_labels = ctx.clip_labels[ctx.table.clip[ids]]
-        head, _ = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed + 1000 * (k + 1))
-        probs = segment_probabilities(head, ctx, rows[inner_test])
+        if len(inner_train) == len(rows):  # in-sample
+            ctx.segments.load(state)
+            inner_head = head
+        else:
+            ids = ctx.table.ids_of(rows[inner_train])
+            seg_labels = ctx.clip_labels[ctx.table.clip[ids]]
+            inner_head, _ = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed + 1000 * (k + 1))
+        probs = segment_probabilities(inner_head, ctx, rows[inner_test])
         features[inner_test] = np.stack([song_features(p) for p in probs])
     return SongClassifier.fit(features, labels, ctx.n_classes, s.song_c, seed)
 

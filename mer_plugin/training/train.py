@@ -99,7 +99,7 @@ def model_card(
             "segments": int(len(prepared.ctx.table)),
             "per_class": dict(sorted(Counter(c.label for c in data.clips).items())),
             "groups": len(set(data.groups)),
-            "skipped": len(data.skipped),
+            "skipped": data.skipped,
         },
         "settings": settings.to_dict(),
         "history": fitted.history,
