@@ -85,7 +85,9 @@ def _as_float32(signal: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected mono audio (1-D), got shape {signal.shape}")
     if not np.issubdtype(signal.dtype, np.floating):
         raise TypeError(f"expected float audio, got {signal.dtype} (scale integer PCM first)")
-    return np.ascontiguousarray(signal, dtype=np.float32)
+    x = np.ascontiguousarray(signal, dtype=np.float32)
+    # a read-only array is another numba type: copying beats compiling again
+    return x if x.flags.writeable else x.copy()
 
 
 def _run(x: np.ndarray, first: int, out: np.ndarray, prep: _Prepared, hop: int) -> None:

@@ -269,6 +269,16 @@ def test_float64_is_converted_to_float32():
     assert np.array_equal(streamed, log_mel(x, MUSICNN))
 
 
+def test_read_only_and_strided_input():
+    x = music_like(10000, 16000)
+    ref = log_mel(x, MUSICNN)
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    assert np.array_equal(log_mel(frozen, MUSICNN), ref)
+    stereo = np.stack([x, x], axis=1)
+    assert np.array_equal(log_mel(stereo[:, 0], MUSICNN), ref)
+
+
 @pytest.mark.parametrize("dtype", [np.int16, np.int32, np.bool_, np.complex64])
 def test_non_float_input_is_rejected(dtype):
     with pytest.raises(TypeError):
