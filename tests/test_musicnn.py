@@ -92,6 +92,22 @@ def test_our_frontend_end_to_end(name: str) -> None:
     assert_parity(embedding, tags, slice(start, stop))
 
 
+def test_predict_tags_from_a_file(tmp_path: Path) -> None:
+    """File -> decoder -> log-mel -> model reproduces the original's tags, segment by segment."""
+    sf = pytest.importorskip("soundfile")
+    from mer_plugin.tagging_msd import predict_tags
+
+    entry = signals()["chords"]
+    path = tmp_path / "chords.wav"
+    sf.write(path, fixture("signal_chords"), 16000, subtype="PCM_16")
+    timeline = predict_tags(path, batch_size=1)
+    start, stop = entry["patches"]
+    assert timeline.probs.shape == (stop - start, 50)
+    np.testing.assert_allclose(timeline.probs, fixture("tags")[start:stop], atol=TAG_ATOL)
+    np.testing.assert_allclose(timeline.starts, [0.0, MUSICNN.segment_hop_seconds])
+    assert timeline.top(1)[0][0] == timeline.tags[int(fixture("tags")[start:stop].mean(0).argmax())]
+
+
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
 def test_eval_pooling_shortcut_is_exact(grad: bool) -> None:
     """Eval mode pools before ReLU + batch norm (see ConvPoolBlock); check it against the
