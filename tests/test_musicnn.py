@@ -126,6 +126,22 @@ def test_eval_pooling_shortcut_is_exact(grad: bool) -> None:
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
 
 
+def test_partly_trainable_model_sees_the_whole_batch() -> None:
+    """Fine-tuning the last groups (the rest in eval mode) must not chunk what trains."""
+    torch.manual_seed(0)
+    model = create_backbone("musicnn-msd", pretrained=False).eval()
+    model.backend.train()
+    x = torch.randn(6, 187, 96)
+    with torch.no_grad():
+        torch.manual_seed(1)  # the same dropout masks for both
+        whole = model.backend(model.midend(model.frontend(x)))
+        torch.manual_seed(1)
+        torch.testing.assert_close(model.embed(x), whole)
+        model.eval()  # chunked front-end: same result as any other split
+        parts = torch.cat([model.embed(x[:3]), model.embed(x[3:])])
+        torch.testing.assert_close(model.embed(x), parts)
+
+
 def test_any_number_of_frames() -> None:
     x = torch.from_numpy(fixture("patches")[:2, :100])
     with torch.inference_mode():

@@ -186,9 +186,13 @@ class MusiCNN(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate embedding (B, 200) of log-mel segments (B, T, n_mels)."""
-        if self.training or len(x) <= EVAL_CHUNK:  # batch norm needs the whole batch
-            return self.backend(self.midend(self.frontend(x)))
-        return torch.cat([self.embed(chunk) for chunk in x.split(EVAL_CHUNK)])
+        return self.backend(self.midend(self._frontend(x)))
+
+    def _frontend(self, x: torch.Tensor) -> torch.Tensor:
+        # a front-end in train mode needs the whole batch (batch-norm statistics)
+        if len(x) <= EVAL_CHUNK or any(m.training for m in self.frontend.modules()):
+            return self.frontend(x)
+        return torch.cat([self.frontend(chunk) for chunk in x.split(EVAL_CHUNK)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(x)
