@@ -30,6 +30,7 @@ ENTRY_POINT_GROUP = "mer"
 # modules with hookimpls, registered before entry points
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "mer_plugin.audio",
+    "mer_plugin.backbones",
     "mer_plugin.extractors.essentia_descriptors",
 )
 HOOKS: dict[str, type] = {

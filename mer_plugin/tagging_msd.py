@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mer_plugin.backbones import backbone_info, create_backbone, model_card
+from mer_plugin.backbones import create_backbone, get_backbone, model_card
 from mer_plugin.features import iter_segments
 
 BACKBONE = "musicnn-msd"
@@ -69,7 +69,7 @@ def predict_tags(path: str | Path, *, device: str = "cpu", batch_size: int = 64)
 
     Raises `mer_plugin.errors.AudioError` for files that cannot be decoded.
     """
-    spec = backbone_info(BACKBONE).frontend
+    spec = get_backbone(BACKBONE).spec
     model = _model(device)
     rows = []
     with torch.inference_mode():

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from mer_plugin.backbones import (
-    backbone_info,
+    BackboneError,
     create_backbone,
+    get_backbone,
     list_backbones,
     model_card,
     set_trainable,
@@ -154,20 +155,20 @@ def test_any_number_of_frames() -> None:
 def test_registry_lists_both_backbones() -> None:
     assert {"musicnn-msd", "shortchunk-cnn"} <= set(list_backbones())
     assert list_backbones("musicnn*") == ["musicnn-msd"]
-    with pytest.raises(KeyError, match="unknown backbone"):
-        backbone_info("no-such-backbone")
+    with pytest.raises(BackboneError, match="unknown backbone"):
+        get_backbone("no-such-backbone")
 
 
 @pytest.mark.parametrize("name", ["musicnn-msd", "shortchunk-cnn"])
 def test_backbones_build_and_embed(name: str) -> None:
-    info = backbone_info(name)
+    info = get_backbone(name)
     model = create_backbone(name, pretrained=False)
-    x = torch.randn(3, info.frontend.segment_frames, info.frontend.n_mels)
+    x = torch.randn(3, info.spec.segment_frames, info.spec.n_mels)
     with torch.inference_mode():
         out = model(x)
     assert out.shape == (3, info.embedding_size) == (3, model.embedding_size)
-    assert info.frontend == MUSICNN
-    assert tuple(model.layer_groups()) == info.layer_groups
+    assert info.spec == MUSICNN
+    assert tuple(model.layer_groups()) == info.finetune_groups
     grouped = {id(p) for g in model.layer_groups().values() for p in g.parameters()}
     assert grouped == {id(p) for p in model.parameters()}, "a parameter outside every group"
 
@@ -193,7 +194,7 @@ def test_pretrained_loads_from_package_without_network(monkeypatch: pytest.Monke
 
 
 def test_shortchunk_has_no_pretrained_weights() -> None:
-    with pytest.raises(ValueError, match="pretrained=False"):
+    with pytest.raises(BackboneError, match="pretrained=False"):
         create_backbone("shortchunk-cnn")
 
 

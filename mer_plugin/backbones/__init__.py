@@ -1,12 +1,13 @@
 """Backbones: log-mel segments (B, frames, n_mels) -> embeddings (B, embedding_size).
 
-A plain registry in the style of timm's: one decorator to add a backbone, one call to list
-them, one to build one.
+A registry in the style of timm's: one decorator to add a backbone, one call to list them,
+one to build one. The built-ins reach mer through the `mer_backbones` plugin hook, like
+any third-party backbone, and lookups go through the plugins, so they see both.
 
     >>> list_backbones()
     ['musicnn-msd', 'shortchunk-cnn']
     >>> model = create_backbone("musicnn-msd")  # shipped weights, no download
-    >>> backbone_info("musicnn-msd").frontend  # the features it eats
+    >>> get_backbone("musicnn-msd").spec  # the features it eats
 
 Every backbone module has `embed(x)` (also its `forward`), an `embedding_size` attribute and
 `layer_groups()` (fine-tunable child modules, input to output). Shipped weights live in
@@ -18,69 +19,97 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from functools import partial
 from importlib.resources import files
 from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING
 
-from safetensors.torch import load as load_safetensors
-from torch import nn
-
-from mer_plugin.backbones import musicnn, shortchunk
+from mer_plugin.errors import MerError
 from mer_plugin.frontend import MUSICNN, FrontEndSpec
+from mer_plugin.hookspecs import Backbone, hookimpl
 
-Factory = Callable[[], nn.Module]
+if TYPE_CHECKING:
+    from torch import nn
 
+# torch is imported when a backbone is built, not when the plugins load (it takes ~2 s)
+Factory = Callable[[], "nn.Module"]
 
-@dataclass(frozen=True)
-class BackboneInfo:
-    """What a backbone is: how to build it, what it eats, what it gives, what can be tuned."""
-
-    name: str
-    factory: Factory  # builds the module with random weights
-    frontend: FrontEndSpec
-    embedding_size: int
-    layer_groups: tuple[str, ...]  # fine-tunable groups, input to output
-    weights: str | None = None  # folder under mer_plugin/models with shipped weights
-    description: str = ""
+_REGISTRY: dict[str, Backbone] = {}
+_SHIPPED: dict[str, str] = {}  # backbone name -> folder under mer_plugin/models
 
 
-_REGISTRY: dict[str, BackboneInfo] = {}
+class BackboneError(MerError):
+    """A backbone is unknown or cannot be built as asked."""
 
 
 def register_backbone(
     name: str,
     *,
-    frontend: FrontEndSpec,
+    spec: FrontEndSpec,
     embedding_size: int,
-    layer_groups: tuple[str, ...],
+    finetune_groups: tuple[str, ...],
     weights: str | None = None,
     description: str = "",
 ) -> Callable[[Factory], Factory]:
-    """Decorator: register a factory (no arguments, random weights) under `name`."""
+    """Decorator: register a factory (no arguments, random weights) under `name`;
+    `weights` names its shipped folder under `mer_plugin/models`."""
 
     def decorator(factory: Factory) -> Factory:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is already registered")
-        info = BackboneInfo(
-            name, factory, frontend, embedding_size, tuple(layer_groups), weights, description
+        create = partial(_build, name, factory, weights)
+        _REGISTRY[name] = Backbone(
+            name, create, spec, embedding_size, tuple(finetune_groups), description
         )
-        _REGISTRY[name] = info
+        if weights:
+            _SHIPPED[name] = weights
         return factory
 
     return decorator
 
 
+@hookimpl
+def mer_backbones() -> list[Backbone]:
+    """The built-in backbones, registered like any plugin's."""
+    return list(_REGISTRY.values())
+
+
+def _build(name: str, factory: Factory, weights: str | None, pretrained: bool) -> nn.Module:
+    """A backbone in eval mode; `pretrained` loads its shipped weights (no network)."""
+    from safetensors.torch import load as load_safetensors
+
+    model = factory()
+    if pretrained:
+        if weights is None:
+            raise BackboneError(f"backbone {name!r} ships no weights; use pretrained=False")
+        state = load_safetensors((model_dir(weights) / "model.safetensors").read_bytes())
+        model.load_state_dict(state)
+    return model.eval()
+
+
+def get_backbone(name: str) -> Backbone:
+    """The backbone registered under `name`, built-in or from a plugin."""
+    from mer_plugin.plugins import get_plugins
+
+    found = get_plugins().backbones()
+    if name not in found:
+        raise BackboneError(f"unknown backbone {name!r} (known: {', '.join(sorted(found))})")
+    return found[name]
+
+
 def list_backbones(pattern: str = "*") -> list[str]:
-    """Registered backbone names matching a shell-style pattern, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+    """Registered backbone names (built-in and plugins') matching a shell-style pattern."""
+    from mer_plugin.plugins import get_plugins
+
+    return sorted(n for n in get_plugins().backbones() if fnmatch.fnmatchcase(n, pattern))
 
 
-def backbone_info(name: str) -> BackboneInfo:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(list_backbones())
-        raise KeyError(f"unknown backbone {name!r} (known: {known})") from None
+def create_backbone(name: str, pretrained: bool = True) -> nn.Module:
+    """Build a backbone in eval mode; `pretrained` loads its weights (no network).
+
+    A backbone that ships no weights must be asked for with `pretrained=False`.
+    """
+    return get_backbone(name).create(pretrained)
 
 
 def model_dir(folder: str) -> Traversable:
@@ -89,26 +118,11 @@ def model_dir(folder: str) -> Traversable:
 
 
 def model_card(name: str) -> dict:
-    """The `model.json` card of a backbone's shipped weights."""
-    folder = backbone_info(name).weights
+    """The `model.json` card of a built-in backbone's shipped weights."""
+    folder = _SHIPPED.get(name)
     if folder is None:
-        raise ValueError(f"backbone {name!r} ships no weights")
+        raise BackboneError(f"backbone {name!r} ships no weights")
     return json.loads((model_dir(folder) / "model.json").read_text(encoding="utf-8"))
-
-
-def create_backbone(name: str, pretrained: bool = True) -> nn.Module:
-    """Build a backbone in eval mode; `pretrained` loads its shipped weights (no network).
-
-    A backbone that ships no weights must be asked for with `pretrained=False`.
-    """
-    info = backbone_info(name)
-    model = info.factory()
-    if pretrained:
-        if info.weights is None:
-            raise ValueError(f"backbone {name!r} ships no weights; use pretrained=False")
-        state = load_safetensors((model_dir(info.weights) / "model.safetensors").read_bytes())
-        model.load_state_dict(state)
-    return model.eval()
 
 
 def set_trainable(model: nn.Module, groups: Iterable[str]) -> list[nn.Parameter]:
@@ -125,31 +139,35 @@ def set_trainable(model: nn.Module, groups: Iterable[str]) -> list[nn.Parameter]
 
 @register_backbone(
     "musicnn-msd",
-    frontend=MUSICNN,
+    spec=MUSICNN,
     embedding_size=200,
-    layer_groups=musicnn.LAYER_GROUPS,
+    finetune_groups=("frontend", "midend", "backend", "head"),  # = musicnn.LAYER_GROUPS
     weights="musicnn-msd",
     description="MSD_musicnn (Pons & Serra 2019) ported from musicnn 0.1.0 (ISC); "
     "200-d penultimate embedding, 50 MSD tags via tag_probs()",
 )
 def _musicnn_msd() -> nn.Module:
-    return musicnn.MusiCNN()
+    from mer_plugin.backbones.musicnn import MusiCNN
+
+    return MusiCNN()
 
 
 @register_backbone(
     "shortchunk-cnn",
-    frontend=MUSICNN,
+    spec=MUSICNN,
     embedding_size=256,
-    layer_groups=shortchunk.LAYER_GROUPS,
+    finetune_groups=("stem", "body", "embedding"),  # = shortchunk.LAYER_GROUPS
     description="small 3x3 short-chunk CNN for training from scratch",
 )
 def _shortchunk_cnn() -> nn.Module:
-    return shortchunk.ShortChunkCNN(embedding_size=256)
+    from mer_plugin.backbones.shortchunk import ShortChunkCNN
+
+    return ShortChunkCNN(embedding_size=256)
 
 
 __all__ = [
-    "BackboneInfo",
-    "backbone_info",
+    "BackboneError",
+    "get_backbone",
     "create_backbone",
     "list_backbones",
     "model_card",
