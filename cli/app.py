@@ -10,6 +10,7 @@ import numpy as np
 import typer
 
 from mer_plugin import __version__
+from mer_plugin.cli.common import fail
 from mer_plugin.errors import MerError
 
 app = typer.Typer(
@@ -25,12 +26,6 @@ def _version(value: bool) -> None:
     if value:
         typer.echo(f"mer {__version__}")
         raise typer.Exit()
-
-
-def _fail(error: MerError) -> typer.Exit:
-    """Report a user-facing error as one line on stderr; the caller raises the result."""
-    typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=1)
 
 
 @app.callback()
@@ -55,11 +50,11 @@ def features(
     try:
         segments = file_segments(file, MUSICNN)
     except MerError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     try:
         _save_atomically(out, segments)
     except OSError as error:
-        raise _fail(MerError(f"{out}: cannot write: {error.strerror or error}")) from None
+        raise fail(MerError(f"{out}: cannot write: {error.strerror or error}")) from None
     seconds = MUSICNN.segment_seconds
     typer.echo(f"{out}: {len(segments)} segments of {seconds:.2f} s, shape {segments.shape}")
 
@@ -99,8 +94,9 @@ def _save_atomically(out: Path, array: np.ndarray) -> None:
         part.unlink(missing_ok=True)
 
 
-from mer_plugin.cli import training  # noqa: E402
+from mer_plugin.cli import predict, training  # noqa: E402
 
+app.command("predict")(predict.predict)
 app.command("train")(training.train)
 app.command("eval")(training.eval_)
 

@@ -253,3 +253,27 @@ def _prediction(model: Model, song: np.ndarray, segment_probs: np.ndarray) -> Pr
 
 def _named(classes: tuple[str, ...], probs: np.ndarray) -> dict[str, float]:
     return {name: float(p) for name, p in zip(classes, probs, strict=True)}
+
+
+# ----------------------------------------------------------------------------- finding
+
+DEFAULT_MODEL = "default"  # the folder under mer_plugin/models that `mer tag` uses
+
+
+def shipped_models_dir() -> Path:
+    """The folder of the models shipped inside the package."""
+    return Path(__file__).resolve().parent / "models"
+
+
+def resolve_model(name_or_folder: str | Path | None = None) -> Path:
+    """A model folder from a path, the name of a shipped model, or None for the default."""
+    wanted = str(name_or_folder or DEFAULT_MODEL)
+    folder = Path(wanted).expanduser()
+    if (folder / "model.json").is_file():
+        return folder
+    shipped = shipped_models_dir() / wanted
+    if (shipped / "model.json").is_file() and (shipped / "model.safetensors").is_file():
+        return shipped
+    if name_or_folder is None:
+        raise ModelError("no default model is installed with mer; pass --model FOLDER")
+    raise ModelError(f"{wanted}: not a model folder (model.json) nor a shipped model name")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ def mer(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_commands() -> None:
     result = mer("--help")
     assert result.returncode == 0
-    for command in ("features", "plugins"):
+    for command in ("features", "plugins", "predict", "train", "eval"):
         assert command in result.stdout
 
 
@@ -98,3 +99,19 @@ def test_plugins_lists_the_builtins() -> None:
     result = mer("plugins")
     assert result.returncode == 0, result.stderr
     assert "plugin" in result.stdout
+
+
+def test_predict_tags_prints_the_msd_tags_over_time(make_audio) -> None:
+    song = make_audio("chords.flac", seconds=7.0)
+    result = mer("predict", song, "--tags", "--json", "--top", "3")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["song"]) == 3
+    assert [len(segment["tags"]) for segment in report["segments"]] == [3, 3]
+    assert all(0 <= p <= 1 for p in report["song"].values())
+
+
+def test_predict_with_a_folder_that_is_not_a_model(tmp_path: Path, make_audio) -> None:
+    result = mer("predict", make_audio("a.wav", seconds=4), "--model", tmp_path)
+    assert result.returncode == 1
+    assert "not a model folder" in result.stderr

@@ -1,0 +1,13 @@
+"""What every `mer` command shares: one-line errors."""
+
+from __future__ import annotations
+
+import typer
+
+from mer_plugin.errors import MerError
+
+
+def fail(error: MerError) -> typer.Exit:
+    """Report a user-facing error as one line on stderr; the caller raises the result."""
+    typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)

@@ -1,0 +1,80 @@
+"""`mer predict FILE`: a song's emotion and its timeline, or the 50 MSD tags over time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mer_plugin.cli.common import fail
+from mer_plugin.errors import MerError
+
+
+def predict(
+    file: Annotated[Path, typer.Argument(help="Audio file to analyse.")],
+    model: Annotated[
+        str | None, typer.Option(help="Model folder or shipped model name (default: shipped).")
+    ] = None,
+    tags: Annotated[
+        bool, typer.Option("--tags", help="Print the 50 MSD tags over time (MSD-musicnn).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    top: Annotated[int, typer.Option(help="With --tags: how many tags to show.")] = 5,
+) -> None:
+    """Print FILE's emotion (quadrant, mood, valence, arousal) and its segment timeline."""
+    try:
+        if tags:
+            _print_tags(file, top, as_json)
+        else:
+            _print_emotion(file, model, as_json)
+    except MerError as error:
+        raise fail(error) from None
+
+
+def _print_tags(file: Path, top: int, as_json: bool) -> None:
+    from mer_plugin.tagging_msd import predict_tags
+
+    timeline = predict_tags(file)
+    if as_json:
+        rows = [
+            {"start": float(start), "end": float(start + timeline.segment_seconds), "tags": tags}
+            for start, tags in zip(timeline.starts, _top_rows(timeline, top), strict=True)
+        ]
+        song = dict(timeline.top(top))
+        typer.echo(json.dumps({"file": str(file), "song": song, "segments": rows}))
+        return
+    typer.echo(f"{file}: " + ", ".join(f"{tag} {p:.2f}" for tag, p in timeline.top(top)))
+    for start, row in zip(timeline.starts, _top_rows(timeline, top), strict=True):
+        end = start + timeline.segment_seconds
+        shown = ", ".join(f"{tag} {p:.2f}" for tag, p in row.items())
+        typer.echo(f"  {start:7.1f}-{end:7.1f} s  {shown}")
+
+
+def _top_rows(timeline, top: int) -> list[dict[str, float]]:
+    order = (-timeline.probs).argsort(axis=1, kind="stable")[:, :top]
+    return [
+        {timeline.tags[j]: float(timeline.probs[i, j]) for j in row} for i, row in enumerate(order)
+    ]
+
+
+def _print_emotion(file: Path, model_name: str | None, as_json: bool) -> None:
+    from mer_plugin.model import load_model, predict_file, resolve_model
+
+    model = load_model(resolve_model(model_name))
+    result = predict_file(model, file)
+    if as_json:
+        typer.echo(json.dumps({"file": str(file), **result.to_dict()}))
+        return
+    va = ""
+    if result.valence is not None:
+        va = f", valence {result.valence:.2f}, arousal {result.arousal:.2f}"
+    mood = f" ({result.mood})" if result.mood else ""
+    typer.echo(f"{file}: {result.label}{mood}{va}, confidence {result.confidence:.2f}")
+    for segment in result.timeline:
+        best = max(segment.probabilities, key=segment.probabilities.get)
+        typer.echo(
+            f"  {segment.start:7.1f}-{segment.end:7.1f} s  {best} "
+            f"{segment.probabilities[best]:.2f}  confidence {segment.confidence:.2f}"
+        )
