@@ -37,7 +37,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @dataclass(frozen=True)
 class Backbone:
-    """A segment-level network: `create(pretrained)` builds it for log-mels made by `spec`.
+    """A segment-level network: `create(pretrained)` builds it for log-mels made by `spec`;
+    `create(True)` raises `ValueError` when the backbone has no pretrained weights.
 
     The module maps (batch, spec.segment_frames, spec.n_mels) to (batch, embedding_size)
     through `embed`; `finetune_groups` names its parameter groups from input to output,

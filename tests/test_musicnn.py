@@ -194,7 +194,7 @@ def test_pretrained_loads_from_package_without_network(monkeypatch: pytest.Monke
 
 
 def test_shortchunk_has_no_pretrained_weights() -> None:
-    with pytest.raises(BackboneError, match="pretrained=False"):
+    with pytest.raises(ValueError, match="pretrained=False"):
         create_backbone("shortchunk-cnn")
 
 

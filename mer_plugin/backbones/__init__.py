@@ -81,7 +81,7 @@ def _build(name: str, factory: Factory, weights: str | None, pretrained: bool) -
     model = factory()
     if pretrained:
         if weights is None:
-            raise BackboneError(f"backbone {name!r} ships no weights; use pretrained=False")
+            raise ValueError(f"backbone {name!r} ships no weights; use pretrained=False")
         state = load_safetensors((model_dir(weights) / "model.safetensors").read_bytes())
         model.load_state_dict(state)
     return model.eval()
