@@ -32,6 +32,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "mer_plugin.audio",
     "mer_plugin.backbones",
     "mer_plugin.extractors.essentia_descriptors",
+    "mer_plugin.tags",
 )
 HOOKS: dict[str, type] = {
     "mer_backbones": Backbone,

@@ -1,0 +1,660 @@
+"""Tags: mer's fields, declared once, written safely into every container mutagen knows.
+
+`FIELDS` is the one table of what mer writes (cf. mediafile's ``MediaField``): each
+logical field with its key in every container, as DESIGN.md §4 specifies. ID3v2.3 has
+no ``TMOO`` frame (mutagen drops it when saving v2.3), so the mood word goes to
+``TXXX:MOOD`` there; a v2.3 tag stays v2.3, a v2.4 tag stays v2.4, a file without ID3
+gets v2.4 (a v2.2 tag is upgraded to v2.4: mutagen cannot write v2.2).
+
+    write_tags("song.flac", format_fields(mood="Happy", valence=0.73, arousal=0.61,
+                                          quadrant="Q1", confidence=0.9, model="mer 1.0"))
+    read_tags("song.flac")  # {"mood": "Happy", "MER_VALENCE": "0.730", ..., "mood_source": "mer"}
+
+Safe write (`safe_rewrite`): the file is copied to a temporary file in its own folder,
+the tags are written into the copy (by the container's `TagWriter`, in place), the copy
+gets the original's owner, permission bits and extended attributes (and its times with
+``keep_mtime``), is fsynced, and `os.replace` swaps it in atomically; then the folder is
+fsynced. Any failure removes the copy, leaves the original untouched and raises
+`TagError` with a one-line reason. The audio stream is never decoded or rewritten;
+other tags, pictures and chapters are written back as mutagen read them (an MP3's ID3v1
+tag is kept as it was). The file being written is a file's real path (symlinks are
+followed, so a link stays a link); a hard link is split: other names keep the old file.
+
+Temporary copies are named ``.<name>.mer-tmp-<random><ext>`` (hidden, recognisable, the
+extension kept so mutagen knows the format) and hold an exclusive `flock` while in use.
+A process killed mid-write can leave one behind: `clean_temp_files(folder)` removes the
+unlocked ones (a walker calls it once per folder). Test hook: with the environment
+variable ``MER_TEST_CRASH_BEFORE_RENAME=1`` the process calls ``os._exit(1)`` right
+before the rename, when the copy is complete and synced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import math
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mutagen
+from mutagen.aiff import AIFF
+from mutagen.apev2 import APEv2
+from mutagen.asf import ASF
+from mutagen.flac import FLAC
+from mutagen.id3 import ID3, TXXX, Frames, ID3NoHeaderError, ID3v1SaveOptions
+from mutagen.id3 import Encoding as ID3Encoding
+from mutagen.monkeysaudio import MonkeysAudio
+from mutagen.mp3 import MP3
+from mutagen.mp4 import MP4, AtomDataType, MP4FreeForm
+from mutagen.musepack import Musepack
+from mutagen.oggflac import OggFLAC
+from mutagen.oggopus import OggOpus
+from mutagen.oggspeex import OggSpeex
+from mutagen.oggvorbis import OggVorbis
+from mutagen.wave import WAVE
+from mutagen.wavpack import WavPack
+
+from mer_plugin.errors import MerError
+from mer_plugin.hookspecs import TagWriter, hookimpl
+
+# ------------------------------------------------------------------ the fields
+
+MOOD = "mood"
+VALENCE = "MER_VALENCE"
+AROUSAL = "MER_AROUSAL"
+QUADRANT = "MER_QUADRANT"
+CONFIDENCE = "MER_CONFIDENCE"
+MODEL = "MER_MODEL"
+# derived by read_tags, never written: "mer" when the file's mood came with a MER_MODEL
+MOOD_SOURCE = "mood_source"
+
+DECIMALS = 3  # numbers in [0, 1] are written as "0.734"
+QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
+ITUNES = "----:com.apple.iTunes:"
+CONTAINERS = ("id3v24", "id3v23", "vorbis", "mp4", "ape", "asf")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One logical field and its key in each container (`CONTAINERS`)."""
+
+    name: str
+    id3v24: str
+    id3v23: str
+    vorbis: str  # FLAC, Ogg Vorbis, Opus, Speex (case-insensitive keys)
+    mp4: str
+    ape: str  # case-insensitive keys
+    asf: str
+    unit_interval: bool = False  # a number in [0, 1], written with DECIMALS decimals
+
+    def key(self, container: str) -> str:
+        return getattr(self, container)
+
+
+def _mer(name: str, unit_interval: bool = False) -> Field:
+    return Field(
+        name, f"TXXX:{name}", f"TXXX:{name}", name, ITUNES + name, name, name, unit_interval
+    )
+
+
+FIELDS: tuple[Field, ...] = (
+    Field(MOOD, "TMOO", "TXXX:MOOD", "MOOD", ITUNES + "MOOD", "Mood", "WM/Mood"),
+    _mer(VALENCE, unit_interval=True),
+    _mer(AROUSAL, unit_interval=True),
+    _mer(QUADRANT),
+    _mer(CONFIDENCE, unit_interval=True),
+    _mer(MODEL),
+)
+FIELD_NAMES: tuple[str, ...] = tuple(field.name for field in FIELDS)
+_BY_NAME = {field.name: field for field in FIELDS}
+
+
+class TagError(MerError):
+    """Tags could not be read or written; the file is left as it was."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def format_fields(
+    *, mood: str, valence: float, arousal: float, quadrant: str, confidence: float, model: str
+) -> dict[str, str]:
+    """mer's fields for one song, as the strings `write_tags` writes."""
+    values = {
+        MOOD: mood,
+        VALENCE: valence,
+        AROUSAL: arousal,
+        QUADRANT: quadrant,
+        CONFIDENCE: confidence,
+        MODEL: model,
+    }
+    return check_fields(values)
+
+
+def check_fields(fields: Mapping[str, str | float]) -> dict[str, str]:
+    """Validated field strings; numbers become fixed-decimal text. `MOOD_SOURCE` is
+    dropped (read-only); an unknown name or a bad value raises ValueError."""
+    checked: dict[str, str] = {}
+    for name, value in fields.items():
+        if name == MOOD_SOURCE:
+            continue
+        if name not in _BY_NAME:
+            raise ValueError(f"unknown tag field {name!r}: one of {', '.join(FIELD_NAMES)}")
+        checked[name] = _check_value(_BY_NAME[name], value)
+    return checked
+
+
+def _check_value(field: Field, value: str | float) -> str:
+    if field.unit_interval:
+        number = float(value)
+        if not (math.isfinite(number) and 0.0 <= number <= 1.0):
+            raise ValueError(f"{field.name} must be in [0, 1], not {value!r}")
+        return value if isinstance(value, str) else f"{number:.{DECIMALS}f}"
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ValueError(f"{field.name} must be non-empty text, not {value!r}")
+    if field.name == QUADRANT and value not in QUADRANTS:
+        raise ValueError(f"{QUADRANT} must be one of {', '.join(QUADRANTS)}, not {value!r}")
+    return value
+
+
+def foreign_mood(tags: Mapping[str, str]) -> bool:
+    """True when `read_tags` found a mood that mer did not write (no MER_MODEL beside it)."""
+    return tags.get(MOOD_SOURCE) == "other"
+
+
+# ------------------------------------------------------------------ public API
+
+
+def read_tags(path: str | bytes | os.PathLike) -> dict[str, str]:
+    """mer's fields found in a file, plus `MOOD_SOURCE` ("mer" or "other") with a mood."""
+    path = _as_path(path)
+    try:
+        found = dict(_writer_for(path).read(path))
+    except TagError:
+        raise
+    except Exception as error:  # mutagen or a plugin: one line for the user
+        raise TagError(path, _reason(error)) from error
+    if MOOD in found:
+        found[MOOD_SOURCE] = "mer" if MODEL in found else "other"
+    return found
+
+
+def write_tags(
+    path: str | bytes | os.PathLike,
+    fields: Mapping[str, str | float],
+    *,
+    keep_mtime: bool = False,
+    writer: TagWriter | None = None,
+) -> None:
+    """Write mer's fields into a file safely (see the module docstring); other fields
+    of the file are left alone. `writer` defaults to the plugins' choice for the
+    extension. Raises `TagError`, the file unchanged, if anything fails."""
+    values = check_fields(fields)
+    target = _real_file(_as_path(path))
+    chosen = writer or _writer_for(target)
+    safe_rewrite(target, lambda copy: chosen.write(copy, values), keep_mtime=keep_mtime)
+
+
+def _as_path(path: str | bytes | os.PathLike) -> Path:
+    return Path(os.fsdecode(path))  # bytes names round-trip through surrogateescape
+
+
+def _real_file(path: Path) -> Path:
+    """The file a path names, symlinks resolved, so the rename replaces the file itself."""
+    real = Path(os.path.realpath(path))
+    try:
+        info = os.stat(real)
+    except FileNotFoundError:
+        raise TagError(path, "file vanished (no such file)") from None
+    except OSError as error:
+        raise TagError(path, _reason(error)) from error
+    if not stat.S_ISREG(info.st_mode):
+        raise TagError(path, "not a regular file")
+    return real
+
+
+def _writer_for(path: Path) -> TagWriter:
+    from mer_plugin.plugins import get_plugins  # the plugin manager imports this module
+
+    writers = get_plugins().tag_writers(path.suffix)
+    if not writers:
+        raise TagError(
+            path,
+            f"unsupported format: no tag writer for {path.suffix or 'files without extension'}",
+        )
+    return writers[0]
+
+
+# ------------------------------------------------------------------ safe rewrite
+
+CRASH_ENV = "MER_TEST_CRASH_BEFORE_RENAME"
+TEMP_MARKER = ".mer-tmp-"
+_RANDOM_CHARS = 8  # tempfile's random part
+
+
+def safe_rewrite(path: Path, edit: Callable[[Path], None], *, keep_mtime: bool = False) -> None:
+    """Apply `edit` (in place) to a copy of `path`, then swap the copy in atomically."""
+    before = _check_writable(path)
+    fd, temp = _make_temp(path)
+    try:
+        shutil.copyfile(path, temp)
+        edit(Path(temp))
+        _finish_copy(path, temp, fd, before, keep_mtime)
+        _check_unchanged(path, before)
+        if os.environ.get(CRASH_ENV) == "1":
+            os._exit(1)  # test hook: die with the finished copy beside the original
+        os.replace(temp, path)
+        temp = None
+        _fsync_folder(path.parent)
+    except TagError as error:
+        raise TagError(path, error.reason) from error
+    except Exception as error:  # OSError, mutagen, a plugin's writer
+        raise TagError(path, _reason(error, temp, path)) from error
+    finally:
+        os.close(fd)
+        if temp is not None:
+            _remove(temp)
+
+
+def _check_writable(path: Path) -> os.stat_result:
+    try:
+        before = os.stat(path)
+    except FileNotFoundError:
+        raise TagError(path, "file vanished (no such file)") from None
+    if not os.access(path, os.W_OK):
+        raise TagError(path, _read_only(path, "file is read-only"))
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise TagError(path, _read_only(path, "folder is read-only"))
+    return before
+
+
+def _read_only(path: Path, what: str) -> str:
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        return "read-only file system"
+    return f"{what} (permission denied)"
+
+
+def temp_prefix(path: Path) -> str:
+    """``.<name>.mer-tmp-``, the name shortened to fit the file system's name limit."""
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    name = path.name
+    room = limit - len(os.fsencode(f".{TEMP_MARKER}{path.suffix}")) - _RANDOM_CHARS
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return f".{name}{TEMP_MARKER}"
+
+
+def _make_temp(path: Path) -> tuple[int, str]:
+    try:
+        fd, temp = tempfile.mkstemp(suffix=path.suffix, prefix=temp_prefix(path), dir=path.parent)
+    except OSError as error:
+        raise TagError(path, f"cannot create a file in its folder: {_reason(error)}") from error
+    fcntl.flock(fd, fcntl.LOCK_EX)  # clean_temp_files leaves a locked copy alone
+    return fd, temp
+
+
+def _finish_copy(path: Path, temp: str, fd: int, before: os.stat_result, keep_mtime: bool) -> None:
+    """The original's owner, permissions, extended attributes (and times); then fsync."""
+    if (before.st_uid, before.st_gid) != (os.geteuid(), os.getegid()):
+        _copy_owner(temp, before)
+    os.chmod(temp, stat.S_IMODE(before.st_mode))
+    _copy_xattrs(path, temp)
+    if keep_mtime:
+        os.utime(temp, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.fsync(fd)
+
+
+def _copy_owner(temp: str, before: os.stat_result) -> None:
+    try:
+        os.chown(temp, before.st_uid, before.st_gid)
+    except PermissionError:  # not root: keep at least the group where we belong to it
+        with contextlib.suppress(PermissionError):
+            os.chown(temp, -1, before.st_gid)
+
+
+def _copy_xattrs(path: Path, temp: str) -> None:
+    try:
+        names = os.listxattr(path)
+    except OSError:  # no xattr support here
+        return
+    for name in names:
+        with contextlib.suppress(OSError):  # e.g. security.* needs privileges: best effort
+            os.setxattr(temp, name, os.getxattr(path, name))
+
+
+def _check_unchanged(path: Path, before: os.stat_result) -> None:
+    """Refuse to replace a file that vanished or changed while its copy was tagged."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        raise TagError(path, "file vanished while its tags were written") from None
+    same = (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
+        before.st_dev,
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    if not same:
+        raise TagError(path, "file changed while its tags were written (still being written?)")
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a directory; the rename is done
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove(temp: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """Whether a name is one of mer's temporary copies (``.<name>.mer-tmp-…``)."""
+    name = os.fsdecode(os.path.basename(path))
+    return name.startswith(".") and TEMP_MARKER in name
+
+
+def clean_temp_files(folder: str | os.PathLike, *, min_age_s: float = 60.0) -> list[Path]:
+    """Remove the temporary copies that a killed mer left in a folder; return them.
+
+    A copy still locked by a running writer, or younger than `min_age_s`, is kept."""
+    removed = []
+    with os.scandir(folder) as entries:
+        candidates = [Path(e.path) for e in entries if is_temp_file(e.name) and e.is_file()]
+    for candidate in candidates:
+        if _remove_if_stale(candidate, min_age_s):
+            removed.append(candidate)
+    return removed
+
+
+def _remove_if_stale(path: Path, min_age_s: float) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if time.time() - os.fstat(fd).st_mtime < min_age_s:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.fstat(fd), os.lstat(path)):
+            os.unlink(path)
+            return True
+        return False
+    except OSError:  # locked by a live writer, or gone
+        return False
+    finally:
+        os.close(fd)
+
+
+_ERRNO_REASONS = {
+    errno.ENOSPC: "disk full (no space left on device)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (file size limit reached)",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied (read-only file or folder)",
+    errno.EPERM: "operation not permitted (immutable or protected file or folder)",
+    errno.ENOENT: "file vanished (no such file)",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EIO: "input/output error (failing disk or removed drive?)",
+}
+
+
+def _reason(error: BaseException, temp: str | None = None, path: Path | None = None) -> str:
+    """One line for the user: errno meanings for OS errors, the message otherwise."""
+    cause = _os_error(error)
+    if cause is not None and cause.errno in _ERRNO_REASONS:
+        return _ERRNO_REASONS[cause.errno]
+    if cause is not None:
+        return cause.strerror or str(cause)
+    if isinstance(error, mutagen.MutagenError):
+        text = f"unreadable or corrupt tags: {error}"
+    else:
+        text = f"{type(error).__name__}: {error}"
+    if temp is not None and path is not None:
+        text = text.replace(temp, str(path))
+    return " ".join(text.split())
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+    """The OSError behind an error (mutagen wraps them in its own errors)."""
+    for _ in range(5):
+        if error is None or isinstance(error, OSError):
+            return error
+        inner = error.args[0] if error.args else None
+        error = inner if isinstance(inner, BaseException) else error.__cause__
+    return None
+
+
+# ------------------------------------------------------------------ containers
+
+
+def _open(path: Path, kinds: tuple[type, ...], family: str) -> Any:
+    """The file as mutagen reads it; TagError when it is not one of `kinds`."""
+    audio = mutagen.File(path)
+    if audio is None:
+        raise TagError(path, f"not a {family} file that mutagen recognises")
+    if not isinstance(audio, kinds):
+        kind = type(audio).__name__
+        raise TagError(path, f"content is {kind}, not what the {path.suffix} name says")
+    return audio
+
+
+def _values(fields: Mapping[str, str]) -> Iterable[tuple[Field, str]]:
+    return ((_BY_NAME[name], value) for name, value in fields.items())
+
+
+def _joined(values: Iterable[Any]) -> str | None:
+    text = "; ".join(str(v) for v in values if str(v))
+    return text or None
+
+
+def _found(get: Callable[[Field], str | None]) -> dict[str, str]:
+    found = {}
+    for field in FIELDS:
+        value = get(field)
+        if value is not None:
+            found[field.name] = value
+    return found
+
+
+# ID3: MP3 (tag at the head), WAV and AIFF (tag in an ``ID3 `` chunk)
+
+ID3_KINDS = (MP3, WAVE, AIFF)
+
+
+def _load_id3(path: Path) -> tuple[Any, ID3]:
+    """(the file for WAV/AIFF or None for MP3, its ID3 tag) as written: no v2.3→v2.4
+    translation (which drops frames such as RVAD), no merging of ID3v1 into v2."""
+    kind = type(_open(path, ID3_KINDS, "MP3, WAV or AIFF"))
+    if kind in (WAVE, AIFF):
+        audio = kind(path, translate=False, load_v1=False)
+        if audio.tags is None:
+            audio.add_tags()
+        return audio, audio.tags
+    try:
+        return None, ID3(path, translate=False, load_v1=False)
+    except ID3NoHeaderError:
+        return None, ID3()
+
+
+def _id3_version(tags: ID3) -> int:
+    if tags.version < (2, 3, 0):
+        tags.update_to_v24()  # mutagen writes v2.3 and v2.4 only
+        return 4
+    return 3 if tags.version < (2, 4, 0) else 4
+
+
+def _id3_get(tags: ID3, field: Field) -> str | None:
+    for key in dict.fromkeys((field.id3v24, field.id3v23)):
+        frame = tags.get(key)
+        if frame is not None and _joined(frame.text):
+            return _joined(frame.text)
+    return None
+
+
+def _id3_put(tags: ID3, field: Field, value: str, version: int) -> None:
+    """The version's key, and the other version's key too where the file has it."""
+    key = field.id3v23 if version == 3 else field.id3v24
+    encoding = ID3Encoding.UTF16 if version == 3 else ID3Encoding.UTF8
+    for each in dict.fromkeys([key, *(k for k in (field.id3v24, field.id3v23) if k in tags)]):
+        if each.startswith("TXXX:"):
+            tags.add(TXXX(encoding=encoding, desc=each[5:], text=[value]))
+        else:
+            tags.add(Frames[each](encoding=encoding, text=[value]))
+
+
+def read_id3(path: Path) -> dict[str, str]:
+    _, tags = _load_id3(path)
+    return _found(lambda field: _id3_get(tags, field))
+
+
+def write_id3(path: Path, fields: Mapping[str, str]) -> None:
+    audio, tags = _load_id3(path)
+    version = _id3_version(tags)
+    for field, value in _values(fields):
+        _id3_put(tags, field, value, version)
+    if audio is not None:
+        audio.save(v2_version=version)
+    else:
+        _save_mp3(tags, path, version)
+
+
+_V1_SPAN = 128 + 3  # an ID3v1 tag and the bytes mutagen looks at before it
+
+
+def _save_mp3(tags: ID3, path: Path, version: int) -> None:
+    """Save the ID3v2 tag at the head; the file's last bytes (ID3v1) stay as they were.
+
+    mutagen regenerates an existing ID3v1 tag from the v2 frames on save; its saving
+    keeps the tail's length, so the original tail is written back over it."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        keep = max(0, min(_V1_SPAN, size - tags.size))
+        f.seek(size - keep)
+        tail = f.read()
+    tags.save(path, v1=ID3v1SaveOptions.UPDATE, v2_version=version)
+    if tail:
+        with open(path, "r+b") as f:
+            f.seek(-len(tail), os.SEEK_END)
+            f.write(tail)
+
+
+# Vorbis comments: FLAC, Ogg Vorbis, Opus, Speex, Ogg FLAC
+
+VORBIS_KINDS = (FLAC, OggVorbis, OggOpus, OggSpeex, OggFLAC)
+
+
+def read_vorbis(path: Path) -> dict[str, str]:
+    tags = _open(path, VORBIS_KINDS, "FLAC or Ogg").tags or {}
+    return _found(lambda field: _joined(tags.get(field.vorbis, [])))
+
+
+def write_vorbis(path: Path, fields: Mapping[str, str]) -> None:
+    audio = _open(path, VORBIS_KINDS, "FLAC or Ogg")
+    if audio.tags is None:
+        audio.add_tags()
+    for field, value in _values(fields):
+        audio.tags[field.vorbis] = [value]
+    audio.save()
+
+
+# MP4: iTunes freeform atoms
+
+
+def read_mp4(path: Path) -> dict[str, str]:
+    tags = _open(path, (MP4,), "MP4").tags or {}
+    return _found(lambda field: _joined(_utf8(v) for v in tags.get(field.mp4, [])))
+
+
+def _utf8(value: bytes) -> str:
+    return bytes(value).decode("utf-8", "replace")
+
+
+def write_mp4(path: Path, fields: Mapping[str, str]) -> None:
+    audio = _open(path, (MP4,), "MP4")
+    if audio.tags is None:
+        audio.add_tags()
+    for field, value in _values(fields):
+        audio.tags[field.mp4] = [MP4FreeForm(value.encode(), AtomDataType.UTF8)]
+    audio.save()
+
+
+# APEv2: Monkey's Audio, WavPack, Musepack
+
+APE_KINDS = (MonkeysAudio, WavPack, Musepack)
+
+
+def read_ape(path: Path) -> dict[str, str]:
+    tags = _open(path, APE_KINDS, "APE, WavPack or Musepack").tags or {}
+    return _found(lambda field: _joined(tags[field.ape]) if field.ape in tags else None)
+
+
+def write_ape(path: Path, fields: Mapping[str, str]) -> None:
+    audio = _open(path, APE_KINDS, "APE, WavPack or Musepack")
+    if audio.tags is None:
+        audio.add_tags()
+    tags: APEv2 = audio.tags
+    for field, value in _values(fields):
+        tags[field.ape] = value
+    audio.save()
+
+
+# ASF: WMA
+
+
+def read_asf(path: Path) -> dict[str, str]:
+    tags = _open(path, (ASF,), "ASF").tags
+    return _found(lambda field: _joined(a.value for a in tags.get(field.asf, [])))
+
+
+def write_asf(path: Path, fields: Mapping[str, str]) -> None:
+    audio = _open(path, (ASF,), "ASF")
+    for field, value in _values(fields):
+        audio.tags[field.asf] = [value]
+    audio.save()
+
+
+# ------------------------------------------------------------------ plugin hook
+
+ID3_EXTS = (".mp3", ".wav", ".wave", ".aif", ".aiff", ".aifc")
+VORBIS_EXTS = (".flac", ".ogg", ".oga", ".opus", ".spx")
+MP4_EXTS = (".m4a", ".m4b", ".mp4")
+APE_EXTS = (".ape", ".wv", ".mpc")
+ASF_EXTS = (".wma", ".asf")
+
+
+@hookimpl
+def mer_tag_writers() -> list[TagWriter]:
+    """The built-in writers, one per container family, registered like any plugin's.
+
+    A writer's `write(path, fields)` edits the file at `path` in place: `write_tags`
+    calls it on the temporary copy (same extension) and renames that over the original.
+    `read(path)` returns the logical fields found (`FIELD_NAMES`)."""
+    return [
+        TagWriter("id3", ID3_EXTS, write_id3, read_id3, priority=10),
+        TagWriter("vorbis", VORBIS_EXTS, write_vorbis, read_vorbis, priority=10),
+        TagWriter("mp4", MP4_EXTS, write_mp4, read_mp4, priority=10),
+        TagWriter("ape", APE_EXTS, write_ape, read_ape, priority=10),
+        TagWriter("asf", ASF_EXTS, write_asf, read_asf, priority=10),
+    ]
