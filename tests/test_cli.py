@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mer_cli import mer
 
 from mer_plugin.frontend import MUSICNN
-
-
-def mer(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """Run the `mer` console script installed beside this Python."""
-    exe = Path(sys.executable).with_name("mer")
-    assert exe.exists(), f"the `mer` console script is not installed ({exe})"
-    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 def test_help_lists_the_commands() -> None:

@@ -1,0 +1,1 @@
+"""An example mer plugin: a tiny from-scratch backbone, `example-tiny-cnn`."""
