@@ -428,7 +428,7 @@ def _reason(error: BaseException, temp: str | None = None, path: Path | None = N
     if cause is not None:
         return cause.strerror or str(cause)
     if isinstance(error, mutagen.MutagenError):
-        text = f"unreadable or corrupt tags: {error}"
+        text = f"unreadable or corrupt file or tags: {error}"
     else:
         text = f"{type(error).__name__}: {error}"
     if temp is not None and path is not None:
