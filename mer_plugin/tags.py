@@ -35,6 +35,7 @@ import errno
 import fcntl
 import math
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -159,7 +160,7 @@ def _check_value(field: Field, value: str | float) -> str:
         number = float(value)
         if not (math.isfinite(number) and 0.0 <= number <= 1.0):
             raise ValueError(f"{field.name} must be in [0, 1], not {value!r}")
-        return value if isinstance(value, str) else f"{number:.{DECIMALS}f}"
+        return f"{number:.{DECIMALS}f}"
     if not isinstance(value, str) or not value.strip() or "\x00" in value:
         raise ValueError(f"{field.name} must be non-empty text, not {value!r}")
     if field.name == QUADRANT and value not in QUADRANTS:
@@ -221,6 +222,14 @@ def _real_file(path: Path) -> Path:
     if not stat.S_ISREG(info.st_mode):
         raise TagError(path, "not a regular file")
     return real
+
+
+def writable_extensions() -> list[str]:
+    """The extensions some tag writer (built-in or plugin) handles, sorted."""
+    from mer_plugin.plugins import get_plugins
+
+    writers = get_plugins().components("mer_tag_writers").values()
+    return sorted({ext for writer in writers for ext in writer.extensions})
 
 
 def _writer_for(path: Path) -> TagWriter:
@@ -369,10 +378,12 @@ def _remove(temp: str) -> None:
         os.unlink(temp)
 
 
+_TEMP_NAME = re.compile(r"\..*\.mer-tmp-[a-z0-9_]{8}(\.[^.]*)?", re.DOTALL)
+
+
 def is_temp_file(path: str | os.PathLike) -> bool:
-    """Whether a name is one of mer's temporary copies (``.<name>.mer-tmp-…``)."""
-    name = os.fsdecode(os.path.basename(path))
-    return name.startswith(".") and TEMP_MARKER in name
+    """Whether a name is one of mer's temporary copies (``.<name>.mer-tmp-<random><ext>``)."""
+    return _TEMP_NAME.fullmatch(os.fsdecode(os.path.basename(path))) is not None
 
 
 def clean_temp_files(folder: str | os.PathLike, *, min_age_s: float = 60.0) -> list[Path]:

@@ -419,6 +419,7 @@ def test_field_table_matches_the_design():
 
 def test_fields_are_checked():
     assert FIELDS_IN["MER_VALENCE"] == "0.735" and FIELDS_IN["MER_CONFIDENCE"] == "0.900"
+    assert tags.check_fields({"MER_AROUSAL": "0.5"}) == {"MER_AROUSAL": "0.500"}
     for bad in ({"MER_VALENCE": 1.5}, {"MER_QUADRANT": "Q5"}, {"GENRE": "x"}, {"mood": ""}):
         with pytest.raises(ValueError):
             tags.check_fields(bad)
@@ -429,6 +430,9 @@ def test_writers_are_plugins():
     chosen = {ext: plugins.tag_writers(ext)[0].name for ext in (".mp3", ".wav", ".opus", ".m4a")}
     assert chosen == {".mp3": "id3", ".wav": "id3", ".opus": "vorbis", ".m4a": "mp4"}
     assert {w.name for w in plugins.components("mer_tag_writers").values()} >= {"ape", "asf"}
+    assert {".aiff", ".flac", ".m4a", ".mp3", ".ogg", ".opus", ".wav", ".wma", ".ape"} <= set(
+        tags.writable_extensions()
+    )
 
 
 # ------------------------------------------------------------------ file system
@@ -605,6 +609,14 @@ def test_crash_before_rename_leaves_the_original(make_audio: MAKE, tmp_path: Pat
     assert clean_temp_files(tmp_path, min_age_s=0) == [stray]
     write_tags(path, FIELDS_IN)  # the next run works as usual
     assert [p.name for p in tmp_path.iterdir()] == ["crash.flac"]
+
+
+def test_temp_file_names():
+    assert is_temp_file(".song.flac.mer-tmp-ab_d1234.flac")
+    assert is_temp_file(b"/x/.caf\xe9.mp3.mer-tmp-abcd1234.mp3")
+    assert is_temp_file(".noext.mer-tmp-abcd1234")
+    for name in (".mer-tmp-notes", "song.flac.mer-tmp-abcd1234.flac", ".a.mer-tmp-ABCD1234.x"):
+        assert not is_temp_file(name)
 
 
 def test_clean_temp_files_leaves_a_live_copy(tmp_path: Path):
