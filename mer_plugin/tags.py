@@ -15,15 +15,19 @@ the tags are written into the copy (by the container's `TagWriter`, in place), t
 gets the original's owner, permission bits and extended attributes (and its times with
 ``keep_mtime``), is fsynced, and `os.replace` swaps it in atomically; then the folder is
 fsynced. Any failure removes the copy, leaves the original untouched and raises
-`TagError` with a one-line reason. The audio stream is never decoded or rewritten;
-other tags, pictures and chapters are written back as mutagen read them (an MP3's ID3v1
-tag is kept as it was). The file being written is a file's real path (symlinks are
-followed, so a link stays a link); a hard link is split: other names keep the old file.
+`TagError` with a one-line reason. A file or folder without any write permission bit
+is read-only, even for root (who ignores permission bits otherwise); a file that
+vanished or changed while its copy was tagged is left alone. The audio stream is never
+decoded or rewritten; other tags, pictures and chapters are written back as mutagen read
+them (ID3 without v2.3→v2.4 translation; an MP3's ID3v1 tag kept as it was). Symlinks
+are followed, so a link stays a link; a hard link is split: other names keep the old
+file. mer's temporary copies (below) are only clean-up candidates, never audio.
 
 Temporary copies are named ``.<name>.mer-tmp-<random><ext>`` (hidden, recognisable, the
 extension kept so mutagen knows the format) and hold an exclusive `flock` while in use.
 A process killed mid-write can leave one behind: `clean_temp_files(folder)` removes the
-unlocked ones (a walker calls it once per folder). Test hook: with the environment
+unlocked ones older than a minute (a walker calls it once per folder; `is_temp_file`
+tells it which names to skip). Test hook: with the environment
 variable ``MER_TEST_CRASH_BEFORE_RENAME=1`` the process calls ``os._exit(1)`` right
 before the rename, when the copy is complete and synced.
 """
@@ -32,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import math
 import os
 import re
@@ -65,6 +68,11 @@ from mutagen.wavpack import WavPack
 
 from mer_plugin.errors import MerError
 from mer_plugin.hookspecs import TagWriter, hookimpl
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks on temporary copies
+    fcntl = None
 
 # ------------------------------------------------------------------ the fields
 
@@ -276,19 +284,22 @@ def safe_rewrite(path: Path, edit: Callable[[Path], None], *, keep_mtime: bool =
 
 
 def _check_writable(path: Path) -> os.stat_result:
+    """The file's stat; TagError when it or its folder is read-only. A file or folder
+    without any write permission bit counts as read-only even for root."""
     try:
         before = os.stat(path)
     except FileNotFoundError:
         raise TagError(path, "file vanished (no such file)") from None
-    if not os.access(path, os.W_OK):
+    if not (before.st_mode & 0o222 and os.access(path, os.W_OK)):
         raise TagError(path, _read_only(path, "file is read-only"))
-    if not os.access(path.parent, os.W_OK | os.X_OK):
+    folder = path.parent
+    if not (os.stat(folder).st_mode & 0o222 and os.access(folder, os.W_OK | os.X_OK)):
         raise TagError(path, _read_only(path, "folder is read-only"))
     return before
 
 
 def _read_only(path: Path, what: str) -> str:
-    if os.statvfs(path).f_flag & os.ST_RDONLY:
+    if hasattr(os, "statvfs") and os.statvfs(path).f_flag & os.ST_RDONLY:
         return "read-only file system"
     return f"{what} (permission denied)"
 
@@ -311,7 +322,8 @@ def _make_temp(path: Path) -> tuple[int, str]:
         fd, temp = tempfile.mkstemp(suffix=path.suffix, prefix=temp_prefix(path), dir=path.parent)
     except OSError as error:
         raise TagError(path, f"cannot create a file in its folder: {_reason(error)}") from error
-    fcntl.flock(fd, fcntl.LOCK_EX)  # clean_temp_files leaves a locked copy alone
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # clean_temp_files leaves a locked copy alone
     return fd, temp
 
 
@@ -362,7 +374,7 @@ def _check_unchanged(path: Path, before: os.stat_result) -> None:
 
 def _fsync_folder(folder: Path) -> None:
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
         return
     try:
@@ -401,13 +413,14 @@ def clean_temp_files(folder: str | os.PathLike, *, min_age_s: float = 60.0) -> l
 
 def _remove_if_stale(path: Path, min_age_s: float) -> bool:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return False
     try:
         if time.time() - os.fstat(fd).st_mtime < min_age_s:
             return False
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if os.path.samestat(os.fstat(fd), os.lstat(path)):
             os.unlink(path)
             return True
