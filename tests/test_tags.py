@@ -33,6 +33,7 @@ import pytest
 import soundfile as sf
 from conftest import ffmpeg_or_skip
 from mutagen.apev2 import APEValue
+from mutagen.asf import ASFByteArrayAttribute
 from mutagen.flac import FLAC, Picture
 from mutagen.id3 import APIC, CHAP, CTOC, ID3, TIT2, TMOO, TPE1, TXXX, CTOCFlags
 from mutagen.mp4 import MP4Cover, MP4FreeForm
@@ -122,6 +123,7 @@ def add_unrelated(path: Path, id3_version: int | None) -> None:
         audio.save()
     elif kind == "ASF":
         audio.tags.update({"Title": ["Title ü"], "Author": ["Artist"], "MY_CUSTOM": ["keep me"]})
+        audio.tags["WM/Picture"] = [ASFByteArrayAttribute(_wm_picture())]
         audio.save()
     elif kind == "WavPack":
         if audio.tags is None:
@@ -155,6 +157,12 @@ def _add_id3(path: Path, audio, version: int, chapters: bool) -> None:
 
 def _add_vorbis(audio) -> None:
     audio.update({"TITLE": ["Title ü"], "ARTIST": ["Artist"], "MY_CUSTOM": ["keep me"]})
+
+
+def _wm_picture() -> bytes:
+    """An ASF WM/Picture value: type, size, MIME and description (UTF-16), data."""
+    text = "image/png\0".encode("utf-16-le") + "cover\0".encode("utf-16-le")
+    return struct.pack("<BI", 3, len(PNG)) + text + PNG
 
 
 def _picture() -> Picture:
@@ -351,8 +359,10 @@ def test_round_trip_keeps_audio_and_other_tags(make_audio: MAKE, tmp_path: Path,
 def _picture_bytes(path: Path) -> bytes | None:
     if path.suffix == ".wv":
         return bytes(mutagen.File(path).tags["Cover Art (Front)"].value).split(b"\0", 1)[1]
-    if path.suffix == ".wma":
-        return PNG  # no picture added to WMA: mutagen has no helper for WM/Picture
+    if path.suffix == ".wma":  # tinytag skips WM/Picture: parse it here
+        value = mutagen.File(path).tags["WM/Picture"][0].value
+        (size,) = struct.unpack("<I", value[1:5])
+        return value[-size:]
     image = TinyTag.get(path, image=True).images.any
     return image.data if image else None
 
