@@ -35,7 +35,20 @@ from conftest import ffmpeg_or_skip
 from mutagen.apev2 import APEValue
 from mutagen.asf import ASFByteArrayAttribute
 from mutagen.flac import FLAC, Picture
-from mutagen.id3 import APIC, CHAP, CTOC, ID3, TIT2, TMOO, TPE1, TXXX, CTOCFlags
+from mutagen.id3 import (
+    APIC,
+    CHAP,
+    CTOC,
+    ID3,
+    RVAD,
+    TDAT,
+    TIT2,
+    TMOO,
+    TPE1,
+    TXXX,
+    TYER,
+    CTOCFlags,
+)
 from mutagen.mp4 import MP4Cover, MP4FreeForm
 from tinytag import TinyTag
 
@@ -145,6 +158,9 @@ def _add_id3(path: Path, audio, version: int, chapters: bool) -> None:
         TXXX(encoding=enc, desc="MY_CUSTOM", text=["keep me"]),
         APIC(encoding=enc, mime="image/png", type=3, desc="cover", data=PNG),
     ]
+    if version == 3:  # v2.3-only frames, which a translation to v2.4 merges or drops
+        frames += [TYER(encoding=enc, text=["2001"]), TDAT(encoding=enc, text=["0304"])]
+        frames.append(RVAD(adjustments=[12, -12]))
     if chapters:
         intro = [TIT2(encoding=enc, text=["Intro"])]
         frames.append(CHAP(element_id="ch0", start_time=0, end_time=500, sub_frames=intro))
