@@ -85,7 +85,11 @@ class Extractor:
 
 @dataclass(frozen=True)
 class TagWriter:
-    """Reads and writes mer's fields in one container format (ID3, Vorbis comments, MP4…)."""
+    """Reads and writes mer's fields in one container format (ID3, Vorbis comments, MP4…).
+
+    `write(path, fields)` edits the file in place: mer hands it a temporary copy (same
+    extension, same folder) and renames that over the original once it succeeded.
+    """
 
     name: str
     extensions: tuple[str, ...]
