@@ -32,7 +32,7 @@ import pytest  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from mer_plugin.backbones import backbone_info, create_backbone  # noqa: E402
+from mer_plugin.backbones import create_backbone, get_backbone  # noqa: E402
 from mer_plugin.frontend import MUSICNN  # noqa: E402
 
 CORES = os.cpu_count() or 1
@@ -72,7 +72,7 @@ def threads(request: pytest.FixtureRequest) -> int:
 @pytest.mark.parametrize("name", ["musicnn-msd", "shortchunk-cnn"])
 @pytest.mark.benchmark(group="backbone")
 def test_backbone_batch64(benchmark, name: str, threads: int) -> None:
-    spec = backbone_info(name).frontend
+    spec = get_backbone(name).spec
     model = create_backbone(name, pretrained=name == "musicnn-msd")
     x = torch.randn(BATCH, spec.segment_frames, spec.n_mels) + 2.0
 
