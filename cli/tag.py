@@ -1,0 +1,177 @@
+"""`mer tag PATH...`: write the emotion of every track of a library into its tags.
+
+Exit status: 0 all done (skipped files included); 1 some files failed, each named on
+stderr with its reason, one line each; 2 usage error; 130 interrupted (Ctrl-C), after the
+summary: every file is fully tagged or untouched, and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mer_plugin.cli.common import fail
+from mer_plugin.errors import MerError
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a Ctrl-C
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _report_path(value: Path | None) -> Path | None:
+    from mer_plugin.tagging import REPORT_SUFFIXES
+
+    if value is not None and value.suffix.lower() not in REPORT_SUFFIXES:
+        raise typer.BadParameter(f"must end in {' or '.join(REPORT_SUFFIXES)}")
+    return value
+
+
+def tag(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Audio files or folders (walked recursively).", exists=True)
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="Model folder or shipped model name (default: shipped).")
+    ] = None,
+    device: Annotated[Device, typer.Option(help="Where the model runs.")] = Device.auto,
+    jobs: Annotated[
+        int | None, typer.Option(min=1, help="Decoding processes (default: CPU cores).")
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace moods mer did not write; re-tag tagged files."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Write nothing; show what would change.")
+    ] = False,
+    keep_mtime: Annotated[
+        bool, typer.Option("--keep-mtime", help="Keep the files' modification times.")
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write every file's result to FILE.json or FILE.csv.", callback=_report_path
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
+) -> None:
+    """Tag every track under PATHS with its mood (MOOD) and valence/arousal (MER_*)."""
+    from mer_plugin.library import walk
+    from mer_plugin.tagging import TagOptions, load_for_tagging, tag_library, write_report
+
+    try:
+        loaded = load_for_tagging(model, device.value)
+    except MerError as error:
+        raise fail(error) from None
+    options = TagOptions(force, dry_run, keep_mtime, jobs or os.cpu_count() or 1)
+    library = walk(paths, clean=not dry_run)
+    with _progress(quiet, len(library.files) + len(library.problems)) as advance:
+        run = tag_library(library, loaded, options, advance)
+    for warning in run.warnings:
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    if report is not None:
+        try:
+            write_report(run, report)
+        except OSError as error:
+            raise fail(MerError(f"{report}: cannot write: {error.strerror or error}")) from None
+    if not quiet:
+        _print_summary(run)
+    raise typer.Exit(_exit_code(run))
+
+
+def _exit_code(run) -> int:
+    from mer_plugin.tagging import FAILED, shown
+
+    failed = [o for o in run.outcomes if o.status == FAILED]
+    for outcome in failed:
+        typer.secho(f"failed: {shown(outcome.path)}: {outcome.reason}", err=True, fg="red")
+    if run.interrupted:
+        return INTERRUPTED_EXIT
+    return 1 if failed else 0
+
+
+@contextmanager
+def _progress(quiet: bool, total: int) -> Iterator[Callable | None]:
+    """A progress bar on stderr (files, tracks/s, ETA); yields the per-file callback."""
+    if quiet:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("tagging"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("tag", total=total, rate="")
+
+        def advance(_outcome) -> None:
+            progress.advance(task)
+            speed = progress.tasks[0].speed
+            progress.update(task, rate=f"{speed:.1f} tracks/s" if speed else "")
+
+        yield advance
+
+
+def _print_summary(run) -> None:
+    """What would change (dry run), then counts by status and reason, and the moods."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from mer_plugin.tagging import FAILED, NOT_DONE, SKIPPED, TAGGED, WOULD_TAG, shown
+
+    console = Console(highlight=False)
+    for o in run.outcomes:
+        if o.status == WOULD_TAG:
+            was = o.previous_mood or "no mood"
+            console.print(Text(f"would tag {shown(o.path)}: {was} -> {o.mood} ({o.quadrant})"))
+    table = Table("", "files", title=f"mer tag ({run.model})", title_justify="left")
+    table.add_row(
+        "would tag" if run.dry_run else "tagged",
+        str(run.count(WOULD_TAG if run.dry_run else TAGGED)),
+    )
+    for status in (SKIPPED, FAILED):
+        table.add_row(status, str(run.count(status)))
+        for reason, n in sorted(run.reasons(status).items(), key=lambda kv: -kv[1]):
+            table.add_row(Text(f"  {reason}"), str(n))
+    if run.interrupted:
+        table.add_row("not done (interrupted)", str(run.count(NOT_DONE)))
+    moods = run.moods()
+    if moods:
+        table.add_row("mood", "")
+        for mood, n in sorted(moods.items(), key=lambda kv: (-kv[1], str(kv[0]))):
+            table.add_row(Text(f"  {mood}"), f"{n} ({n / sum(moods.values()):.0%})")
+    console.print(table)
+    if run.interrupted:
+        console.print("interrupted: run `mer tag` again to resume")
+    _print_timing(console, run)
+
+
+def _print_timing(console, run) -> None:
+    from mer_plugin.tagging import TAGGED, WOULD_TAG
+
+    done = run.count(TAGGED) + run.count(WOULD_TAG)
+    wall = run.seconds["wall"]
+    if done and wall > 0:
+        console.print(f"{done} tracks analysed in {wall:.1f} s ({done / wall:.1f} tracks/s)")

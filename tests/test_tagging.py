@@ -1,0 +1,309 @@
+"""`mer tag`'s engine in process: the walk, the policy, the cache, the odd cases, the reports.
+
+Real files in every format (conftest's encoders), a real model trained in a second
+(tiny_model.py), tags read back with mutagen and tinytag.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import resource
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mutagen.flac import FLAC
+from tiny_model import train_tiny_model
+from tinytag import TinyTag
+
+from mer_plugin.audio import open_stream
+from mer_plugin.library import taggable_extensions, walk
+from mer_plugin.model import Model, predict_file
+from mer_plugin.tagging import (
+    CACHE_FILE,
+    CACHED,
+    CHANGED,
+    FAILED,
+    OWN_MOOD,
+    SAME_MODEL,
+    SKIPPED,
+    TAGGED,
+    VANISHED,
+    WOULD_TAG,
+    Tagger,
+    TagOptions,
+    TagRun,
+    analyse,
+    load_for_tagging,
+    tag_library,
+    write_report,
+)
+from mer_plugin.tags import read_tags
+
+MAKE = Callable[..., Path]
+FORMATS = ("wav", "aiff", "flac", "mp3", "ogg", "opus", "m4a", "mp4")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    return load_for_tagging(train_tiny_model(tmp_path_factory.mktemp("tiny")), "cpu")
+
+
+@pytest.fixture
+def options(tmp_path: Path) -> TagOptions:
+    return TagOptions(jobs=1, cache_dir=tmp_path / "cache")
+
+
+def song(make_audio: MAKE, name: str, seconds: float = 3.5, **kw) -> Path:
+    rate = 48000 if name.endswith(".opus") else 44100
+    return make_audio(name, seconds, sample_rate=rate, **kw)
+
+
+def tag(paths: list[Path], model: Model, options: TagOptions, **changes) -> TagRun:
+    from dataclasses import replace
+
+    return tag_library(walk(paths), model, replace(options, **changes))
+
+
+def by_name(run: TagRun) -> dict[str, object]:
+    return {o.path.name: o for o in run.outcomes}
+
+
+def decoded(path: Path) -> np.ndarray:
+    return np.concatenate(list(open_stream(path, 16000)))
+
+
+def tinytag_fields(path: Path) -> dict[str, str]:
+    """mer's fields as tinytag (its own parser) reads them."""
+    other = TinyTag.get(path).other
+    mood = other.get("tmoo") or other.get("mood")
+    found = {k: other[k.lower()][0] for k in ("MER_VALENCE", "MER_MODEL") if k.lower() in other}
+    return {"mood": mood[0], **found} if mood else found
+
+
+# ------------------------------------------------------------------------------ walk
+
+
+def test_walk_finds_each_taggable_file_once_in_order(make_audio: MAKE, tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    (lib / "sub").mkdir(parents=True)
+    for name in ("b.flac", "A.MP3", "sub/c.m4a", ".hidden.flac", "x/.y/z.ogg", "@eaDir/t.mp3"):
+        (lib / name).parent.mkdir(parents=True, exist_ok=True)
+        make_audio("tmp.wav", 0.2).rename(lib / name)
+    for name in ("cover.jpg", "notes.txt", "old.wma"):  # wma: tags, but no decoder
+        (lib / name).write_bytes(b"x")
+    stale = lib / ".b.flac.mer-tmp-abcd1234.flac"  # left by a killed run
+    stale.write_bytes(b"x")
+    os.utime(stale, (time.time() - 3600,) * 2)
+    (lib / "sub" / "loop").symlink_to("..")  # a symlink loop
+    (lib / "alias.flac").symlink_to("b.flac")  # the same file twice
+    os.link(lib / "b.flac", lib / "sub" / "hard.flac")  # and a hard link
+    (lib / "sub" / "dangling.mp3").symlink_to("nowhere.mp3")
+    assert walk([lib], clean=False).files and stale.exists()  # a dry run cleans nothing
+    found = walk([lib, lib / "sub" / "c.m4a", lib / ".hidden.flac", lib / "notes.txt"])
+    names = [str(p.relative_to(lib)) for p in found.files]
+    assert names == ["A.MP3", "alias.flac", "sub/c.m4a", ".hidden.flac"]
+    assert [(p.path.name, p.reason[:22]) for p in found.problems] == [
+        ("notes.txt", "unsupported format .tx")
+    ]
+    assert not stale.exists()
+    assert {".mp3", ".flac", ".m4a", ".opus", ".wav", ".aiff"} <= taggable_extensions()
+    assert ".wma" not in taggable_extensions()
+
+
+# ------------------------------------------------------------------------------ tagging
+
+
+def test_every_format_is_tagged_as_predict_says(make_audio: MAKE, model, options) -> None:
+    paths = [song(make_audio, f"song.{fmt}", kind="noise", seed=i) for i, fmt in enumerate(FORMATS)]
+    audio = {p.name: decoded(p) for p in paths}
+    run = tag(paths, model, options)
+    assert [o.status for o in run.outcomes] == [TAGGED] * len(FORMATS), run.outcomes
+    for outcome in run.outcomes:
+        path = outcome.path
+        expected = predict_file(model, path)
+        assert (outcome.quadrant, outcome.mood) == (expected.label, expected.mood)
+        tags = read_tags(path)  # mutagen
+        assert tags["mood"] == expected.mood and tags["MER_QUADRANT"] == expected.label
+        assert tags["MER_MODEL"] == "tiny-tagger 1" and tags["mood_source"] == "mer"
+        assert float(tags["MER_VALENCE"]) == pytest.approx(expected.valence, abs=5e-4)
+        assert float(tags["MER_AROUSAL"]) == pytest.approx(expected.arousal, abs=5e-4)
+        assert tinytag_fields(path) == {
+            "mood": expected.mood,
+            "MER_VALENCE": tags["MER_VALENCE"],
+            "MER_MODEL": "tiny-tagger 1",
+        }
+        assert np.array_equal(decoded(path), audio[path.name])  # the audio is untouched
+
+
+def test_rerun_skips_what_is_tagged(make_audio: MAKE, model, options, tmp_path: Path) -> None:
+    paths = [song(make_audio, "a.flac"), song(make_audio, "b.mp3", kind="noise")]
+    first = tag(paths, model, options)
+    assert [o.status for o in first.outcomes] == [TAGGED, TAGGED]
+    second = tag(paths, model, options)
+    assert [(o.status, o.reason) for o in second.outcomes] == [(SKIPPED, CACHED)] * 2
+    assert [o.mood for o in second.outcomes] == [o.mood for o in first.outcomes]
+    assert second.seconds["analyse"] == 0  # nothing decoded
+    (tmp_path / "cache" / CACHE_FILE).unlink()  # a lost cache: the tags still say so
+    third = tag(paths, model, options)
+    assert [(o.status, o.reason) for o in third.outcomes] == [(SKIPPED, SAME_MODEL)] * 2
+    assert [o.reason for o in tag(paths, model, options).outcomes] == [CACHED] * 2
+    forced = tag(paths, model, options, force=True)
+    assert [o.status for o in forced.outcomes] == [TAGGED, TAGGED]
+
+
+def test_a_users_mood_is_kept_unless_forced(make_audio: MAKE, model, options) -> None:
+    path = song(make_audio, "mine.flac")
+    audio = FLAC(path)
+    audio["MOOD"] = "Melancholy"
+    audio.save()
+    kept = tag([path], model, options).outcomes[0]
+    assert (kept.status, kept.reason, kept.previous_mood) == (SKIPPED, OWN_MOOD, "Melancholy")
+    assert read_tags(path)["mood"] == "Melancholy"
+    forced = tag([path], model, options, force=True).outcomes[0]
+    assert forced.status == TAGGED and forced.previous_mood == "Melancholy"
+    assert read_tags(path)["mood"] == forced.mood != "Melancholy"
+
+
+def test_dry_run_writes_nothing(make_audio: MAKE, model, options, tmp_path: Path) -> None:
+    paths = [song(make_audio, "a.ogg"), song(make_audio, "b.m4a")]
+    before = [p.read_bytes() for p in paths]
+    run = tag(paths, model, options, dry_run=True)
+    assert [o.status for o in run.outcomes] == [WOULD_TAG] * 2
+    assert all(o.mood and o.previous_mood is None for o in run.outcomes)
+    assert [p.read_bytes() for p in paths] == before
+    assert not (tmp_path / "cache").exists()
+
+
+def test_keep_mtime(make_audio: MAKE, model, options) -> None:
+    kept, bumped = song(make_audio, "kept.mp3"), song(make_audio, "bumped.mp3")
+    old = time.time_ns() - 86_400 * 10**9
+    for path in (kept, bumped):
+        os.utime(path, ns=(old, old))
+    tag([kept], model, options, keep_mtime=True)
+    tag([bumped], model, options)
+    assert os.stat(kept).st_mtime_ns == old < os.stat(bumped).st_mtime_ns
+
+
+def test_reports(make_audio: MAKE, make_broken: MAKE, model, options, tmp_path: Path) -> None:
+    good, bad = song(make_audio, "good.wav"), make_broken("bad.flac", "text")
+    run = tag([good, bad], model, options)
+    write_report(run, tmp_path / "r.json")
+    write_report(run, tmp_path / "r.csv")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["model"] == "tiny-tagger 1" and not report["interrupted"]
+    assert [(f["path"], f["status"]) for f in report["files"]] == [
+        (str(good), TAGGED),
+        (str(bad), FAILED),
+    ]
+    assert report["summary"]["tagged"] == 1 and report["files"][1]["reason"]
+    with open(tmp_path / "r.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == [TAGGED, FAILED]
+    assert rows[0]["mood"] == report["files"][0]["mood"]
+
+
+# ------------------------------------------------------------------------------ odd cases
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_read_only_file_or_folder(make_audio: MAKE, model, options, tmp_path, what) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = make_audio("ro/locked.flac", 3.5)
+    before = path.read_bytes()
+    target = path if what == "file" else folder
+    os.chmod(target, 0o444 if what == "file" else 0o555)  # read-only even for root
+    try:
+        run = tag([path], model, options)
+    finally:
+        os.chmod(target, 0o755)
+    (outcome,) = run.outcomes
+    assert (outcome.status, outcome.reason) == (FAILED, f"{what} is read-only (permission denied)")
+    assert run.seconds["analyse"] == 0  # refused before decoding
+    assert path.read_bytes() == before
+
+
+def test_a_file_that_vanishes_or_changes_mid_run(make_audio: MAKE, model, options) -> None:
+    tagger = Tagger(model, options, None)
+    spec = model.spec
+    gone, busy = song(make_audio, "gone.mp3"), song(make_audio, "busy.wav")
+    plans = [tagger.check(p) for p in (gone, busy)]
+    analyses = [analyse(str(p), spec, False) for p in (gone, busy)]
+    gone.unlink()  # deleted between decoding and writing
+    with open(busy, "ab") as f:  # still being written (a download, a rip)
+        f.write(b"\0" * 4096)
+    after = busy.read_bytes()
+    outcomes = [tagger.finish(p, a) for p, a in zip(plans, analyses, strict=True)]
+    assert [(o.status, o.reason) for o in outcomes] == [(SKIPPED, VANISHED), (SKIPPED, CHANGED)]
+    assert busy.read_bytes() == after and not gone.exists()
+    early = song(make_audio, "early.flac")
+    library = walk([early])
+    early.unlink()  # deleted between the walk and its turn
+    (outcome,) = tag_library(library, model, options).outcomes
+    assert (outcome.status, outcome.reason) == (SKIPPED, VANISHED)
+
+
+def test_file_size_limit_fails_that_file_only(make_audio: MAKE, model, options) -> None:
+    """EFBIG (RLIMIT_FSIZE below the file's size), the way tests/test_tags.py runs out of
+    room without a full disk: the file fails, the original is intact, nothing is cached."""
+    big = make_audio("big.wav", 4.0, sample_rate=44100, channels=2)  # 700 kB
+    small = make_audio("small.mp3", 3.5)
+    before = big.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (big.stat().st_size // 2, hard))
+    try:
+        run = tag([big, small], model, options)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    outcomes = by_name(run)
+    assert outcomes["big.wav"].status == FAILED
+    assert outcomes["big.wav"].reason == "file too large (file size limit reached)"
+    assert outcomes["small.mp3"].status == TAGGED
+    assert big.read_bytes() == before
+    again = by_name(tag([big, small], model, options))
+    assert (again["big.wav"].status, again["small.mp3"].reason) == (TAGGED, CACHED)
+
+
+def test_odd_names(make_audio: MAKE, model, options, tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    make_audio("lib/Ünïcødé 音楽 🎵 [x].opus", 3.5, sample_rate=48000)
+    make_audio("lib/" + "é" * 124 + ".mp3", 3.5)  # 253 bytes: near NAME_MAX
+    raw = os.fsencode(lib) + b"/caf\xe9 latin-1.flac"  # not UTF-8
+    os.rename(make_audio("lib/latin.flac", 3.5), raw)
+    run = tag([lib], model, options)
+    assert [o.status for o in run.outcomes] == [TAGGED] * 3
+    assert read_tags(raw)["MER_MODEL"] == "tiny-tagger 1"
+    write_report(run, tmp_path / "r.json")
+    paths = [f["path"] for f in json.loads((tmp_path / "r.json").read_text())["files"]]
+    assert str(lib / "caf\\xe9 latin-1.flac") in paths
+    assert not [n for n in os.listdir(os.fsencode(lib)) if b"mer-tmp" in n]
+
+
+def test_bad_files_never_stop_the_run(make_audio, make_broken, model, options) -> None:
+    """Two worker processes; the broken files fail with their reasons, the others are
+    tagged exactly as one process tags them."""
+    good = [song(make_audio, f"{i}.{fmt}", kind="noise", seed=i) for i, fmt in enumerate(FORMATS)]
+    bad = [
+        make_broken("text.mp3", "text"),
+        make_broken("cut.flac", "truncated", seconds=4.0),
+        make_broken("empty.wav", "empty"),
+    ]
+    dry = {o.path: o for o in tag(good, model, options, dry_run=True).outcomes}
+    run = tag(good + bad, model, options, jobs=2)
+    assert [o.path for o in run.outcomes] == good + bad
+    for outcome in run.outcomes[: len(good)]:
+        assert outcome.status == TAGGED
+        expected = dry[outcome.path]
+        assert (outcome.quadrant, outcome.valence) == (expected.quadrant, expected.valence)
+    reasons = {o.path.name: o.reason for o in run.outcomes[len(good) :]}
+    assert all(o.status == FAILED for o in run.outcomes[len(good) :])
+    assert "truncated" in reasons["cut.flac"] and "empty" in reasons["empty.wav"]
