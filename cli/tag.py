@@ -141,11 +141,11 @@ def _print_summary(run) -> None:
 
     from mer_plugin.tagging import FAILED, NOT_DONE, SKIPPED, TAGGED, WOULD_TAG, shown
 
-    console = Console(highlight=False)
-    for o in run.outcomes:
+    for o in run.outcomes:  # plain lines, never wrapped: one per file
         if o.status == WOULD_TAG:
             was = o.previous_mood or "no mood"
-            console.print(Text(f"would tag {shown(o.path)}: {was} -> {o.mood} ({o.quadrant})"))
+            typer.echo(f"would tag {shown(o.path)}: {was} -> {o.mood} ({o.quadrant})")
+    console = Console(highlight=False)
     table = Table("", "files", title=f"mer tag ({run.model})", title_justify="left")
     table.add_row(
         "would tag" if run.dry_run else "tagged",

@@ -17,10 +17,11 @@ Results cache: a SQLite file (`tag-results.sqlite3`) in the user cache folder
 file keyed by its real path, size, mtime and the model (name, version and a digest of its
 files); each row is its own transaction, committed right after the file's rename.
 
-Ctrl-C (SIGINT) stops the run at once, except during a file's tag write and cache row,
-which finish first: every file is fully tagged (and cached) or untouched, worker
-processes are stopped, and the run is marked interrupted; files not reached are listed
-as "not done". A later run resumes: what was tagged is skipped.
+Ctrl-C (SIGINT) stops the run between two steps, or at once while a file is decoded
+inline or predicted; never inside a file's tag write and its cache row. So every file
+is fully tagged (and cached) or untouched; worker processes are terminated, the run is
+marked interrupted and the files not reached are listed as "not done". A later run
+resumes: what was tagged is skipped.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
+from multiprocessing import Pipe, get_context
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as connection_wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,7 +157,6 @@ class Planned:
     key: bytes  # its real path: the cache's key
     info: os.stat_result
     previous_mood: str | None
-    attempts: int = 0
 
 
 @dataclass
@@ -286,106 +286,167 @@ def _init_worker() -> None:
     _one_torch_thread()  # torch loads in a worker only for clip models
 
 
+_POLL_S = 0.1  # how often a wait for the workers looks at Ctrl-C
+CRASH_ENV = "MER_TEST_WORKER_CRASH"  # test hook: a worker dies on names containing it
+
+
+def _serve(conn: Connection) -> None:
+    """A worker process: analyse each (path, spec, clip) received until None or EOF."""
+    _init_worker()
+    crash_on = os.environ.get(CRASH_ENV)
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        if crash_on and crash_on in job[0]:
+            os._exit(70)
+        _send(conn, analyse(*job))
+
+
+def _send(conn: Connection, result: Analysis | str) -> None:
+    """A header, then the arrays' raw bytes: the receiver fills arrays it allocated, so
+    a 2-hour file's segments cross once, never as a pickle beside its unpickled copy."""
+    if isinstance(result, str):
+        conn.send(result)
+        return
+    arrays = [a for a in (result.segments, result.frames) if a is not None]
+    conn.send((result.seconds, [(a.shape, a.dtype.str) for a in arrays]))
+    for array in arrays:
+        conn.send_bytes(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+
+
+def _receive(conn: Connection) -> Analysis | str:
+    header = conn.recv()
+    if isinstance(header, str):
+        return header
+    seconds, layouts = header
+    arrays = []
+    for shape, dtype in layouts:
+        array = np.empty(shape, dtype)
+        conn.recv_bytes_into(array.reshape(-1).view(np.uint8))
+        arrays.append(array)
+    return Analysis(arrays[0], arrays[1] if len(arrays) > 1 else None, seconds)
+
+
+class _Worker:
+    """One worker process and its own pipe: a death is pinned on the file it was given."""
+
+    def __init__(self) -> None:
+        self.conn, child = Pipe()
+        self.process = get_context("spawn").Process(target=_serve, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+        self.task: Planned | None = None
+
+    def give(self, planned: Planned, args: tuple) -> None:
+        self.task = planned
+        self.conn.send((str(planned.path), *args))
+
+    def take(self) -> Analysis | str:
+        """The result of its task; WORKER_DIED when the process died on it."""
+        try:
+            return _receive(self.conn)
+        except (EOFError, OSError):
+            return WORKER_DIED
+
+    def stop(self, at_once: bool) -> None:
+        if not at_once:
+            with contextlib.suppress(OSError):
+                self.conn.send(None)
+            self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+        self.conn.close()
+
+
 class _Pipeline:
-    """Analyses files a few ahead in worker processes, or inline with one job."""
+    """Analyses files in worker processes, one file each and one more queued, or inline
+    (one job). Ctrl-C is looked at while waiting; an interrupted run terminates them."""
 
     def __init__(self, spec: FrontEndSpec, clip: bool, jobs: int) -> None:
         self.args = (spec, clip)
         self.jobs = jobs
-        self.inline: deque[Planned] = deque()
-        self.running: dict[Future, Planned] = {}
+        self.queued: deque[Planned] = deque()
+        self.workers: list[_Worker] = []
         self.ready: deque[tuple[Planned, Analysis | str]] = deque()
-        self.executor: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> _Pipeline:
         if self.jobs > 1:
-            self.executor = self._start()
+            self.workers = [_Worker() for _ in range(self.jobs)]
         return self
 
     def __exit__(self, kind: type | None, *_: object) -> None:
-        if self.executor is not None:
-            if kind is None:
-                self.executor.shutdown(wait=True)
-            else:
-                _stop(self.executor)
-
-    def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.jobs, get_context("spawn"), initializer=_init_worker)
+        for worker in self.workers:
+            worker.stop(at_once=kind is not None)
 
     @property
     def busy(self) -> int:
-        return len(self.inline) + len(self.running) + len(self.ready)
+        return len(self.in_flight())
 
     @property
     def has_room(self) -> bool:
-        return self.busy < (1 if self.executor is None else self.jobs + 1)
+        return self.busy < (self.jobs + 1 if self.workers else 1)
 
     def in_flight(self) -> list[Planned]:
-        return [*self.inline, *self.running.values(), *(p for p, _ in self.ready)]
+        working = [w.task for w in self.workers if w.task is not None]
+        return [*self.queued, *working, *(planned for planned, _ in self.ready)]
 
     def submit(self, planned: Planned) -> None:
-        if self.executor is None:
-            self.inline.append(planned)
-        else:
-            future = self.executor.submit(analyse, str(planned.path), *self.args)
-            self.running[future] = planned
+        self.queued.append(planned)
+        self._dispatch()
 
-    def next_done(self) -> tuple[Planned, Analysis | str]:
-        """The next finished file (the first submitted among those done)."""
-        if self.inline:
-            planned = self.inline[0]
-            result = analyse(str(planned.path), *self.args)
-            self.inline.popleft()
-            return planned, result
+    def _dispatch(self) -> None:
+        for i, worker in enumerate(self.workers):
+            if worker.task is None and self.queued:
+                try:
+                    worker.give(self.queued[0], self.args)
+                except OSError:  # died idle: replace it, give the file to the new one
+                    worker.stop(at_once=True)
+                    self.workers[i] = worker = _Worker()
+                    worker.give(self.queued[0], self.args)
+                self.queued.popleft()
+
+    def next_done(self, interrupts: _Interrupts) -> tuple[Planned, Analysis | str]:
+        """A finished file: inline, the next one; else the first any worker finishes."""
+        if not self.workers:
+            with interrupts.interruptible():
+                result = analyse(str(self.queued[0].path), *self.args)
+            return self.queued.popleft(), result
         while not self.ready:
-            done, _ = wait(self.running, return_when=FIRST_COMPLETED)
-            order = list(self.running)
-            future = min(done, key=order.index)
-            try:
-                self.ready.append((self.running[future], future.result()))
-                del self.running[future]
-            except BrokenProcessPool:
-                self._restart()
+            self._collect(interrupts)
         return self.ready.popleft()
 
-    def _restart(self) -> None:
-        """A worker died: every file in flight is tried once more in a fresh pool; a file
-        in flight at a second death is failed (the likely culprit)."""
-        assert self.executor is not None
-        again = list(self.running.values())
-        self.running.clear()
-        _stop(self.executor)
-        self.executor = self._start()
-        for planned in again:
-            planned.attempts += 1
-            if planned.attempts > 1:
-                self.ready.append((planned, WORKER_DIED))
-            else:
-                self.submit(planned)
-
-
-def _stop(executor: ProcessPoolExecutor) -> None:
-    """Stop at once: queued files are dropped, running workers terminated."""
-    processes = list((getattr(executor, "_processes", None) or {}).values())  # 3.14 has
-    executor.shutdown(wait=False, cancel_futures=True)  # terminate_workers(); 3.11 does not
-    for process in processes:
-        with contextlib.suppress(Exception):
-            process.terminate()
-    for process in processes:
-        with contextlib.suppress(Exception):
-            process.join(timeout=5)
+    def _collect(self, interrupts: _Interrupts) -> None:
+        working = [w for w in self.workers if w.task is not None]
+        handles = [w.conn for w in working] + [w.process.sentinel for w in working]
+        done = set(connection_wait(handles, timeout=_POLL_S))
+        interrupts.check()
+        for i, worker in enumerate(self.workers):
+            if worker.task is not None and {worker.conn, worker.process.sentinel} & done:
+                result = worker.take()
+                self.ready.append((worker.task, result))
+                worker.task = None
+                if result is WORKER_DIED:
+                    worker.stop(at_once=True)
+                    self.workers[i] = _Worker()
+        self._dispatch()
 
 
 # ------------------------------------------------------------------------------ Ctrl-C
 
 
 class _Interrupts:
-    """SIGINT raises KeyboardInterrupt at once, except inside `atomic()`, where it is held
-    until the block is done (a tag write and its cache row go together or not at all)."""
+    """SIGINT sets a flag that the run checks between steps (`check`); only inside
+    `interruptible()` (decoding inline, predicting: no state shared with anything else) it
+    raises KeyboardInterrupt at once. A tag write and its cache row are never cut."""
 
     def __init__(self) -> None:
-        self.held = False
         self.pending = False
+        self.raising = False
         self._previous: object = None
 
     def __enter__(self) -> _Interrupts:
@@ -398,19 +459,19 @@ class _Interrupts:
             signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.held:
-            self.pending = True
-        else:
+        self.pending = True
+        if self.raising:
+            self.raising = False
             raise KeyboardInterrupt
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
-        self.held = True
+    def interruptible(self) -> Iterator[None]:
+        self.check()
+        self.raising = True
         try:
             yield
         finally:
-            self.held = False
-        self.check()
+            self.raising = False
 
     def check(self) -> None:
         if self.pending:
@@ -614,7 +675,7 @@ class Tagger:
                     while waiting or pipeline.busy:
                         self._fill(pipeline, waiting, record, interrupts)
                         if pipeline.busy:
-                            planned, analysis = pipeline.next_done()
+                            planned, analysis = pipeline.next_done(interrupts)
                             current[:] = [planned]
                             self._step(planned, analysis, record, interrupts)
                             current.clear()
@@ -622,22 +683,25 @@ class Tagger:
                 return _not_done([*current, *pipeline.in_flight()], waiting)
         return []
 
-    def _step(self, planned: Planned, analysis: Analysis | str, record: Callable, guard) -> None:
-        outcome = self.predict(planned, analysis)
-        with guard.atomic():  # the write, its cache row and its record: all or nothing
-            if outcome.status == WOULD_TAG and not self.options.dry_run:
-                outcome = self.write(planned, outcome)
-            record(outcome)
+    def _step(
+        self, planned: Planned, analysis: Analysis | str, record: Callable, interrupts: _Interrupts
+    ) -> None:
+        with interrupts.interruptible():
+            outcome = self.predict(planned, analysis)
+        if outcome.status == WOULD_TAG and not self.options.dry_run:
+            outcome = self.write(planned, outcome)
+        record(outcome)
 
-    def _fill(self, pipeline: _Pipeline, waiting: deque, record: Callable, guard) -> None:
+    def _fill(
+        self, pipeline: _Pipeline, waiting: deque, record: Callable, interrupts: _Interrupts
+    ) -> None:
         while waiting and pipeline.has_room:
-            checked = self.check(waiting[0])
-            with guard.atomic():
-                waiting.popleft()
-                if isinstance(checked, Outcome):
-                    record(checked)
-                else:
-                    pipeline.submit(checked)
+            interrupts.check()
+            checked = self.check(waiting.popleft())
+            if isinstance(checked, Outcome):
+                record(checked)
+            else:
+                pipeline.submit(checked)
 
 
 def _not_done(planned: list[Planned], waiting: deque[Path]) -> list[Outcome]:

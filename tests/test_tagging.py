@@ -28,12 +28,14 @@ from mer_plugin.tagging import (
     CACHE_FILE,
     CACHED,
     CHANGED,
+    CRASH_ENV,
     FAILED,
     OWN_MOOD,
     SAME_MODEL,
     SKIPPED,
     TAGGED,
     VANISHED,
+    WORKER_DIED,
     WOULD_TAG,
     Tagger,
     TagOptions,
@@ -288,15 +290,17 @@ def test_odd_names(make_audio: MAKE, model, options, tmp_path: Path) -> None:
     assert not [n for n in os.listdir(os.fsencode(lib)) if b"mer-tmp" in n]
 
 
-def test_bad_files_never_stop_the_run(make_audio, make_broken, model, options) -> None:
-    """Two worker processes; the broken files fail with their reasons, the others are
-    tagged exactly as one process tags them."""
+def test_bad_files_never_stop_the_run(make_audio, make_broken, model, options, monkeypatch) -> None:
+    """Two worker processes; the broken files fail with their reasons (one kills its
+    worker, through the test hook), the others are tagged as one process tags them."""
     good = [song(make_audio, f"{i}.{fmt}", kind="noise", seed=i) for i, fmt in enumerate(FORMATS)]
     bad = [
         make_broken("text.mp3", "text"),
         make_broken("cut.flac", "truncated", seconds=4.0),
         make_broken("empty.wav", "empty"),
+        song(make_audio, "crash-here.flac"),
     ]
+    monkeypatch.setenv(CRASH_ENV, "crash-here")
     dry = {o.path: o for o in tag(good, model, options, dry_run=True).outcomes}
     run = tag(good + bad, model, options, jobs=2)
     assert [o.path for o in run.outcomes] == good + bad
@@ -307,3 +311,4 @@ def test_bad_files_never_stop_the_run(make_audio, make_broken, model, options) -
     reasons = {o.path.name: o.reason for o in run.outcomes[len(good) :]}
     assert all(o.status == FAILED for o in run.outcomes[len(good) :])
     assert "truncated" in reasons["cut.flac"] and "empty" in reasons["empty.wav"]
+    assert reasons["crash-here.flac"] == WORKER_DIED

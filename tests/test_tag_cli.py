@@ -1,0 +1,205 @@
+"""`mer tag` as a user runs it: the installed console script on a generated library.
+
+Every supported format, read back with mutagen and tinytag; dry run, report, rerun;
+usage errors; Ctrl-C in the middle of a run; a full disk (a tiny tmpfs in a user
+namespace, as tests/test_tags.py does).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tiny_model import train_tiny_model
+from tinytag import TinyTag
+
+from mer_plugin.tagging import CACHE_FILE
+from mer_plugin.tags import read_tags
+
+MER = Path(sys.executable).with_name("mer")
+FORMATS = ("wav", "aiff", "flac", "mp3", "ogg", "opus", "m4a", "mp4")
+FIELDS = {"mood", "MER_VALENCE", "MER_AROUSAL", "MER_QUADRANT", "MER_CONFIDENCE", "MER_MODEL"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def mer_tag(*args: str | Path, cache: Path, **options) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MER_CACHE_DIR": str(cache)}
+    cmd = [MER, "tag", *map(os.fsencode, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, **options)
+
+
+def digest(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(os.fsdecode(path)).read_bytes()).hexdigest()
+
+
+def make_library(
+    make_audio, root: Path, n: int = 1, seconds: float = 3.5, formats: tuple = FORMATS
+) -> list[Path]:
+    songs = []
+    for i in range(n):
+        for fmt in formats:
+            rate = 48000 if fmt == "opus" else 44100
+            name = f"{root.name}/{fmt}/{i:02d} song.{fmt}"
+            (root / fmt).mkdir(parents=True, exist_ok=True)
+            songs.append(make_audio(name, seconds, sample_rate=rate, kind="noise", seed=i))
+    return songs
+
+
+# ------------------------------------------------------------------------------ a library
+
+
+def test_tag_a_library_of_every_format(make_audio, make_broken, model_dir, tmp_path) -> None:
+    lib, cache = tmp_path / "lib", tmp_path / "cache"
+    songs = make_library(make_audio, lib)
+    latin = os.fsencode(lib) + b"/caf\xe9.flac"  # a name that is not UTF-8
+    os.rename(make_audio("lib/latin.flac", 3.5), latin)
+    broken = make_broken("lib/broken.mp3", "text")
+    before = {p: digest(p) for p in [*songs, broken]}
+
+    dry = mer_tag(lib, "--model", model_dir, "--dry-run", "--jobs", "1", cache=cache)
+    assert dry.returncode == 1, dry.stderr
+    would = [line for line in dry.stdout.splitlines() if line.startswith("would tag /")]
+    assert len(would) == len(songs) + 1
+    assert "caf\\xe9.flac: no mood -> " in dry.stdout
+    assert {p: digest(p) for p in before} == before and not cache.exists()
+
+    done = mer_tag(
+        lib, "--model", model_dir, "--jobs", "2", "--report", tmp_path / "r.json", cache=cache
+    )
+    assert done.returncode == 1, done.stderr
+    failed = [line for line in done.stderr.splitlines() if line.startswith("failed: ")]
+    assert failed == [
+        f"failed: {broken}: not a recognised audio file (unknown format or corrupt data)"
+    ]
+    assert "tagged" in done.stdout and "mood" in done.stdout
+    for path in [*songs, latin]:
+        tags = read_tags(path)
+        assert set(tags) == FIELDS | {"mood_source"} and tags["MER_MODEL"] == "tiny-tagger 1"
+        other = TinyTag.get(os.fsdecode(path)).other
+        assert (other.get("tmoo") or other.get("mood")) == [tags["mood"]]
+        assert other["mer_quadrant"] == [tags["MER_QUADRANT"]]
+    report = json.loads((tmp_path / "r.json").read_text())
+    statuses = {f["path"]: f["status"] for f in report["files"]}
+    assert statuses.pop(str(broken)) == "failed"
+    assert statuses.pop(str(lib / "caf\\xe9.flac")) == "tagged"
+    assert statuses == {str(p): "tagged" for p in songs}
+
+
+def test_no_model_is_one_clear_line(make_audio, tmp_path: Path) -> None:
+    result = mer_tag(make_audio("a.flac", 1.0), cache=tmp_path / "cache")
+    assert result.returncode == 1
+    assert result.stderr == "error: no default model is installed with mer; pass --model FOLDER\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("{song}", "--jobs", "0"), ("{song}", "--report", "out.txt"), ("{missing}",)]
+    + [("{song}", "--device", "tpu")],
+    ids=["no-path", "jobs-0", "report-txt", "missing-path", "device"],
+)
+def test_usage_errors_exit_2(make_audio, tmp_path: Path, args: tuple[str, ...]) -> None:
+    song, missing = make_audio("a.flac", 1.0), tmp_path / "missing"
+    filled = [a.format(song=song, missing=missing) for a in args]
+    result = mer_tag(*filled, cache=tmp_path / "cache")
+    assert result.returncode == 2, result.stderr
+    assert not (tmp_path / "cache").exists()
+
+
+# ------------------------------------------------------------------------------ Ctrl-C
+
+
+def cached_rows(cache: Path) -> dict[bytes, tuple[int, int]]:
+    try:
+        with sqlite3.connect(cache / CACHE_FILE) as db:
+            rows = db.execute("SELECT path, size, mtime_ns FROM tagged").fetchall()
+    except sqlite3.Error:  # not created yet
+        return {}
+    return {bytes(path): (size, mtime) for path, size, mtime in rows}
+
+
+def test_ctrl_c_leaves_every_file_whole_and_resumes(make_audio, model_dir, tmp_path) -> None:
+    lib, cache = tmp_path / "lib", tmp_path / "cache"
+    songs = make_library(make_audio, lib, n=8, seconds=6.0, formats=("flac", "wav"))
+    before = {p: digest(p) for p in songs}
+    env = {**os.environ, "MER_CACHE_DIR": str(cache)}
+    cmd = [MER, "tag", lib, "--model", model_dir, "--jobs", "2", "--report", tmp_path / "r.json"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        deadline = time.monotonic() + 60
+        while len(cached_rows(cache)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in out.decode()
+    rows = cached_rows(cache)
+    tagged = {p for p in songs if read_tags(p)}
+    assert 2 <= len(tagged) < len(songs)  # it stopped in the middle
+    for path in songs:  # fully tagged and cached as it is now, or untouched
+        if path in tagged:
+            assert set(read_tags(path)) == FIELDS | {"mood_source"}
+            info = path.stat()
+            assert rows[os.fsencode(path)] == (info.st_size, info.st_mtime_ns)
+        else:
+            assert digest(path) == before[path]
+    assert len(rows) == len(tagged)
+    assert not [p for p in lib.rglob("*") if ".mer-tmp-" in p.name]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["interrupted"] and len(report["files"]) == len(songs)
+    assert report["summary"]["tagged"] + report["summary"]["not done"] == len(songs)
+
+    resumed = mer_tag(lib, "--model", model_dir, "-q", "--report", tmp_path / "r.csv", cache=cache)
+    assert (resumed.returncode, resumed.stdout, resumed.stderr) == (0, "", "")
+    with open(tmp_path / "r.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sum(r["reason"] == "already tagged by this model (cached)" for r in rows) == len(tagged)
+    assert sum(r["status"] == "tagged" for r in rows) == len(songs) - len(tagged)
+    assert all(read_tags(p) for p in songs)
+
+
+# ------------------------------------------------------------------------------ full disk
+
+
+def test_full_disk(make_audio, model_dir, tmp_path: Path) -> None:
+    """A real ENOSPC: the library on a 1 MiB tmpfs (a private user and mount namespace),
+    filled until a copy of the big song no longer fits; the small one still does."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1): cannot mount a small tmpfs")
+    (tmp_path / "src").mkdir()
+    big = make_audio("src/big.wav", 4.0, sample_rate=44100, channels=2)  # 700 kB
+    small = make_audio("src/small.mp3", 3.5)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    fill = f"(head -c 2M /dev/zero > {disk}/filler 2>/dev/null; true)"  # until ENOSPC
+    fill += f" && truncate -s -$(( $(stat -c %s {big}) / 2 )) {disk}/filler"
+    check = f"cmp -s {big} {disk}/big.wav && echo big-unchanged; ls -a {disk}"
+    script = f"mount -t tmpfs -o size=1m tmpfs {disk} && cp {big} {small} {disk} && {fill}"
+    script += f' && {{ "$@"; rc=$?; {check}; exit $rc; }}'
+    namespace = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"]
+    report = tmp_path / "r.json"
+    cmd = [*namespace, MER, "tag", disk, "--model", model_dir, "--report", report, "-q"]
+    env = {**os.environ, "MER_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    if not report.exists() and "Traceback" not in done.stderr:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {done.stderr.strip()}")
+    assert done.returncode == 1, done.stderr
+    files = {Path(f["path"]).name: f for f in json.loads(report.read_text())["files"]}
+    assert files["big.wav"]["status"] == "failed"
+    assert files["big.wav"]["reason"] == "disk full (no space left on device)"
+    assert files["small.mp3"]["status"] == "tagged"
+    # the original is intact and no temporary copy is left behind
+    assert done.stdout.split() == ["big-unchanged", ".", "..", "big.wav", "filler", "small.mp3"]
+    assert f"failed: {disk / 'big.wav'}: disk full" in done.stderr
