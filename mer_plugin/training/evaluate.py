@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -166,12 +166,16 @@ def gmm_check(ctx: Context, train: np.ndarray, rate: float, seed: int) -> dict:
         head = fit_ce(
             ctx.segments, ids, labels, ctx, max(s.warmup_epochs, 1), seed, f"gmm check {rate:g}"
         )
-        w = clean_probability(head, ctx.segments, ids, labels, s)
+        w = clean_probability(head, ctx.segments, ids, labels, s, ctx.table.clip[ids])
+        plain = clean_probability(
+            head, ctx.segments, ids, labels, replace(s, clip_relative_loss=False)
+        )
     noisy = w <= s.tau
     return {
-        "auc": float(roc_auc_score(~flipped, w)),
+        "auc": float(roc_auc_score(~flipped, w)),  # the split SSSL uses (settings)
         "noisy_share_of_flipped": float(noisy[flipped].mean()),
         "noisy_share_of_kept": float(noisy[~flipped].mean()),
+        "auc_plain_loss": float(roc_auc_score(~flipped, plain)),  # losses not clip-relative
     }
 
 

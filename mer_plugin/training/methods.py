@@ -230,10 +230,23 @@ def per_item_loss(head: Head, source: Source, ids: np.ndarray, labels: np.ndarra
 
 
 def clean_probability(
-    head: Head, source: Source, ids: np.ndarray, labels: np.ndarray, settings: Settings
+    head: Head,
+    source: Source,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    settings: Settings,
+    clips: np.ndarray | None = None,
 ) -> np.ndarray:
-    """SSSL step 2: the GMM clean probability w of each segment from its loss."""
+    """SSSL step 2: the GMM clean probability w of each segment from its loss.
+
+    With `settings.clip_relative_loss` and the segments' `clips`, each loss is taken
+    relative to the mean loss of its clip, so the split finds segments that disagree
+    with the rest of their clip rather than whole clips that are hard to classify.
+    """
     losses = per_item_loss(head, source, ids, labels)
+    if settings.clip_relative_loss and clips is not None:
+        _, inverse, counts = np.unique(clips, return_inverse=True, return_counts=True)
+        losses = losses - (np.bincount(inverse, weights=losses) / counts)[inverse]
     return gmm_clean_probability(
         losses, settings.gmm_max_iter, settings.gmm_tol, settings.gmm_reg_covar
     )
@@ -255,7 +268,7 @@ def fit_sssl(
                 loss = _ce_epoch(head, optimizer, source, ids, labels, ctx, rng)
                 record = {"epoch": epoch, "phase": "warm-up", "loss": loss}
             else:
-                w = clean_probability(head, source, ids, labels, s)
+                w = clean_probability(head, source, ids, labels, s, _clips_of(source, ids, ctx))
                 ramp = min(1.0, (epoch - s.warmup_epochs + 1) / max(s.rampup_epochs, 1))
                 loss = _sssl_epoch(
                     head, optimizer, source, ids, labels, w, ramp, ctx, rng, generator
@@ -266,6 +279,11 @@ def fit_sssl(
             history.append(record)
             bar.advance(description=f"sssl {record['phase']} loss {loss:.3f}")
     return head, history
+
+
+def _clips_of(source: Source, ids: np.ndarray, ctx: Context) -> np.ndarray | None:
+    """The clip row of each segment item (None for clip-level items)."""
+    return ctx.table.clip[ids] if source is ctx.segments else None
 
 
 def _two_views(n: int, n_views: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
