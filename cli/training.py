@@ -136,6 +136,9 @@ def eval_(
     ctx: typer.Context,
     dataset: DatasetArg,
     folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
+    run_folds: Annotated[
+        int | None, typer.Option(help="Evaluate only the first N folds (quick, partial runs).")
+    ] = None,
     group_by: GroupBy = None,
     annotations: Annotations = None,
     methods: Annotated[
@@ -176,7 +179,7 @@ def eval_(
             f"{noise!r}: expected rates like 0.2,0.4", param_hint="--noise"
         ) from None
     settings = _settings(seed, finetune, device, sets)
-    options = EvalOptions(folds, chosen, references, rates, command=_command(ctx))
+    options = EvalOptions(folds, run_folds, chosen, references, rates, command=_command(ctx))
     to_stdout = json_out is not None and str(json_out) == "-"
     try:
         data = load_dataset(dataset, group_by, annotations)
@@ -207,8 +210,9 @@ def print_report(report: dict) -> None:
         return f"{row['mean'][key] * scale:.{digits}f} ± {row['std'][key] * scale:.{digits}f}"
 
     protocol = report["protocol"]
+    run = "" if protocol["folds_run"] == protocol["folds"] else f" (first {protocol['folds_run']})"
     title = (
-        f"{report['dataset']}: {report['clips']} clips, {protocol['folds']} grouped folds, "
+        f"{report['dataset']}: {report['clips']} clips, {protocol['folds']} grouped folds{run}, "
         f"backbone {report['backbone']['name']}"
     )
     table = Table(

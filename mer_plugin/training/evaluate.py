@@ -31,6 +31,7 @@ METRICS = ("accuracy", "macro_f1", "valence_accuracy", "arousal_accuracy")
 @dataclass
 class EvalOptions:
     folds: int = 5
+    run_folds: int | None = None  # evaluate only the first n of the folds (quick runs)
     methods: tuple[str, ...] = METHODS
     references: bool = True  # the LR references (need a pretrained, frozen backbone)
     noise_rates: tuple[float, ...] = (0.2, 0.4)  # GMM check; () to skip
@@ -91,7 +92,7 @@ def evaluate(
     if references:
         results.update({name: [] for name in REFERENCES})
     checks: dict[str, list[dict]] = {f"{rate:g}": [] for rate in options.noise_rates}
-    for k, (train, test) in enumerate(folds):
+    for k, (train, test) in enumerate(folds[: options.run_folds]):
         reporter.log(
             f"fold {k + 1}/{len(folds)}: {len(train)} training clips, {len(test)} test clips"
         )
@@ -197,6 +198,7 @@ def _report(
         "skipped": data.skipped,
         "protocol": {
             "folds": len(folds),
+            "folds_run": len(folds[: options.run_folds]),
             "grouped": True,
             "stratified": True,
             "seed": settings.seed,
