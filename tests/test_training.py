@@ -123,6 +123,7 @@ def test_metrics_valence_arousal() -> None:
     assert got["accuracy"] == 0.75
     assert got["arousal_accuracy"] == 1.0  # Q3 and Q4 are both low arousal
     assert got["valence_accuracy"] == 0.75
+    assert got["confusion"][2] == [0, 0, 0, 1]  # row: true Q3
 
 
 # ------------------------------------------------------------------------------ methods

@@ -40,8 +40,9 @@ class EvalOptions:
     extra: dict = field(default_factory=dict)
 
 
-def metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:
-    """Accuracy, macro-F1 and, for quadrant classes, binary valence / arousal accuracy."""
+def metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict:
+    """Accuracy, macro-F1, the confusion matrix and, for quadrant classes, binary valence
+    and arousal accuracy."""
     from sklearn.metrics import f1_score
 
     predicted = probs.argmax(axis=1)
@@ -53,6 +54,7 @@ def metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> 
             )
         ),
     }
+    out["confusion"] = confusion(predicted, labels, len(classes))
     if set(QUADRANTS) <= set(classes):
         q = {name: classes.index(name) for name in QUADRANTS}
         positive, high = [q["Q1"], q["Q4"]], [q["Q1"], q["Q2"]]
@@ -63,12 +65,22 @@ def metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> 
     return out
 
 
+def confusion(predicted: np.ndarray, labels: np.ndarray, n_classes: int) -> list[list[int]]:
+    """Counts: row = true class, column = predicted class."""
+    counts = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(counts, (labels, predicted), 1)
+    return counts.tolist()
+
+
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Mean and standard deviation (ddof 1) over folds of every number in the rows."""
     keys = [k for k in rows[0] if k != "fold" and isinstance(rows[0][k], float | int)]
     values = {k: np.array([r[k] for r in rows], dtype=float) for k in keys}
     std = {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()}
-    return {"mean": {k: float(v.mean()) for k, v in values.items()}, "std": std}
+    out = {"mean": {k: float(v.mean()) for k, v in values.items()}, "std": std}
+    if "confusion" in rows[0]:
+        out["confusion"] = np.sum([r["confusion"] for r in rows], axis=0).tolist()
+    return out
 
 
 def evaluate(
