@@ -69,13 +69,11 @@ if TYPE_CHECKING:
     from mer_plugin.model import Model, Prediction
 
 # outcome statuses
-TAGGED, WOULD_TAG, SKIPPED, FAILED, NOT_DONE = (
-    "tagged",
-    "would tag",
-    "skipped",
-    "failed",
-    "not done",
-)
+TAGGED = "tagged"
+WOULD_TAG = "would tag"  # a dry run's prediction
+SKIPPED = "skipped"
+FAILED = "failed"
+NOT_DONE = "not done"  # the run was interrupted first
 # reasons to skip
 CACHED = "already tagged by this model (cached)"
 SAME_MODEL = "already tagged by this model"
@@ -247,14 +245,33 @@ def analyse(path: str, spec: FrontEndSpec, clip: bool) -> Analysis | str:
         if clip:
             frames, segments = _clip_input(path, spec)
         else:
-            from mer_plugin.features import file_segments
-
-            segments = file_segments(path, spec)
+            segments = _segments(path, spec)
     except MerError as error:
         return getattr(error, "reason", str(error))
     except Exception as error:  # a decoder's bug must not stop the run
         return f"{type(error).__name__}: {error}"
     return Analysis(segments, frames, time.perf_counter() - start)
+
+
+def _segments(path: str, spec: FrontEndSpec) -> np.ndarray:
+    """`features.file_segments`, gathered into one array sized from the header's duration,
+    so a long file's segments are held once rather than as batches plus their copy."""
+    from mer_plugin.audio import audio_info
+    from mer_plugin.features import file_segments, iter_segments
+
+    duration = audio_info(path).duration
+    if not duration:
+        return file_segments(path, spec)
+    frames = duration * spec.sample_rate / spec.hop_length + 1
+    shape = (spec.segment_frames, spec.n_mels)
+    out = np.empty((int(frames / spec.segment_hop_frames) + 2, *shape), np.float32)
+    n = 0
+    for batch in iter_segments(path, spec):
+        if n + len(batch) > len(out):  # the header said less than there is
+            out = np.concatenate([out[:n], np.empty((n + len(batch), *shape), np.float32)])
+        out[n : n + len(batch)] = batch
+        n += len(batch)
+    return out[:n]
 
 
 def _clip_input(path: str, spec: FrontEndSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -133,7 +133,7 @@ def cached_rows(cache: Path) -> dict[bytes, tuple[int, int]]:
 
 def test_ctrl_c_leaves_every_file_whole_and_resumes(make_audio, model_dir, tmp_path) -> None:
     lib, cache = tmp_path / "lib", tmp_path / "cache"
-    songs = make_library(make_audio, lib, n=8, seconds=6.0, formats=("flac", "wav"))
+    songs = make_library(make_audio, lib, n=5, seconds=6.0, formats=("flac", "wav"))
     before = {p: digest(p) for p in songs}
     env = {**os.environ, "MER_CACHE_DIR": str(cache)}
     cmd = [MER, "tag", lib, "--model", model_dir, "--jobs", "2", "--report", tmp_path / "r.json"]

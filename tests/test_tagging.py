@@ -143,6 +143,17 @@ def test_every_format_is_tagged_as_predict_says(make_audio: MAKE, model, options
         assert np.array_equal(decoded(path), audio[path.name])  # the audio is untouched
 
 
+def test_a_clip_model_tags_as_predict_says(make_audio: MAKE, options, tmp_path: Path) -> None:
+    """Clip models see the whole clip's frames: the workers build them as predict_file does."""
+    clip_model = load_for_tagging(train_tiny_model(tmp_path / "clip", method="clip"), "cpu")
+    paths = [song(make_audio, "a.mp3", 7.0, kind="noise"), song(make_audio, "b.ogg", 7.0)]
+    expected = [predict_file(clip_model, path) for path in paths]
+    run = tag(paths, clip_model, options)
+    for outcome, prediction in zip(run.outcomes, expected, strict=True):
+        assert (outcome.status, outcome.quadrant) == (TAGGED, prediction.label)
+        assert outcome.valence == pytest.approx(prediction.valence, abs=1e-6)
+
+
 def test_rerun_skips_what_is_tagged(make_audio: MAKE, model, options, tmp_path: Path) -> None:
     paths = [song(make_audio, "a.flac"), song(make_audio, "b.mp3", kind="noise")]
     first = tag(paths, model, options)
