@@ -323,16 +323,21 @@ def _serve(conn: Connection) -> None:
         _send(conn, analyse(*job))
 
 
+_CHUNK = 1 << 24  # bytes per message: a receive buffers one message before copying it
+
+
 def _send(conn: Connection, result: Analysis | str) -> None:
-    """A header, then the arrays' raw bytes: the receiver fills arrays it allocated, so
-    a 2-hour file's segments cross once, never as a pickle beside its unpickled copy."""
+    """A header, then the arrays' raw bytes in chunks, received straight into arrays the
+    receiver allocated: a 2-hour file's segments are never held twice in either process."""
     if isinstance(result, str):
         conn.send(result)
         return
     arrays = [a for a in (result.segments, result.frames) if a is not None]
     conn.send((result.seconds, [(a.shape, a.dtype.str) for a in arrays]))
     for array in arrays:
-        conn.send_bytes(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+        flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        for start in range(0, len(flat), _CHUNK):
+            conn.send_bytes(flat[start : start + _CHUNK])
 
 
 def _receive(conn: Connection) -> Analysis | str:
@@ -343,7 +348,9 @@ def _receive(conn: Connection) -> Analysis | str:
     arrays = []
     for shape, dtype in layouts:
         array = np.empty(shape, dtype)
-        conn.recv_bytes_into(array.reshape(-1).view(np.uint8))
+        flat = array.reshape(-1).view(np.uint8)
+        for start in range(0, len(flat), _CHUNK):
+            conn.recv_bytes_into(flat, start)
         arrays.append(array)
     return Analysis(arrays[0], arrays[1] if len(arrays) > 1 else None, seconds)
 

@@ -154,6 +154,20 @@ def test_a_clip_model_tags_as_predict_says(make_audio: MAKE, options, tmp_path: 
         assert outcome.valence == pytest.approx(prediction.valence, abs=1e-6)
 
 
+def test_device_choice(model) -> None:
+    import torch
+
+    from mer_plugin.errors import MerError
+    from mer_plugin.tagging import on_device
+
+    assert on_device(model, "cpu") is model
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: the no-CUDA error cannot be shown")
+    assert on_device(model, "auto") is model
+    with pytest.raises(MerError, match="no CUDA device"):
+        on_device(model, "cuda")
+
+
 def test_rerun_skips_what_is_tagged(make_audio: MAKE, model, options, tmp_path: Path) -> None:
     paths = [song(make_audio, "a.flac"), song(make_audio, "b.mp3", kind="noise")]
     first = tag(paths, model, options)
