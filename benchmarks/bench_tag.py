@@ -21,6 +21,14 @@ decode included (a 4-minute track in <= 1.2 s), and a peak memory under 1.5 GB f
   process of its tree sampled every 20 ms from /proc: the main process's peak (VmHWM)
   and the peak of the tree's summed RSS.
 
+Measured (this 2-core VM, shared with other jobs: load average 4-5 during the run):
+--jobs 1 131x realtime (0.55 tracks/s, 1.83 s per 4-min track), --jobs 2 140x (0.58
+tracks/s); the model is 80-95 % of the time (MSD-musicnn at ~1.4 s per 80 segments),
+decode ~0.35 s per track, log-mel + segments ~0.02 s, tag write ~0.03 s. Target not met:
+the backbone alone allows ~170x here. 2-hour file: main process peak 1.30 GB with
+--jobs 1 or 2 (torch's import alone is ~0.83 GB); the whole tree with two workers
+(~0.24 GB each at rest) 1.89 GB.
+
     pytest benchmarks/bench_tag.py --benchmark-enable
 """
 
