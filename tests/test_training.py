@@ -190,18 +190,11 @@ def test_eval_folds_never_share_a_group(dataset_dir: Path, cache_dir: Path) -> N
 # ------------------------------------------------------------------------------ CLI
 
 
-def test_cli_train_and_eval(dataset_dir: Path, tmp_path: Path) -> None:
+def test_cli_eval_then_train(dataset_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     common = ["--group-by", "Artist", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
     common += ["--backbone", "shortchunk-cnn", "--set", "epochs=4", "--set", "warmup_epochs=2"]
     common += ["--set", "clip_epochs=4", "--set", "views=2"]
-    out = tmp_path / "model"
-    train = ["train", str(dataset_dir), "--method", "sssl", "--out", str(out)]
-    result = runner.invoke(app, [*train, *common])
-    assert result.exit_code == 0, result.output
-    card = json.loads((out / "model.json").read_text())
-    assert card["method"] == "sssl" and card["backbone"]["name"] == "shortchunk-cnn"
-    assert card["command"].startswith("mer train")
     report_path = tmp_path / "eval.json"
     args = ["eval", str(dataset_dir), "--folds", "2", "--run-folds", "1", "--methods", "segment"]
     args += ["--noise", ""]
@@ -211,6 +204,15 @@ def test_cli_train_and_eval(dataset_dir: Path, tmp_path: Path) -> None:
     report = json.loads(report_path.read_text())
     assert set(report["results"]) == {"segment"}
     assert len(report["results"]["segment"]["folds"]) == report["protocol"]["folds_run"] == 1
+    out = tmp_path / "model"
+    train = ["train", str(dataset_dir), "--method", "segment", "--out", str(out)]
+    result = runner.invoke(app, [*train, "--metrics", str(report_path), *common])
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "model.json").read_text())
+    assert card["method"] == "segment" and card["backbone"]["name"] == "shortchunk-cnn"
+    assert card["command"].startswith("mer train")
+    assert card["metrics"]["mean"] == report["results"]["segment"]["mean"]
+    assert card["metrics"]["protocol"]["folds"] == 2
 
 
 def test_cli_errors(dataset_dir: Path, tmp_path: Path) -> None:
