@@ -91,6 +91,9 @@ def train(
         Path | None,
         typer.Option(help="A `mer eval --json` report: its row for METHOD goes into the card."),
     ] = None,
+    data_licence: Annotated[
+        str, typer.Option(help="The training data's licence terms, for the model card.")
+    ] = "",
     cache_dir: CacheDir = None,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -123,6 +126,7 @@ def train(
             name=name,
             command=_command(ctx),
             metrics=measured,
+            data_licence=data_licence,
         )
     except MerError as error:
         raise _fail(error) from None

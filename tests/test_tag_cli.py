@@ -99,10 +99,21 @@ def test_tag_a_library_of_every_format(make_audio, make_broken, model_dir, tmp_p
     assert statuses == {str(p): "tagged" for p in songs}
 
 
-def test_no_model_is_one_clear_line(make_audio, tmp_path: Path) -> None:
-    result = mer_tag(make_audio("a.flac", 1.0), cache=tmp_path / "cache")
+def test_the_default_model_tags_a_library(make_audio, tmp_path: Path) -> None:
+    """The README's main command: `mer tag FOLDER` with the model shipped in the package."""
+    songs = make_library(make_audio, tmp_path / "Music", formats=("flac", "mp3"))
+    result = mer_tag(tmp_path / "Music", "--quiet", cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    for path in songs:
+        tags = read_tags(path)
+        assert tags["MER_MODEL"].startswith("mer-4q")
+        assert tags["mood"] in {"Happy", "Angry", "Sad", "Calm"}
+
+
+def test_a_folder_that_is_not_a_model_is_one_clear_line(make_audio, tmp_path: Path) -> None:
+    result = mer_tag(make_audio("a.flac", 1.0), "--model", tmp_path, cache=tmp_path / "cache")
     assert result.returncode == 1
-    assert result.stderr == "error: no default model is installed with mer; pass --model FOLDER\n"
+    assert result.stderr.count("\n") == 1 and "not a model folder" in result.stderr
 
 
 @pytest.mark.parametrize(
