@@ -291,8 +291,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 @torch.no_grad()
 def _run(built: BuiltBackbone, batch: np.ndarray, device: torch.device) -> np.ndarray:
     x = torch.from_numpy(batch).to(device)
-    with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-        return built.module(x).float().cpu().numpy()
+    return built.module(x).float().cpu().numpy()  # float32 even on CUDA: computed once
 
 
 def _segments_view(

@@ -67,7 +67,7 @@ def prepare(
         segments, clips = cached(table), cached(None) if clip_level else None
     else:
         rng = np.random.default_rng([s.seed, 7])
-        segments = OnlineSource(built, frames, table, s.augment, rng, s.views, device)
-        clips = OnlineSource(built, frames, None, s.augment, rng, s.views, device)
+        segments = OnlineSource(built, frames, table, s.augment, rng, s.views, device, s.amp)
+        clips = OnlineSource(built, frames, None, s.augment, rng, s.views, device, s.amp)
     ctx = Context(usable, table, segments, clips, settings, reporter)
     return Prepared(ctx, built, frames, time.perf_counter() - started)

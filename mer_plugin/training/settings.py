@@ -50,7 +50,7 @@ class Settings:
     epochs: int = 40  # segment and sssl
     clip_epochs: int = 200  # clip: ten times fewer samples per epoch than segments
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # bfloat16 autocast on CUDA
+    amp: bool = True  # bfloat16 autocast of a backbone in training, on CUDA
     # --- sssl (DivideMix defaults unless noted)
     warmup_epochs: int = 10  # plain cross-entropy first (DivideMix CIFAR-10: 10)
     tau: float = 0.5  # clean-probability threshold of the labelled set

@@ -67,6 +67,7 @@ class OnlineSource:
     rng: np.random.Generator
     n_views: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: bool = True  # bfloat16 autocast of the backbone on CUDA
     initial: dict[str, torch.Tensor] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -88,7 +89,8 @@ class OnlineSource:
             shortest = min(len(c) for c in clips)
             batch = np.stack([c[:shortest] for c in clips])
         x = torch.from_numpy(batch).to(self.device)
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
+        amp = self.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=amp):
             return self.built.module(x).float()
 
     def parameters(self) -> list[nn.Parameter]:
