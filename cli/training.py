@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from mer_plugin.cli.common import fail
 from mer_plugin.errors import MerError
 
 DatasetArg = Annotated[
@@ -39,11 +40,6 @@ CacheDir = Annotated[
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-
-
-def _fail(error: MerError) -> typer.Exit:
-    typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=1)
 
 
 def _settings(seed: int, finetune: int, device: str, sets: list[str] | None):
@@ -112,7 +108,7 @@ def train(
     try:
         measured = metrics_from_eval(metrics, method) if metrics else None
     except (OSError, KeyError, ValueError) as error:
-        raise _fail(MerError(f"{metrics}: not a usable eval report: {error}")) from None
+        raise fail(MerError(f"{metrics}: not a usable eval report: {error}")) from None
     try:
         data = load_dataset(dataset, group_by, annotations)
         folder = train_model(
@@ -129,7 +125,7 @@ def train(
             data_licence=data_licence,
         )
     except MerError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     trained_on = json.loads((folder / "model.json").read_text())["training_data"]
     for line in trained_on["skipped"]:
         typer.echo(f"skipped {line}", err=True)
@@ -197,9 +193,9 @@ def eval_(
         if json_out is not None:
             json_out.write_text(text + "\n", encoding="utf-8")
     except MerError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     except OSError as error:
-        raise _fail(MerError(f"{json_out}: cannot write: {error.strerror or error}")) from None
+        raise fail(MerError(f"{json_out}: cannot write: {error.strerror or error}")) from None
     print_report(report)
 
 

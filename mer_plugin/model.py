@@ -120,7 +120,8 @@ def save_model(folder: str | Path, card: dict, tensors: dict[str, torch.Tensor])
 
 def load_model(folder: str | Path) -> Model:
     """Load a model folder; the backbone comes from the folder or from the shipped weights."""
-    from mer_plugin.training.backbone import BackboneError, get_backbone, state_digest
+    from mer_plugin.backbones import BackboneError, get_backbone
+    from mer_plugin.training.backbone import state_digest
     from mer_plugin.training.heads import Head, SongClassifier
 
     folder = Path(folder)

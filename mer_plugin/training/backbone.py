@@ -8,39 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mer_plugin.errors import MerError
+from mer_plugin.backbones import BackboneError
 from mer_plugin.hookspecs import Backbone
-
-
-class BackboneError(MerError):
-    """A backbone is unknown or cannot be built as asked."""
-
-
-def get_backbone(name: str) -> Backbone:
-    """The backbone registered under `name`: plugins first, then the built-in registry.
-
-    The built-in fallback goes once `mer_plugin.backbones` registers through the plugin
-    hooks (then `get_plugins().backbones()` alone is enough).
-    """
-    from mer_plugin.plugins import get_plugins
-
-    found = get_plugins().backbones()
-    if name in found:
-        return found[name]
-    from mer_plugin import backbones
-
-    if name not in backbones.list_backbones():
-        known = sorted(set(found) | set(backbones.list_backbones()))
-        raise BackboneError(f"unknown backbone {name!r} (known: {', '.join(known)})")
-    info = backbones.backbone_info(name)
-    return Backbone(
-        name=name,
-        create=lambda pretrained: backbones.create_backbone(name, pretrained),
-        spec=info.frontend,
-        embedding_size=info.embedding_size,
-        finetune_groups=info.layer_groups,
-        description=info.description,
-    )
 
 
 @dataclass

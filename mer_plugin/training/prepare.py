@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mer_plugin.backbones import get_backbone
 from mer_plugin.datasets import Dataset, DatasetError
 from mer_plugin.hookspecs import Backbone
-from mer_plugin.training.backbone import BuiltBackbone, build_backbone, get_backbone, pick_device
+from mer_plugin.training.backbone import BuiltBackbone, build_backbone, pick_device
 from mer_plugin.training.cache import FrameCache, SegmentTable, embedding_cache, frame_cache
 from mer_plugin.training.methods import Context
 from mer_plugin.training.progress import Reporter
