@@ -82,21 +82,6 @@ def bench_file(folder: Path, fmt: str, seconds: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def summary(request: pytest.FixtureRequest):
-    """Lines printed after the run (x realtime, RSS), whatever the capture mode."""
-    lines: list[str] = []
-    yield lines
-    plugins = request.config.pluginmanager
-    writer, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if writer is None or capture is None or not lines:
-        return
-    with capture.global_and_fixture_disabled():
-        writer.write_sep("-", "bench_decode summary")
-        for line in lines:
-            writer.write_line(line)
-
-
 # ------------------------------------------------------------------ decoders
 
 

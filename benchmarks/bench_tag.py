@@ -109,21 +109,6 @@ def decode_seconds(library: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-@pytest.fixture(scope="session")
-def summary(request: pytest.FixtureRequest):
-    """Lines printed after the run, whatever the capture mode."""
-    lines: list[str] = []
-    yield lines
-    plugins = request.config.pluginmanager
-    writer, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if writer is None or capture is None or not lines:
-        return
-    with capture.global_and_fixture_disabled():
-        writer.write_sep("-", "bench_tag summary")
-        for line in lines:
-            writer.write_line(line)
-
-
 # ------------------------------------------------------------------------------ throughput
 
 
