@@ -50,7 +50,7 @@ import pytest  # noqa: E402
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
-from conftest import write_audio  # noqa: E402
+from audio_factory import write_audio  # noqa: E402
 from tiny_model import train_tiny_model  # noqa: E402
 
 from mer_plugin.audio import open_stream  # noqa: E402

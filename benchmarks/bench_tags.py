@@ -10,13 +10,16 @@ track: FLAC ~25 MB, MP3 ~4 MB) the groups show what safety costs per file.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from audio_factory import write_audio  # noqa: E402
 from mutagen.flac import FLAC
 from mutagen.id3 import ID3, TMOO, TXXX, ID3NoHeaderError
 
@@ -26,18 +29,6 @@ SECONDS = 240
 VALUES = format_fields(
     mood="Calm", valence=0.61, arousal=0.32, quadrant="Q4", confidence=0.8, model="mer 1.0"
 )
-
-
-def _load_factory():
-    """tests/conftest.py's `write_audio` (one generator for tests and benchmarks)."""
-    path = Path(__file__).resolve().parents[1] / "tests" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("mer_audio_factory", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write_audio
-
-
-write_audio = _load_factory()
 
 
 @pytest.fixture(scope="module")

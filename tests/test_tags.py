@@ -31,7 +31,7 @@ import mutagen
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import ffmpeg_or_skip
+from audio_factory import ffmpeg_or_skip
 from mutagen.apev2 import APEValue
 from mutagen.asf import ASFByteArrayAttribute
 from mutagen.flac import FLAC, Picture
