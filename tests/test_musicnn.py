@@ -154,12 +154,12 @@ def test_any_number_of_frames() -> None:
 
 def test_registry_lists_both_backbones() -> None:
     assert {"musicnn-msd", "shortchunk-cnn"} <= set(list_backbones())
-    assert list_backbones("musicnn*") == ["musicnn-msd"]
+    assert list_backbones("musicnn*") == ["musicnn-msd", "musicnn-msd-pool"]
     with pytest.raises(BackboneError, match="unknown backbone"):
         get_backbone("no-such-backbone")
 
 
-@pytest.mark.parametrize("name", ["musicnn-msd", "shortchunk-cnn"])
+@pytest.mark.parametrize("name", ["musicnn-msd", "musicnn-msd-pool", "shortchunk-cnn"])
 def test_backbones_build_and_embed(name: str) -> None:
     info = get_backbone(name)
     model = create_backbone(name, pretrained=False)
@@ -191,6 +191,18 @@ def test_pretrained_loads_from_package_without_network(monkeypatch: pytest.Monke
     assert card["licence"]["spdx"] == "ISC"
     shipped = Path(mer_plugin.__file__).parent / "models" / "musicnn-msd"
     assert (shipped / card["licence"]["file"]).is_file()
+
+
+def test_pooled_backbone_is_the_layer_below_the_penultimate() -> None:
+    """musicnn-msd-pool shares the weights and returns what the dense layer eats."""
+    pooled = create_backbone("musicnn-msd-pool")
+    x = torch.randn(4, 187, 96)
+    with torch.inference_mode():
+        features = pooled(x)
+        msd = pretrained()
+        dense = msd.backend.dense_bn(torch.relu(msd.backend.dense(features)))
+        assert features.shape == (4, 1506)
+        torch.testing.assert_close(dense, msd(x), rtol=1e-5, atol=1e-5)
 
 
 def test_shortchunk_has_no_pretrained_weights() -> None:

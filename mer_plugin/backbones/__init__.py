@@ -153,6 +153,21 @@ def _musicnn_msd() -> nn.Module:
 
 
 @register_backbone(
+    "musicnn-msd-pool",
+    spec=MUSICNN,
+    embedding_size=1506,
+    finetune_groups=("frontend", "midend", "backend", "head"),  # backend: its pool_bn
+    weights="musicnn-msd",
+    description="MSD_musicnn's pooled mid-end features (1506-d temporal max and mean "
+    "below the penultimate layer): the same network, a richer embedding for mood",
+)
+def _musicnn_msd_pool() -> nn.Module:
+    from mer_plugin.backbones.musicnn import MusiCNN
+
+    return MusiCNN(embedding="pool")
+
+
+@register_backbone(
     "shortchunk-cnn",
     spec=MUSICNN,
     embedding_size=256,

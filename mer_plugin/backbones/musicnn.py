@@ -151,18 +151,22 @@ class BackEnd(nn.Module):
         self.dense = nn.Linear(2 * in_channels, units)
         self.dense_bn = _bn1d(units)
 
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) -> (B, 2C): temporal max and mean, batch-normalised."""
+        # [max_0, mean_0, max_1, mean_1, ...]: the order TensorFlow's flatten produced
+        return self.pool_bn(torch.stack([x.amax(dim=2), x.mean(dim=2)], dim=2).flatten(1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, units)."""
-        # [max_0, mean_0, max_1, mean_1, ...]: the order TensorFlow's flatten produced
-        pooled = torch.stack([x.amax(dim=2), x.mean(dim=2)], dim=2).flatten(1)
-        h = self.dropout(self.pool_bn(pooled))
-        return self.dense_bn(F.relu(self.dense(h)))
+        return self.dense_bn(F.relu(self.dense(self.dropout(self.pool(x)))))
 
 
 class MusiCNN(nn.Module):
     """MSD_musicnn: (B, T, 96) log-mel segments -> 200-d embedding and 50 MSD tag logits.
 
-    `forward` returns the embedding (what a backbone hands to a downstream head);
+    `forward` returns the embedding (what a backbone hands to a downstream head): the
+    200-d penultimate layer, or with ``embedding="pool"`` the 1506-d pooled mid-end
+    features below it (the max_pool/mean_pool outputs of the original extractor).
     `tag_logits` / `tag_probs` give the original tagger's outputs. Any number of frames
     works (the model is convolutional in time); it was trained on 187 (3 s).
     """
@@ -176,17 +180,25 @@ class MusiCNN(nn.Module):
         midend_filters: int = 64,
         backend_units: int = 200,
         dropout: float = 0.5,
+        embedding: str = "penultimate",
     ) -> None:
         super().__init__()
+        if embedding not in ("penultimate", "pool"):
+            raise ValueError(f"embedding must be 'penultimate' or 'pool', not {embedding!r}")
         self.frontend = FrontEnd(n_mels)
         self.midend = MidEnd(self.frontend.out_channels, midend_filters)
         self.backend = BackEnd(self.midend.out_channels, backend_units, dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backend_units, n_classes))
-        self.embedding_size = backend_units
+        self.pooled = embedding == "pool"
+        self.embedding_size = 2 * self.midend.out_channels if self.pooled else backend_units
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate embedding (B, 200) of log-mel segments (B, T, n_mels)."""
         return self.backend(self.midend(self._frontend(x)))
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled mid-end features (B, 1506) of log-mel segments (B, T, n_mels)."""
+        return self.backend.pool(self.midend(self._frontend(x)))
 
     def _frontend(self, x: torch.Tensor) -> torch.Tensor:
         # a front-end in train mode needs the whole batch (batch-norm statistics)
@@ -195,7 +207,7 @@ class MusiCNN(nn.Module):
         return torch.cat([self.frontend(chunk) for chunk in x.split(EVAL_CHUNK)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(x)
+        return self.pool(x) if self.pooled else self.embed(x)
 
     def tag_logits(self, x: torch.Tensor) -> torch.Tensor:
         """MSD tag logits (B, 50), in the order of the model card's `tags`."""

@@ -21,6 +21,7 @@ from mer_plugin.training.settings import METHODS, Settings, SettingsError
 
 LICENCE_NOTES = {
     "musicnn-msd": "backbone weights: MSD_musicnn from musicnn 0.1.0, ISC licence (MTG-UPF)",
+    "musicnn-msd-pool": "backbone weights: MSD_musicnn from musicnn 0.1.0, ISC licence (MTG-UPF)",
 }
 
 
