@@ -39,6 +39,14 @@ CacheDir = Annotated[
     typer.Option(help="Cache folder (default: $MER_CACHE_DIR, $XDG_CACHE_HOME/mer, ~/.cache/mer)."),
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+Extractors = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--extractor",
+        help="A song-level extractor (`mer plugins`, e.g. essentia) whose features stage 2 "
+        "adds to the song classifier (segment, sssl; repeatable).",
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
@@ -90,6 +98,7 @@ def train(
     data_licence: Annotated[
         str, typer.Option(help="The training data's licence terms, for the model card.")
     ] = "",
+    extractors: Extractors = None,
     cache_dir: CacheDir = None,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -106,7 +115,8 @@ def train(
         )
     settings = _settings(seed, finetune, device, sets)
     try:
-        measured = metrics_from_eval(metrics, method) if metrics else None
+        row = "+".join([method, *(extractors or [])])
+        measured = metrics_from_eval(metrics, row) if metrics else None
     except (OSError, KeyError, ValueError) as error:
         raise fail(MerError(f"{metrics}: not a usable eval report: {error}")) from None
     try:
@@ -123,6 +133,7 @@ def train(
             command=_command(ctx),
             metrics=measured,
             data_licence=data_licence,
+            extractors=tuple(extractors or ()),
         )
     except MerError as error:
         raise fail(error) from None
@@ -157,6 +168,7 @@ def eval_(
     references: Annotated[
         bool, typer.Option(help="Also the frozen-embedding logistic-regression references.")
     ] = True,
+    extractors: Extractors = None,
     cache_dir: CacheDir = None,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -179,7 +191,15 @@ def eval_(
             f"{noise!r}: expected rates like 0.2,0.4", param_hint="--noise"
         ) from None
     settings = _settings(seed, finetune, device, sets)
-    options = EvalOptions(folds, run_folds, chosen, references, rates, command=_command(ctx))
+    options = EvalOptions(
+        folds,
+        run_folds,
+        chosen,
+        references,
+        rates,
+        command=_command(ctx),
+        extractors=tuple(extractors or ()),
+    )
     to_stdout = json_out is not None and str(json_out) == "-"
     try:
         data = load_dataset(dataset, group_by, annotations)

@@ -81,6 +81,9 @@ class Extractor:
     feature_names: tuple[str, ...]
     extract: Callable[[Path], np.ndarray]  # file → float32 vector (song) or rows (segments)
     description: str = ""
+    # features that are category codes, not quantities (a key's tonic): stage 2 of
+    # training leaves them out
+    categorical: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

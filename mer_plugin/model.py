@@ -27,6 +27,7 @@ from torch import nn
 from mer_plugin.errors import MerError
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.kernels.confidence import confidence
+from mer_plugin.song_extras import SongExtras
 
 FORMAT = 1
 MOODS = {"Q1": "Happy", "Q2": "Angry", "Q3": "Sad", "Q4": "Calm"}
@@ -74,6 +75,7 @@ class Model:
     backbone: nn.Module  # eval mode
     head: nn.Module  # eval mode
     song: object | None  # heads.SongClassifier
+    extras: SongExtras | None = None  # song-level extractors stage 2 takes
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -141,7 +143,11 @@ def load_model(folder: str | Path) -> Model:
     head = Head(dim, len(card["classes"]), hidden, 0.0)
     head.load_state_dict(head_state)
     song = SongClassifier.from_tensors(tensors) if "song.coef" in tensors else None
-    return Model(folder, card, module.eval(), head.eval(), song)
+    try:
+        extras = SongExtras.from_card(card.get("song_extractors") or [])
+    except MerError as error:
+        raise ModelError(f"{folder}: {error}") from None
+    return Model(folder, card, module.eval(), head.eval(), song, extras or None)
 
 
 def _read(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -179,9 +185,13 @@ def _probs(model: Model, embeddings: torch.Tensor) -> np.ndarray:
 
 
 def predict_segments(
-    model: Model, segments: np.ndarray, clip_frames: np.ndarray | None = None
+    model: Model,
+    segments: np.ndarray,
+    clip_frames: np.ndarray | None = None,
+    extras: np.ndarray | None = None,
 ) -> Prediction:
-    """Prediction from log-mel segments (n, segment_frames, n_mels) of one song.
+    """Prediction from log-mel segments (n, segment_frames, n_mels) of one song, and the
+    song's extractor features (`model.extras` of the file) when the model takes them.
 
     The clip method classifies the whole clip: `clip_frames` (all frames) when given, else
     the segments joined in time (the same frames when segments do not overlap). Its
@@ -196,7 +206,12 @@ def predict_segments(
         frames = clip_frames if clip_frames is not None else _join(segments, model.spec)
         song = _probs(model, _embed(model, frames[None]))[0]
     elif model.song is not None:
-        song = model.song.predict_proba(song_features(segment_probs))[0]  # type: ignore[attr-defined]
+        features = song_features(segment_probs)
+        if model.extras:
+            if extras is None:
+                raise ModelError(f"the model needs the features of {', '.join(model.extras.names)}")
+            features = np.concatenate([features, extras])
+        song = model.song.predict_proba(features)[0]  # type: ignore[attr-defined]
     else:
         song = segment_probs.mean(axis=0)
     return _prediction(model, song, segment_probs)
@@ -220,7 +235,8 @@ def predict_file(model: Model, path: str | Path) -> Prediction:
         starts = range(0, len(frames) - spec.segment_frames + 1, spec.segment_hop_frames)
         segments = np.stack([frames[s : s + spec.segment_frames] for s in starts])
         return predict_segments(model, segments, frames)
-    return predict_segments(model, file_segments(path, spec))
+    segments = file_segments(path, spec)
+    return predict_segments(model, segments, extras=model.extras(path) if model.extras else None)
 
 
 def _prediction(model: Model, song: np.ndarray, segment_probs: np.ndarray) -> Prediction:

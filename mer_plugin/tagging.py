@@ -40,6 +40,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache
 from multiprocessing import Pipe, get_context
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as connection_wait
@@ -51,6 +52,7 @@ import numpy as np
 from mer_plugin.errors import MerError
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.library import Library
+from mer_plugin.song_extras import SongExtras
 from mer_plugin.tags import (
     AROUSAL,
     CONFIDENCE,
@@ -159,11 +161,13 @@ class Planned:
 
 @dataclass
 class Analysis:
-    """A worker's result: the file's log-mel segments (and all frames for clip models)."""
+    """A worker's result: the file's log-mel segments, all frames for clip models, and the
+    song's extractor features for models whose stage 2 takes them."""
 
     segments: np.ndarray
-    frames: np.ndarray | None
     seconds: float
+    frames: np.ndarray | None = None
+    extras: np.ndarray | None = None
 
 
 def shown(path: str | os.PathLike) -> str:
@@ -237,20 +241,36 @@ def _unit(x: float) -> float:
 # ------------------------------------------------------------------------------ analysis
 
 
-def analyse(path: str, spec: FrontEndSpec, clip: bool) -> Analysis | str:
-    """Decode a file into the segments the model eats (worker side); a failure's reason."""
+ExtrasKey = tuple[tuple[str, tuple[str, ...]], ...]  # (extractor, features used) pairs
+
+
+def extras_key(model: Model) -> ExtrasKey:
+    """What a worker needs to compute the model's extractor features (picklable)."""
+    card = model.extras.to_card() if model.extras else []
+    return tuple((entry["name"], tuple(entry["features"])) for entry in card)
+
+
+@cache
+def _song_extras(key: ExtrasKey) -> SongExtras:
+    return SongExtras.of([name for name, _ in key], dict(key))
+
+
+def analyse(path: str, spec: FrontEndSpec, clip: bool, extras: ExtrasKey = ()) -> Analysis | str:
+    """Decode a file into what the model eats (worker side); a failure's reason."""
     start = time.perf_counter()
     try:
-        frames = None
+        frames = song = None
         if clip:
             frames, segments = _clip_input(path, spec)
         else:
             segments = _segments(path, spec)
+        if extras:
+            song = _song_extras(extras)(path)
     except MerError as error:
         return getattr(error, "reason", str(error))
     except Exception as error:  # a decoder's bug must not stop the run
         return f"{type(error).__name__}: {error}"
-    return Analysis(segments, frames, time.perf_counter() - start)
+    return Analysis(segments, time.perf_counter() - start, frames, song)
 
 
 def _segments(path: str, spec: FrontEndSpec) -> np.ndarray:
@@ -324,6 +344,7 @@ def _serve(conn: Connection) -> None:
 
 
 _CHUNK = 1 << 24  # bytes per message: a receive buffers one message before copying it
+_ARRAYS = ("segments", "frames", "extras")  # the arrays of an `Analysis`, sent raw
 
 
 def _send(conn: Connection, result: Analysis | str) -> None:
@@ -332,9 +353,9 @@ def _send(conn: Connection, result: Analysis | str) -> None:
     if isinstance(result, str):
         conn.send(result)
         return
-    arrays = [a for a in (result.segments, result.frames) if a is not None]
-    conn.send((result.seconds, [(a.shape, a.dtype.str) for a in arrays]))
-    for array in arrays:
+    arrays = {name: array for name in _ARRAYS if (array := getattr(result, name)) is not None}
+    conn.send((result.seconds, [(n, a.shape, a.dtype.str) for n, a in arrays.items()]))
+    for array in arrays.values():
         flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
         for start in range(0, len(flat), _CHUNK):
             conn.send_bytes(flat[start : start + _CHUNK])
@@ -345,14 +366,14 @@ def _receive(conn: Connection) -> Analysis | str:
     if isinstance(header, str):
         return header
     seconds, layouts = header
-    arrays = []
-    for shape, dtype in layouts:
+    arrays = {}
+    for name, shape, dtype in layouts:
         array = np.empty(shape, dtype)
         flat = array.reshape(-1).view(np.uint8)
         for start in range(0, len(flat), _CHUNK):
             conn.recv_bytes_into(flat, start)
-        arrays.append(array)
-    return Analysis(arrays[0], arrays[1] if len(arrays) > 1 else None, seconds)
+        arrays[name] = array
+    return Analysis(seconds=seconds, **arrays)
 
 
 class _Worker:
@@ -391,8 +412,8 @@ class _Pipeline:
     """Analyses files in worker processes, one file each and one more queued, or inline
     (one job). Ctrl-C is looked at while waiting; an interrupted run terminates them."""
 
-    def __init__(self, spec: FrontEndSpec, clip: bool, jobs: int) -> None:
-        self.args = (spec, clip)
+    def __init__(self, spec: FrontEndSpec, clip: bool, extras: ExtrasKey, jobs: int) -> None:
+        self.args = (spec, clip, extras)
         self.jobs = jobs
         self.queued: deque[Planned] = deque()
         self.workers: list[_Worker] = []
@@ -652,7 +673,9 @@ class Tagger:
         self.seconds["analyse"] += analysis.seconds
         start = time.perf_counter()
         try:
-            prediction = predict_segments(self.model, analysis.segments, analysis.frames)
+            prediction = predict_segments(
+                self.model, analysis.segments, analysis.frames, analysis.extras
+            )
         except Exception as error:  # ModelError (no segments), a backbone's error
             reason = str(error) if isinstance(error, MerError) else f"model failed: {error}"
             return Outcome(planned.path, FAILED, reason, previous_mood=planned.previous_mood)
@@ -690,7 +713,8 @@ class Tagger:
         """Tag `files`, calling `record` with each outcome. Interrupted (Ctrl-C): the
         files not done, as "not done" outcomes; else an empty list."""
         jobs = max(1, min(self.options.jobs, len(files)))
-        pipeline = _Pipeline(self.model.spec, self.model.method == "clip", jobs)
+        model = self.model
+        pipeline = _Pipeline(model.spec, model.method == "clip", extras_key(model), jobs)
         waiting: deque[Path] = deque(files)
         current: list[Planned] = []  # the file between the pipeline and `record`
         with _Interrupts() as interrupts:

@@ -239,6 +239,7 @@ def mer_extractors() -> list[Extractor]:
             level="song",
             feature_names=FEATURE_NAMES,
             extract=describe_file,
+            categorical=("key_pitch_class",),
             description="key and mode, tempo, EBU R128 loudness, dynamics, danceability, "
             "spectral centroid (essentia)",
         )

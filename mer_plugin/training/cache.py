@@ -30,6 +30,7 @@ from mer_plugin.datasets import Dataset
 from mer_plugin.errors import AudioError, MerError
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.kernels.segments import pad_to_segment
+from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.augment import augment, crop, jitter_starts
 from mer_plugin.training.backbone import BuiltBackbone, state_digest
 from mer_plugin.training.progress import Reporter
@@ -232,6 +233,67 @@ def view_clip(
     start, length = crop(len(frames), augmentation, rng)
     piece = np.asarray(frames[start : start + length], dtype=np.float32)
     return augment(piece[None], cache.spec, augmentation, rng)[0]
+
+
+# ------------------------------------------------------------------------------ extractors
+
+
+def extras_cache(
+    dataset: Dataset,
+    extras: SongExtras,
+    root: str | Path | None = None,
+    reporter: Reporter | None = None,
+    jobs: int | None = None,
+) -> np.ndarray:
+    """Song-level extractor features (clips, extras.size) of every clip of `dataset`,
+    computed in `jobs` processes (default: one per core) and cached by the extractors,
+    features and clips (paths, sizes, mtimes). A clip an extractor cannot read is an error
+    that names it: the frame cache has already dropped the undecodable ones."""
+    card = extras.to_card()
+    key = _digest({"clips": [(str(c.path), *_stat(c.path)) for c in dataset.clips], "x": card})
+    path = cache_root(root) / "extras" / f"{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    reporter = reporter or Reporter(quiet=True)
+    jobs = jobs or os.cpu_count() or 1
+    paths = [str(c.path) for c in dataset.clips]
+    label = ", ".join(extras.names)
+    with reporter.bar(len(paths), label) as bar:
+        if jobs == 1 or len(paths) < 2 * jobs:
+            rows = [_extract_row(card, p, bar.advance) for p in paths]
+        else:
+            rows = _extract_in_processes(card, paths, jobs, bar.advance)
+    array = np.stack(rows) if rows else np.zeros((0, extras.size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_npy(path, array)
+    return array
+
+
+def _extract_in_processes(
+    card: list[dict], paths: list[str], jobs: int, advance: Callable[[int], None]
+) -> list[np.ndarray]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    spawn = multiprocessing.get_context("spawn")  # Numba's threads are not fork-safe
+    with ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
+        rows = []
+        for row in pool.map(_extract_row, [card] * len(paths), paths, chunksize=4):
+            rows.append(row)
+            advance(1)
+        return rows
+
+
+def _extract_row(
+    card: list[dict], path: str, advance: Callable[[int], None] | None = None
+) -> np.ndarray:
+    try:
+        row = SongExtras.from_card(card)(path)
+    except MerError as error:
+        raise MerError(f"{path}: {getattr(error, 'reason', error)}") from None
+    if advance:
+        advance(1)
+    return row
 
 
 # ------------------------------------------------------------------------------ embeddings

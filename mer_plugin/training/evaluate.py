@@ -18,6 +18,7 @@ import torch
 
 from mer_plugin.datasets import QUADRANTS, Dataset, grouped_folds
 from mer_plugin.hookspecs import Backbone
+from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.methods import Context, clean_probability, fit, fit_ce, predict
 from mer_plugin.training.prepare import prepare
 from mer_plugin.training.progress import Reporter
@@ -38,6 +39,9 @@ class EvalOptions:
     lr_c: float = 1.0  # inverse L2 strength of the references' logistic regression
     command: str = ""
     extra: dict = field(default_factory=dict)
+    # song-level extractors: segment and sssl also run with their features in stage 2,
+    # reported as "<method>+<extractors>" beside the plain method (the ablation)
+    extractors: tuple[str, ...] = ()
 
 
 def metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict:
@@ -96,10 +100,16 @@ def evaluate(
     if unknown:
         raise SettingsError(f"unknown methods {sorted(unknown)} (known: {', '.join(METHODS)})")
     reporter = reporter or Reporter(quiet=True)
-    prepared = prepare(dataset, backbone, settings, cache_dir, reporter, "clip" in options.methods)
-    ctx = prepared.ctx
+    extras = SongExtras.of(options.extractors) if options.extractors else None
+    clip_level = "clip" in options.methods
+    prepared = prepare(dataset, backbone, settings, cache_dir, reporter, clip_level, extras)
+    ctx = replace(prepared.ctx, extras=None)
+    runs = [(m, m, ctx) for m in options.methods]
+    if extras:
+        suffix = "+".join(extras.names)
+        runs += [(f"{m}+{suffix}", m, prepared.ctx) for m in options.methods if m != "clip"]
     folds = grouped_folds(ctx.dataset, options.folds, settings.seed)
-    results: dict[str, list[dict]] = {m: [] for m in options.methods}
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in runs}
     references = options.references and prepared.built.pretrained and settings.finetune == 0
     if references:
         results.update({name: [] for name in REFERENCES})
@@ -108,8 +118,9 @@ def evaluate(
         reporter.log(
             f"fold {k + 1}/{len(folds)}: {len(train)} training clips, {len(test)} test clips"
         )
-        for method in options.methods:
-            results[method].append(_run_method(method, ctx, train, test, settings.seed + k, k))
+        for name, method, run_ctx in runs:
+            row = _run_method(method, run_ctx, train, test, settings.seed + k, k)
+            results[name].append(row)
         if references:
             for name, row in _references(ctx, train, test, options.lr_c, settings.seed).items():
                 results[name].append({"fold": k, **row})
@@ -225,6 +236,7 @@ def _report(
             "frontend": prepared.built.backbone.spec.to_dict(),
         },
         "settings": settings.to_dict(),
+        "song_extractors": prepared.extras.to_card() if prepared.extras else [],
         "results": {name: {"folds": rows, **summarise(rows)} for name, rows in results.items()},
         "gmm_check": {
             rate: {"folds": rows, **summarise(rows)} for rate, rows in checks.items() if rows

@@ -45,6 +45,7 @@ class Context:
     clips: Source | None  # items: clip rows (only the clip method needs it)
     settings: Settings
     reporter: Reporter = field(default_factory=lambda: Reporter(quiet=True))
+    extras: np.ndarray | None = None  # song-level extractor features per clip row (stage 2)
 
     @property
     def n_classes(self) -> int:
@@ -82,6 +83,8 @@ def _fit(method: str, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
     if method == "clip":
         if ctx.clips is None:
             raise ValueError("the clip method needs a clip-level source")
+        if ctx.extras is not None:
+            raise ValueError("the clip method has no song stage for extractor features")
         epochs = ctx.settings.clip_epochs
         head = fit_ce(ctx.clips, rows, labels[rows], ctx, epochs, seed, "clip")
         return Fitted("clip", head)
@@ -89,16 +92,19 @@ def _fit(method: str, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
     seg_labels = labels[ctx.table.clip[ids]]
     if method == "segment":
         head = fit_ce(ctx.segments, ids, seg_labels, ctx, ctx.settings.epochs, seed, "segment")
-        return Fitted("segment", head)
-    if method == "sssl":
+        history: list[dict] = []
+    elif method == "sssl":
         head, history = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed)
-        if not ctx.settings.song_classifier:
-            return Fitted("sssl", head, None, history)
-        state = ctx.segments.snapshot()
-        song = fit_song_classifier(ctx, rows, seed, head)  # trains more heads (and backbones)
-        ctx.segments.load(state)
-        return Fitted("sssl", head, song, history)
-    raise ValueError(f"unknown method {method!r}")
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    # stage 2: sssl's song classifier (unless turned off); for segment, only to take
+    # extractor features (else its song is the mean of its segments)
+    if not (ctx.extras is not None or (method == "sssl" and ctx.settings.song_classifier)):
+        return Fitted(method, head, None, history)
+    state = ctx.segments.snapshot()
+    song = fit_song_classifier(ctx, rows, seed, head, method)  # trains more heads (backbones)
+    ctx.segments.load(state)
+    return Fitted(method, head, song, history)
 
 
 def predict(fitted: Fitted, ctx: Context, rows: np.ndarray) -> np.ndarray:
@@ -115,7 +121,7 @@ def _predict(fitted: Fitted, ctx: Context, rows: np.ndarray) -> np.ndarray:
     per_clip = segment_probabilities(fitted.head, ctx, rows)
     if fitted.song is None:
         return np.stack([p.mean(axis=0) for p in per_clip])
-    return fitted.song.predict_proba(np.stack([song_features(p) for p in per_clip]))
+    return fitted.song.predict_proba(stage2_features(ctx, rows, per_clip))
 
 
 def segment_probabilities(head: Head, ctx: Context, rows: np.ndarray) -> list[np.ndarray]:
@@ -406,13 +412,14 @@ def _symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tenso
 # ------------------------------------------------------------------------------ stage 2
 
 
-def fit_song_classifier(ctx: Context, rows: np.ndarray, seed: int, head: Head) -> SongClassifier:
+def fit_song_classifier(
+    ctx: Context, rows: np.ndarray, seed: int, head: Head, method: str = "sssl"
+) -> SongClassifier:
     """Stage 2 on out-of-fold song features of the training clips (inner grouped folds):
-    each inner fold's SSSL head predicts the songs it did not see. Without inner folds,
-    `head` (trained on all `rows`) gives in-sample features."""
+    each inner fold's head (trained by `method`) predicts the songs it did not see.
+    Without inner folds, `head` (trained on all `rows`) gives in-sample features."""
     s = ctx.settings
-    labels = ctx.clip_labels[rows]
-    features = np.zeros((len(rows), 6 * ctx.n_classes))
+    probs: list[np.ndarray] = [np.empty(0)] * len(rows)
     state = ctx.segments.snapshot()
     for k, (inner_train, inner_test) in enumerate(_inner_folds(ctx, rows, seed)):
         if len(inner_train) == len(rows):  # in-sample
@@ -421,10 +428,29 @@ def fit_song_classifier(ctx: Context, rows: np.ndarray, seed: int, head: Head) -
         else:
             ids = ctx.table.ids_of(rows[inner_train])
             seg_labels = ctx.clip_labels[ctx.table.clip[ids]]
-            inner_head, _ = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed + 1000 * (k + 1))
-        probs = segment_probabilities(inner_head, ctx, rows[inner_test])
-        features[inner_test] = np.stack([song_features(p) for p in probs])
-    return SongClassifier.fit(features, labels, ctx.n_classes, s.song_c, seed)
+            inner_seed = seed + 1000 * (k + 1)
+            if method == "sssl":
+                inner_head, _ = fit_sssl(ctx.segments, ids, seg_labels, ctx, inner_seed)
+            else:
+                epochs = s.epochs
+                inner_head = fit_ce(ctx.segments, ids, seg_labels, ctx, epochs, inner_seed, method)
+        inner_probs = segment_probabilities(inner_head, ctx, rows[inner_test])
+        for i, p in zip(inner_test, inner_probs, strict=True):
+            probs[i] = p
+    features = stage2_features(ctx, rows, probs)
+    groups = np.array(ctx.dataset.groups)[rows]
+    return SongClassifier.fit(
+        features, ctx.clip_labels[rows], ctx.n_classes, s.song_c, seed, groups
+    )
+
+
+def stage2_features(ctx: Context, rows: np.ndarray, probs: list[np.ndarray]) -> np.ndarray:
+    """Song features of the clips at `rows` from their segment probabilities, followed by
+    their extractor features when the context has them."""
+    features = np.stack([song_features(p) for p in probs])
+    if ctx.extras is None:
+        return features
+    return np.hstack([features, ctx.extras[rows]])
 
 
 def _inner_folds(ctx: Context, rows: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -12,8 +12,15 @@ import numpy as np
 from mer_plugin.backbones import get_backbone
 from mer_plugin.datasets import Dataset, DatasetError
 from mer_plugin.hookspecs import Backbone
+from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.backbone import BuiltBackbone, build_backbone, pick_device
-from mer_plugin.training.cache import FrameCache, SegmentTable, embedding_cache, frame_cache
+from mer_plugin.training.cache import (
+    FrameCache,
+    SegmentTable,
+    embedding_cache,
+    extras_cache,
+    frame_cache,
+)
 from mer_plugin.training.methods import Context
 from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import Settings
@@ -25,7 +32,8 @@ class Prepared:
     ctx: Context
     built: BuiltBackbone
     frames: FrameCache
-    seconds: float  # spent on caches (log-mel, embeddings)
+    seconds: float  # spent on caches (log-mel, embeddings, extractor features)
+    extras: SongExtras | None = None  # the extractors behind `ctx.extras`
 
 
 def resolve_backbone(backbone: str | Backbone) -> Backbone:
@@ -39,8 +47,10 @@ def prepare(
     cache_dir: str | Path | None = None,
     reporter: Reporter | None = None,
     clip_level: bool = True,
+    extras: SongExtras | None = None,
 ) -> Prepared:
-    """Cache what can be cached and build the sources of every method.
+    """Cache what can be cached and build the sources of every method; with `extras`,
+    the song-level extractor features of every clip (`ctx.extras`) for stage 2.
 
     Unreadable clips are dropped (listed in `ctx.dataset.skipped` with the reason); the
     context's dataset holds the readable clips in cache-row order.
@@ -70,5 +80,6 @@ def prepare(
         rng = np.random.default_rng([s.seed, 7])
         segments = OnlineSource(built, frames, table, s.augment, rng, s.views, device, s.amp)
         clips = OnlineSource(built, frames, None, s.augment, rng, s.views, device, s.amp)
-    ctx = Context(usable, table, segments, clips, settings, reporter)
-    return Prepared(ctx, built, frames, time.perf_counter() - started)
+    features = extras_cache(usable, extras, cache_dir, reporter) if extras else None
+    ctx = Context(usable, table, segments, clips, settings, reporter, features)
+    return Prepared(ctx, built, frames, time.perf_counter() - started, extras or None)

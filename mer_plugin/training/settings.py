@@ -73,7 +73,9 @@ class Settings:
     # --- sssl stage 2 (song classifier on aggregated segment probabilities)
     song_classifier: bool = True  # False: the song is the mean of its segment probabilities
     stage2_folds: int = 4  # inner grouped folds for out-of-fold training features (0: in-sample)
-    song_c: float = 1.0  # inverse L2 strength of the logistic regression
+    # inverse L2 strength of the logistic regression; 0: picked from heads.SONG_C_GRID by
+    # grouped cross-validation on the training songs' out-of-fold features
+    song_c: float = 1.0
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from mer_plugin import __version__
 from mer_plugin.datasets import Dataset
 from mer_plugin.hookspecs import Backbone
 from mer_plugin.model import MOODS, save_model
+from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.backbone import state_digest
 from mer_plugin.training.methods import Fitted, fit
 from mer_plugin.training.prepare import Prepared, prepare
@@ -37,17 +39,29 @@ def train_model(
     command: str = "",
     metrics: dict | None = None,
     data_licence: str = "",
+    extractors: Sequence[str] = (),
 ) -> Path:
-    """Train `method` on every readable clip of `dataset`; write the model folder `out`."""
+    """Train `method` on every readable clip of `dataset`; write the model folder `out`.
+    `extractors` name song-level extractor plugins whose features stage 2 appends."""
     if method not in METHODS:
         raise SettingsError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    extras = song_extras(extractors, (method,))
     reporter = reporter or Reporter(quiet=True)
-    prepared = prepare(dataset, backbone, settings, cache_dir, reporter, method == "clip")
+    prepared = prepare(dataset, backbone, settings, cache_dir, reporter, method == "clip", extras)
     rows = np.arange(len(prepared.ctx.dataset.clips))
     fitted = fit(method, prepared.ctx, rows, settings.seed)
     out = Path(out)
     card = model_card(prepared, fitted, settings, name or out.name, command, metrics, data_licence)
     return save_model(out, card, model_tensors(prepared, fitted))
+
+
+def song_extras(extractors: Sequence[str], methods: Sequence[str]) -> SongExtras | None:
+    """The extractors for stage 2, checked: only segment and sssl have a song stage."""
+    if not extractors:
+        return None
+    if "clip" in methods:
+        raise SettingsError("--extractor needs the segment or sssl method (clip has no stage 2)")
+    return SongExtras.of(extractors)
 
 
 def model_tensors(prepared: Prepared, fitted: Fitted) -> dict:
@@ -93,7 +107,8 @@ def model_card(
             "embedding_size": built.backbone.embedding_size,
             "frontend": built.backbone.spec.to_dict(),
         },
-        "song_level": _song_level(fitted),
+        "song_level": _song_level(fitted, prepared.extras),
+        "song_extractors": prepared.extras.to_card() if prepared.extras else [],
         "training_data": {
             "name": data.name,
             "clips": len(data.clips),
@@ -113,16 +128,18 @@ def model_card(
     }
 
 
-def _song_level(fitted: Fitted) -> str:
+def _song_level(fitted: Fitted, extras: SongExtras | None) -> str:
     if fitted.method == "clip":
         return "the head on the whole clip's embedding"
     if fitted.song is None:
         return "mean of segment probabilities"
-    return "logistic regression on aggregated segment probabilities (heads.SONG_FEATURES)"
+    text = "logistic regression on aggregated segment probabilities (heads.SONG_FEATURES)"
+    return f"{text} and the features of {', '.join(extras.names)}" if extras else text
 
 
 def metrics_from_eval(path: str | Path, method: str) -> dict:
-    """The row of `method` in a `mer eval --json` report, with its protocol."""
+    """The row of `method` (``segment+essentia`` with an extractor) in a `mer eval --json`
+    report, with its protocol."""
     report = json.loads(Path(path).read_text(encoding="utf-8"))
     row = report["results"][method]
     protocol = dict(report["protocol"], dataset=report["dataset"], command=report.get("command"))
