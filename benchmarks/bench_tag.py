@@ -7,10 +7,8 @@ decode included (a 4-minute track in <= 1.2 s), and a peak memory under 1.5 GB f
 - Library: 40 tracks x 4 min, stereo noise at 44.1 kHz (opus 48 kHz), cycling through
   flac, mp3, m4a, ogg, opus and wav; generated once into pytest's cache folder (about two
   minutes the first time).
-- Model: no default model ships yet, so the stand-in is what it will be made of: the
-  shipped MSD-musicnn backbone, frozen, with an SSSL head trained in seconds on the tiny
-  synthetic dataset of tests/synthetic_music.py (tests/tiny_model.py). The backbone sets
-  the cost; the head and song classifier are negligible.
+- Model: the default model shipped in the package (what `mer tag` uses); its frozen
+  MSD-musicnn backbone sets the cost, the head is negligible.
 - Throughput: `tagging.tag_library` (what `mer tag` runs, less its ~3 s start-up:
   imports and model load) with --jobs 1 and --jobs 2, --force and no results cache, so
   every track is decoded, analysed, predicted and written: tracks/s and x realtime. Where
@@ -51,10 +49,10 @@ TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
 from audio_factory import write_audio  # noqa: E402
-from tiny_model import train_tiny_model  # noqa: E402
 
 from mer_plugin.audio import open_stream  # noqa: E402
 from mer_plugin.library import walk  # noqa: E402
+from mer_plugin.model import resolve_model  # noqa: E402
 from mer_plugin.tagging import TAGGED, TagOptions, load_for_tagging, tag_library  # noqa: E402
 
 TRACKS, TRACK_S = 40, 240
@@ -95,8 +93,8 @@ def library(bench_dir: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_model(tmp_path_factory.mktemp("model"), "musicnn-msd", "sssl")
+def model_dir() -> Path:
+    return resolve_model(None)  # the default model shipped in the package
 
 
 @pytest.fixture(scope="session")

@@ -40,11 +40,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, partial
 from multiprocessing import Pipe, get_context
 from multiprocessing.connection import Connection
-from multiprocessing.connection import wait as connection_wait
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -164,7 +164,7 @@ class Analysis:
     """A worker's result: the file's log-mel segments, all frames for clip models, and the
     song's extractor features for models whose stage 2 takes them."""
 
-    segments: np.ndarray
+    segments: np.ndarray | None  # None only as a worker sends it: its batches went ahead
     seconds: float
     frames: np.ndarray | None = None
     extras: np.ndarray | None = None
@@ -255,15 +255,23 @@ def _song_extras(key: ExtrasKey) -> SongExtras:
     return SongExtras.of([name for name, _ in key], dict(key))
 
 
-def analyse(path: str, spec: FrontEndSpec, clip: bool, extras: ExtrasKey = ()) -> Analysis | str:
-    """Decode a file into what the model eats (worker side); a failure's reason."""
+def analyse(
+    path: str,
+    spec: FrontEndSpec,
+    clip: bool,
+    extras: ExtrasKey = (),
+    send: Callable[[object], None] | None = None,
+) -> Analysis | str:
+    """Decode a file into what the model eats; a failure's reason. A worker passes `send`:
+    segment batches go out as they are made (`_Gather` receives them), so the worker
+    never holds a long file's segments, and the analysis it returns has none."""
     start = time.perf_counter()
     try:
         frames = song = None
         if clip:
             frames, segments = _clip_input(path, spec)
         else:
-            segments = _segments(path, spec)
+            segments = _segments(path, spec, send)
         if extras:
             song = _song_extras(extras)(path)
     except MerError as error:
@@ -273,25 +281,51 @@ def analyse(path: str, spec: FrontEndSpec, clip: bool, extras: ExtrasKey = ()) -
     return Analysis(segments, time.perf_counter() - start, frames, song)
 
 
-def _segments(path: str, spec: FrontEndSpec) -> np.ndarray:
-    """`features.file_segments`, gathered into one array sized from the header's duration,
-    so a long file's segments are held once rather than as batches plus their copy."""
+def _segments(
+    path: str, spec: FrontEndSpec, send: Callable[[object], None] | None = None
+) -> np.ndarray | None:
+    """`features.file_segments` gathered into one array sized from the header's duration,
+    so a long file's segments are held once rather than as batches plus their copy; with
+    `send`, the expected count and then each batch are sent instead (None returned)."""
     from mer_plugin.audio import audio_info
-    from mer_plugin.features import file_segments, iter_segments
+    from mer_plugin.features import iter_segments
 
-    duration = audio_info(path).duration
-    if not duration:
-        return file_segments(path, spec)
+    duration = audio_info(path).duration or 0.0
     frames = duration * spec.sample_rate / spec.hop_length + 1
-    shape = (spec.segment_frames, spec.n_mels)
-    out = np.empty((int(frames / spec.segment_hop_frames) + 2, *shape), np.float32)
-    n = 0
+    expected = int(frames / spec.segment_hop_frames) + 2 if duration else 0
+    gather = None
+    if send is None:
+        gather = _Gather(expected, spec)
+    else:
+        send(("expect", expected))
     for batch in iter_segments(path, spec):
-        if n + len(batch) > len(out):  # the header said less than there is
-            out = np.concatenate([out[:n], np.empty((n + len(batch), *shape), np.float32)])
-        out[n : n + len(batch)] = batch
-        n += len(batch)
-    return out[:n]
+        if gather is None:
+            send(batch)
+        else:
+            gather.add(batch)
+    return gather.array() if gather is not None else None
+
+
+class _Gather:
+    """Segment batches into one array allocated for the expected count (grown, doubling,
+    if the header said less); untouched rows of the allocation never become resident."""
+
+    def __init__(self, expected: int, spec: FrontEndSpec) -> None:
+        self.shape = (spec.segment_frames, spec.n_mels)
+        self.out = np.empty((expected, *self.shape), np.float32)
+        self.n = 0
+
+    def add(self, batch: np.ndarray) -> None:
+        if self.n + len(batch) > len(self.out):
+            size = max(self.n + len(batch), 2 * len(self.out))
+            grown = np.empty((size, *self.shape), np.float32)
+            grown[: self.n] = self.out[: self.n]
+            self.out = grown
+        self.out[self.n : self.n + len(batch)] = batch
+        self.n += len(batch)
+
+    def array(self) -> np.ndarray:
+        return self.out[: self.n]
 
 
 def _clip_input(path: str, spec: FrontEndSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -327,85 +361,123 @@ _POLL_S = 0.1  # how often a wait for the workers looks at Ctrl-C
 CRASH_ENV = "MER_TEST_WORKER_CRASH"  # test hook: a worker dies on names containing it
 
 
-def _serve(conn: Connection) -> None:
-    """A worker process: analyse each (path, spec, clip) received until None or EOF."""
+def _serve(jobs: Connection, results: Connection) -> None:
+    """A worker process: analyse each (path, spec, clip, extras) received until None or
+    EOF, streaming segment batches and then the rest of the analysis to `results`."""
     _init_worker()
     crash_on = os.environ.get(CRASH_ENV)
     while True:
         try:
-            job = conn.recv()
+            job = jobs.recv()
         except EOFError:
             return
         if job is None:
             return
         if crash_on and crash_on in job[0]:
             os._exit(70)
-        _send(conn, analyse(*job))
+        _send(results, analyse(*job, send=partial(_send, results)))
 
 
 _CHUNK = 1 << 24  # bytes per message: a receive buffers one message before copying it
 _ARRAYS = ("segments", "frames", "extras")  # the arrays of an `Analysis`, sent raw
 
 
-def _send(conn: Connection, result: Analysis | str) -> None:
-    """A header, then the arrays' raw bytes in chunks, received straight into arrays the
-    receiver allocated: a 2-hour file's segments are never held twice in either process."""
-    if isinstance(result, str):
-        conn.send(result)
-        return
-    arrays = {name: array for name in _ARRAYS if (array := getattr(result, name)) is not None}
-    conn.send((result.seconds, [(n, a.shape, a.dtype.str) for n, a in arrays.items()]))
-    for array in arrays.values():
-        flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-        for start in range(0, len(flat), _CHUNK):
-            conn.send_bytes(flat[start : start + _CHUNK])
+def _send(conn: Connection, item: object) -> None:
+    """One message of a worker's stream: ("expect", n), a batch of segments, then the
+    `Analysis` (its arrays' raw bytes after a header) or a failure's reason."""
+    if isinstance(item, np.ndarray):
+        conn.send(("batch", item.shape, item.dtype.str))
+        _send_raw(conn, item)
+    elif isinstance(item, Analysis):
+        arrays = {name: array for name in _ARRAYS if (array := getattr(item, name)) is not None}
+        layouts = [(n, a.shape, a.dtype.str) for n, a in arrays.items()]
+        conn.send(("analysis", item.seconds, layouts))
+        for array in arrays.values():
+            _send_raw(conn, array)
+    else:
+        conn.send(item)
 
 
-def _receive(conn: Connection) -> Analysis | str:
-    header = conn.recv()
-    if isinstance(header, str):
-        return header
-    seconds, layouts = header
-    arrays = {}
-    for name, shape, dtype in layouts:
-        array = np.empty(shape, dtype)
-        flat = array.reshape(-1).view(np.uint8)
-        for start in range(0, len(flat), _CHUNK):
-            conn.recv_bytes_into(flat, start)
-        arrays[name] = array
-    return Analysis(seconds=seconds, **arrays)
+def _send_raw(conn: Connection, array: np.ndarray) -> None:
+    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    for start in range(0, len(flat), _CHUNK):
+        conn.send_bytes(flat[start : start + _CHUNK])
+
+
+def _receive(conn: Connection, spec: FrontEndSpec) -> Analysis | str:
+    """A worker's whole stream for one file, batches gathered as they arrive."""
+    gather = None
+    while True:
+        message = conn.recv()
+        if isinstance(message, str):
+            return message
+        if message[0] == "expect":
+            gather = _Gather(message[1], spec)
+        elif message[0] == "batch":
+            assert gather is not None
+            gather.add(_receive_raw(conn, *message[1:]))
+        else:
+            _, seconds, layouts = message
+            arrays = {name: _receive_raw(conn, shape, dtype) for name, shape, dtype in layouts}
+            if gather is not None:
+                arrays["segments"] = gather.array()
+            return Analysis(seconds=seconds, **arrays)
+
+
+def _receive_raw(conn: Connection, shape: tuple, dtype: str) -> np.ndarray:
+    """Raw bytes received straight into an array allocated here."""
+    array = np.empty(shape, dtype)
+    flat = array.reshape(-1).view(np.uint8)
+    for start in range(0, len(flat), _CHUNK):
+        conn.recv_bytes_into(flat, start)
+    return array
+
+
+Done = SimpleQueue  # of (worker, its result): what the workers' reader threads report
 
 
 class _Worker:
-    """One worker process and its own pipe: a death is pinned on the file it was given."""
+    """One worker process, a pipe each way, and a thread in this process that receives
+    its stream as it comes (so the worker never waits on the model). A death is pinned on
+    the file it was given."""
 
-    def __init__(self) -> None:
-        self.conn, child = Pipe()
-        self.process = get_context("spawn").Process(target=_serve, args=(child,), daemon=True)
+    def __init__(self, done: Done, spec: FrontEndSpec) -> None:
+        self.jobs, child_jobs = Pipe(duplex=False)[::-1]
+        self.results, child_results = Pipe(duplex=False)
+        context = get_context("spawn")
+        args = (child_jobs, child_results)
+        self.process = context.Process(target=_serve, args=args, daemon=True)
         self.process.start()
-        child.close()
+        child_jobs.close()
+        child_results.close()
         self.task: Planned | None = None
+        self.reader = threading.Thread(target=self._read, args=(done, spec), daemon=True)
+        self.reader.start()
+
+    def _read(self, done: Done, spec: FrontEndSpec) -> None:
+        while True:
+            try:
+                result = _receive(self.results, spec)
+            except (EOFError, OSError):
+                done.put((self, WORKER_DIED))  # or stopped: then nobody waits for it
+                return
+            done.put((self, result))
 
     def give(self, planned: Planned, args: tuple) -> None:
         self.task = planned
-        self.conn.send((str(planned.path), *args))
-
-    def take(self) -> Analysis | str:
-        """The result of its task; WORKER_DIED when the process died on it."""
-        try:
-            return _receive(self.conn)
-        except (EOFError, OSError):
-            return WORKER_DIED
+        self.jobs.send((str(planned.path), *args))
 
     def stop(self, at_once: bool) -> None:
         if not at_once:
             with contextlib.suppress(OSError):
-                self.conn.send(None)
+                self.jobs.send(None)
             self.process.join(timeout=5)
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(timeout=5)
-        self.conn.close()
+        self.reader.join(timeout=5)  # the pipe's other end is gone: the thread sees EOF
+        self.jobs.close()
+        self.results.close()
 
 
 class _Pipeline:
@@ -418,10 +490,11 @@ class _Pipeline:
         self.queued: deque[Planned] = deque()
         self.workers: list[_Worker] = []
         self.ready: deque[tuple[Planned, Analysis | str]] = deque()
+        self.done: Done = SimpleQueue()
 
     def __enter__(self) -> _Pipeline:
         if self.jobs > 1:
-            self.workers = [_Worker() for _ in range(self.jobs)]
+            self.workers = [self._new_worker() for _ in range(self.jobs)]
         return self
 
     def __exit__(self, kind: type | None, *_: object) -> None:
@@ -451,7 +524,7 @@ class _Pipeline:
                     worker.give(self.queued[0], self.args)
                 except OSError:  # died idle: replace it, give the file to the new one
                     worker.stop(at_once=True)
-                    self.workers[i] = worker = _Worker()
+                    self.workers[i] = worker = self._new_worker()
                     worker.give(self.queued[0], self.args)
                 self.queued.popleft()
 
@@ -466,19 +539,24 @@ class _Pipeline:
         return self.ready.popleft()
 
     def _collect(self, interrupts: _Interrupts) -> None:
-        working = [w for w in self.workers if w.task is not None]
-        handles = [w.conn for w in working] + [w.process.sentinel for w in working]
-        done = set(connection_wait(handles, timeout=_POLL_S))
+        """Wait a moment for a worker's result (looking at Ctrl-C); a dead worker is
+        replaced."""
+        try:
+            worker, result = self.done.get(timeout=_POLL_S)
+        except Empty:
+            worker, result = None, None
         interrupts.check()
-        for i, worker in enumerate(self.workers):
-            if worker.task is not None and {worker.conn, worker.process.sentinel} & done:
-                result = worker.take()
-                self.ready.append((worker.task, result))
-                worker.task = None
-                if result is WORKER_DIED:
-                    worker.stop(at_once=True)
-                    self.workers[i] = _Worker()
+        if worker is None or worker.task is None or worker not in self.workers:
+            return  # nothing yet, or a stopped worker's end of stream
+        self.ready.append((worker.task, result))
+        worker.task = None
+        if result is WORKER_DIED:
+            worker.stop(at_once=True)
+            self.workers[self.workers.index(worker)] = self._new_worker()
         self._dispatch()
+
+    def _new_worker(self) -> _Worker:
+        return _Worker(self.done, self.args[0])
 
 
 # ------------------------------------------------------------------------------ Ctrl-C
