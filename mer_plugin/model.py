@@ -31,7 +31,7 @@ from mer_plugin.song_extras import SongExtras
 
 FORMAT = 1
 MOODS = {"Q1": "Happy", "Q2": "Angry", "Q3": "Sad", "Q4": "Calm"}
-BATCH = 64
+BATCH = 16  # segments per backbone call: as fast as 64 on CPU, a quarter of the activations
 
 
 class ModelError(MerError):

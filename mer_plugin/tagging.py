@@ -316,13 +316,16 @@ class _Gather:
         self.n = 0
 
     def add(self, batch: np.ndarray) -> None:
-        if self.n + len(batch) > len(self.out):
-            size = max(self.n + len(batch), 2 * len(self.out))
-            grown = np.empty((size, *self.shape), np.float32)
+        self.claim(len(batch))[:] = batch
+
+    def claim(self, k: int) -> np.ndarray:
+        """The next `k` rows, to be filled by the caller."""
+        if self.n + k > len(self.out):
+            grown = np.empty((max(self.n + k, 2 * len(self.out)), *self.shape), np.float32)
             grown[: self.n] = self.out[: self.n]
             self.out = grown
-        self.out[self.n : self.n + len(batch)] = batch
-        self.n += len(batch)
+        self.n += k
+        return self.out[self.n - k : self.n]
 
     def array(self) -> np.ndarray:
         return self.out[: self.n]
@@ -413,9 +416,10 @@ def _receive(conn: Connection, spec: FrontEndSpec) -> Analysis | str:
             return message
         if message[0] == "expect":
             gather = _Gather(message[1], spec)
-        elif message[0] == "batch":
+        elif message[0] == "batch":  # received straight into the gathered array
             assert gather is not None
-            gather.add(_receive_raw(conn, *message[1:]))
+            _, shape, dtype = message
+            _receive_into(conn, gather.claim(shape[0]))
         else:
             _, seconds, layouts = message
             arrays = {name: _receive_raw(conn, shape, dtype) for name, shape, dtype in layouts}
@@ -426,7 +430,10 @@ def _receive(conn: Connection, spec: FrontEndSpec) -> Analysis | str:
 
 def _receive_raw(conn: Connection, shape: tuple, dtype: str) -> np.ndarray:
     """Raw bytes received straight into an array allocated here."""
-    array = np.empty(shape, dtype)
+    return _receive_into(conn, np.empty(shape, dtype))
+
+
+def _receive_into(conn: Connection, array: np.ndarray) -> np.ndarray:
     flat = array.reshape(-1).view(np.uint8)
     for start in range(0, len(flat), _CHUNK):
         conn.recv_bytes_into(flat, start)
