@@ -83,3 +83,21 @@ def file_segments(path: str | Path, spec: FrontEndSpec) -> np.ndarray:
     if not batches:  # samples, but too few for one frame (center=False)
         return np.empty((0, spec.segment_frames, spec.n_mels), dtype=np.float32)
     return np.concatenate(batches)
+
+
+def clip_frames(path: str | Path, spec: FrontEndSpec) -> np.ndarray:
+    """Every log-mel frame of a file (n_frames, n_mels), padded with silence to at least
+    one segment. Raises `AudioError` for unreadable or empty files."""
+    stream = LogMelStream(spec)
+    parts: list[np.ndarray] = []
+    n_samples = 0
+    for block in open_stream(path, spec.sample_rate):
+        n_samples += len(block)
+        parts.append(stream.push(block))
+    if n_samples == 0:
+        raise AudioError(path, "contains no audio samples")
+    parts.append(stream.finish())
+    frames = np.concatenate(parts).astype(np.float32, copy=False)
+    if len(frames) < spec.segment_frames:
+        frames = pad_to_segment(frames, spec.segment_frames, spec.silence_level)
+    return frames

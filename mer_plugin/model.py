@@ -226,8 +226,7 @@ def _join(segments: np.ndarray, spec: FrontEndSpec) -> np.ndarray:
 
 def predict_file(model: Model, path: str | Path) -> Prediction:
     """Predict a file's emotion; raises `AudioError` when it cannot be read."""
-    from mer_plugin.features import file_segments
-    from mer_plugin.training.cache import clip_frames
+    from mer_plugin.features import clip_frames, file_segments
 
     spec = model.spec
     if model.method == "clip":

@@ -34,7 +34,6 @@ import json
 import os
 import signal
 import sqlite3
-import sys
 import threading
 import time
 from collections import Counter, deque
@@ -333,31 +332,19 @@ class _Gather:
 
 def _clip_input(path: str, spec: FrontEndSpec) -> tuple[np.ndarray, np.ndarray]:
     """All frames and their segments, as `model.predict_file` builds them for clip models."""
-    from mer_plugin.training.cache import clip_frames
+    from mer_plugin.features import clip_frames
 
-    _one_torch_thread()
     frames = clip_frames(path, spec)
     starts = range(0, len(frames) - spec.segment_frames + 1, spec.segment_hop_frames)
     return frames, np.stack([frames[s : s + spec.segment_frames] for s in starts])
 
 
-def _one_torch_thread() -> None:
-    if _IN_WORKER and "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
-_IN_WORKER = False
-
-
 def _init_worker() -> None:
     """Worker processes: one thread each, and Ctrl-C is the main process's to handle."""
-    global _IN_WORKER
-    _IN_WORKER = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import numba
 
     numba.set_num_threads(1)
-    _one_torch_thread()  # torch loads in a worker only for clip models
 
 
 _POLL_S = 0.1  # how often a wait for the workers looks at Ctrl-C

@@ -154,6 +154,23 @@ def test_a_clip_model_tags_as_predict_says(make_audio: MAKE, options, tmp_path: 
         assert outcome.valence == pytest.approx(prediction.valence, abs=1e-6)
 
 
+def test_workers_analyse_without_torch(make_audio: MAKE) -> None:
+    """A worker (segments, a clip's frames, extractor features) never loads torch: its
+    ~0.7 GB would be paid once per job."""
+    import subprocess
+    import sys
+
+    path = song(make_audio, "a.flac", 4.0)
+    code = (
+        "import sys; from mer_plugin.tagging import analyse; "
+        "from mer_plugin.frontend import MUSICNN; "
+        f"assert not isinstance(analyse({str(path)!r}, MUSICNN, True, (('essentia', "
+        "('tempo_bpm',)),)), str); assert 'torch' not in sys.modules, 'torch loaded'"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
 def test_device_choice(model) -> None:
     import torch
 

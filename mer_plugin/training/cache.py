@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mer_plugin.audio import open_stream
 from mer_plugin.datasets import Dataset
 from mer_plugin.errors import AudioError, MerError
+from mer_plugin.features import clip_frames
 from mer_plugin.frontend import FrontEndSpec
-from mer_plugin.kernels.segments import pad_to_segment
 from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.augment import augment, crop, jitter_starts
 from mer_plugin.training.backbone import BuiltBackbone, state_digest
@@ -51,26 +50,6 @@ def cache_root(override: str | Path | None = None) -> Path:
 def _digest(payload: object) -> str:
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def clip_frames(path: str | Path, spec: FrontEndSpec) -> np.ndarray:
-    """Every log-mel frame of a file (n_frames, n_mels), padded with silence to at least
-    one segment. Raises `AudioError` for unreadable or empty files."""
-    from mer_plugin.logmel import LogMelStream
-
-    stream = LogMelStream(spec)
-    parts: list[np.ndarray] = []
-    n_samples = 0
-    for block in open_stream(path, spec.sample_rate):
-        n_samples += len(block)
-        parts.append(stream.push(block))
-    if n_samples == 0:
-        raise AudioError(path, "contains no audio samples")
-    parts.append(stream.finish())
-    frames = np.concatenate(parts).astype(np.float32, copy=False)
-    if len(frames) < spec.segment_frames:
-        frames = pad_to_segment(frames, spec.segment_frames, spec.silence_level)
-    return frames
 
 
 # ------------------------------------------------------------------------------ frames
