@@ -19,13 +19,14 @@ decode included (a 4-minute track in <= 1.2 s), and a peak memory under 1.5 GB f
   process of its tree sampled every 20 ms from /proc: the main process's peak (VmHWM)
   and the peak of the tree's summed RSS.
 
-Measured (this 2-core VM, shared with other jobs: load average 4-5 during the run):
---jobs 1 131x realtime (0.55 tracks/s, 1.83 s per 4-min track), --jobs 2 140x (0.58
-tracks/s); the model is 80-95 % of the time (MSD-musicnn at ~1.4 s per 80 segments),
-decode ~0.35 s per track, log-mel + segments ~0.02 s, tag write ~0.03 s. Target not met:
-the backbone alone allows ~170x here. 2-hour file: main process peak 1.30 GB with
---jobs 1 or 2 (torch's import alone is ~0.83 GB); the whole tree with two workers
-(~0.24 GB each at rest) 1.89 GB.
+Measured (this 2-core VM, idle, 2026-11-25, default model mer-4q): --jobs 1 219x
+realtime (0.91 tracks/s, 1.09 s per 4-min track), --jobs 2 253x (1.06 tracks/s, 0.95 s);
+per track: decode ~0.30 s, log-mel + segments ~0.01-0.05 s, model (MSD-musicnn, 80
+segments) ~0.77-0.90 s, tag write ~0.015 s. Under load (load average 4-5, an earlier
+session) the same run gave 131x / 140x. 2-hour FLAC: main process peak 1.02 GB with
+--jobs 1 (torch's import alone is ~0.69 GB), whole tree 1.45 GB with --jobs 2 (two
+workers at ~0.22 GB each; a worker streams its segment batches to the main process, so
+it never holds the file's segments).
 
     pytest benchmarks/bench_tag.py --benchmark-enable
 """
