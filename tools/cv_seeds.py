@@ -4,17 +4,22 @@ seed 0, so only the split and the head's initialisation change).
 
     python tools/cv_seeds.py ../shared/data/4q-dev --backbone musicnn-msd --views 3
     python tools/cv_seeds.py ../shared/data/4q-dev --backbone musicnn-msd-pool --views 1
+    python tools/cv_seeds.py ../shared/data/4q-dev --extractor essentia --set song_c=0
 
-Prints each seed's mean macro-F1 over folds, then their mean and standard deviation.
+Prints each seed's mean macro-F1 over folds, then their mean and standard deviation; with
+`--extractor`, the method with the extractor's features in stage 2 beside it, on the
+same splits.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 
 from mer_plugin.datasets import grouped_folds, load_dataset
+from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.evaluate import metrics
 from mer_plugin.training.methods import fit, predict
 from mer_plugin.training.prepare import prepare
@@ -30,23 +35,35 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--group-by", default="Artist")
+    parser.add_argument("--extractor", action="append", default=[])
+    parser.add_argument("--set", action="append", default=[], help="NAME=VALUE (Settings)")
     args = parser.parse_args()
 
     data = load_dataset(args.dataset, args.group_by)
-    ctx = prepare(data, args.backbone, Settings(views=args.views), clip_level=False).ctx
-    labels, classes = ctx.clip_labels, ctx.dataset.classes
-    means = []
+    settings = Settings(views=args.views).with_overrides(args.set)
+    extras = SongExtras.of(args.extractor) if args.extractor else None
+    with_extras = prepare(data, args.backbone, settings, clip_level=False, extras=extras).ctx
+    runs = {args.method: replace(with_extras, extras=None)}
+    if extras:
+        runs[f"{args.method}+{'+'.join(extras.names)}"] = with_extras
+    means: dict[str, list[float]] = {name: [] for name in runs}
     for seed in range(args.seeds):
-        scores = []
-        for k, (train, test) in enumerate(grouped_folds(ctx.dataset, args.folds, seed)):
-            probs = predict(fit(args.method, ctx, train, 100 * seed + k), ctx, test)
-            scores.append(metrics(probs, labels[test], classes)["macro_f1"])
-        means.append(float(np.mean(scores)))
-        print(f"fold seed {seed}: macro-F1 {means[-1]:.3f} ± {np.std(scores, ddof=1):.3f}")
-    print(
-        f"{args.backbone}, {args.method}, views {args.views}: mean over {args.seeds} fold "
-        f"seeds {np.mean(means):.3f}, seed-to-seed standard deviation {np.std(means, ddof=1):.3f}"
-    )
+        for name, ctx in runs.items():
+            scores = []
+            for k, (train, test) in enumerate(grouped_folds(ctx.dataset, args.folds, seed)):
+                probs = predict(fit(args.method, ctx, train, 100 * seed + k), ctx, test)
+                scores.append(metrics(probs, ctx.clip_labels[test], data.classes)["macro_f1"])
+            means[name].append(float(np.mean(scores)))
+            print(
+                f"fold seed {seed}, {name}: macro-F1 {means[name][-1]:.3f} ± "
+                f"{np.std(scores, ddof=1):.3f}",
+                flush=True,
+            )
+    for name, values in means.items():
+        print(
+            f"{args.backbone}, {name}, views {args.views}: mean over {args.seeds} fold seeds "
+            f"{np.mean(values):.3f}, seed-to-seed standard deviation {np.std(values, ddof=1):.3f}"
+        )
 
 
 if __name__ == "__main__":
