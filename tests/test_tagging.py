@@ -164,10 +164,14 @@ def test_workers_analyse_without_torch(make_audio: MAKE) -> None:
     code = (
         "import sys; from mer_plugin.tagging import analyse; "
         "from mer_plugin.frontend import MUSICNN; "
-        f"assert not isinstance(analyse({str(path)!r}, MUSICNN, True, (('essentia', "
-        "('tempo_bpm',)),)), str); assert 'torch' not in sys.modules, 'torch loaded'"
+        f"result = analyse({str(path)!r}, MUSICNN, True, (('essentia', ('tempo_bpm',)),)); "
+        "assert not isinstance(result, str), result; "
+        "assert 'torch' not in sys.modules, 'torch loaded'"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # cwd: not the checkout, whose source folders would shadow the installed package
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=path.parent
+    )
     assert run.returncode == 0, run.stderr
 
 
