@@ -38,3 +38,17 @@ def make_video_only(tmp_path: Path) -> Callable[..., Path]:
         return write_video_only(tmp_path / name, seconds)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated four-quadrant dataset (tests/synthetic_music.py), 4 clips per class."""
+    from synthetic_music import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("synthetic") / "quadrants", per_class=4)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training cache shared by the tests that train on `dataset_dir`."""
+    return tmp_path_factory.mktemp("cache")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mer_cli import mer
-from synthetic_music import TINY, make_dataset
+from synthetic_music import TINY
 from test_training import FAST
 from tinytag import TinyTag
 
@@ -25,16 +25,6 @@ from mer_plugin.training.prepare import prepare
 USED = [name for name in FEATURE_NAMES if name != "key_pitch_class"]
 FAST_CLI = ["--set", "epochs=6", "--set", "warmup_epochs=2", "--set", "views=2"]
 FAST_CLI += ["--set", "stage2_folds=2", "--backbone", "shortchunk-cnn", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("synthetic") / "quadrants", per_class=4)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 def test_extras_leave_out_category_codes() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic_music import TINY, TINY_SPEC, TinyPlugin, make_dataset
+from synthetic_music import TINY, TINY_SPEC, TinyPlugin
 from typer.testing import CliRunner
 
 from mer_plugin.cli.app import app
@@ -27,16 +27,6 @@ from mer_plugin.training.settings import AugmentSettings, Settings, SettingsErro
 # enough steps for a head to separate the four generated classes, still under a second
 FAST = Settings(epochs=25, warmup_epochs=5, clip_epochs=60, rampup_epochs=5, stage2_folds=2)
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "4q-dev"
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("synthetic") / "quadrants", per_class=4)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="module")
