@@ -93,6 +93,13 @@ class Model:
     def label(self) -> str:
         return f"{self.card['name']} {self.card['version']}"
 
+    @property
+    def song_window(self) -> int:
+        """Segments per training clip (median): the length stage 2 learned songs at."""
+        data = self.card["training_data"]
+        per_clip = data.get("segments_per_clip") or data["segments"] / max(1, data["clips"])
+        return max(1, round(per_clip))
+
 
 # ------------------------------------------------------------------------------ saving
 
@@ -197,7 +204,6 @@ def predict_segments(
     the segments joined in time (the same frames when segments do not overlap). Its
     timeline applies the clip head to each segment, an approximation.
     """
-    from mer_plugin.training.heads import song_features
 
     if len(segments) == 0:
         raise ModelError("no audio segments to predict from")
@@ -206,15 +212,25 @@ def predict_segments(
         frames = clip_frames if clip_frames is not None else _join(segments, model.spec)
         song = _probs(model, _embed(model, frames[None]))[0]
     elif model.song is not None:
-        features = song_features(segment_probs)
-        if model.extras:
-            if extras is None:
-                raise ModelError(f"the model needs the features of {', '.join(model.extras.names)}")
-            features = np.concatenate([features, extras])
-        song = model.song.predict_proba(features)[0]  # type: ignore[attr-defined]
+        song = _stage2(model, segment_probs, extras)
     else:
         song = segment_probs.mean(axis=0)
     return _prediction(model, song, segment_probs)
+
+
+def _stage2(model: Model, segment_probs: np.ndarray, extras: np.ndarray | None) -> np.ndarray:
+    """The song classifier as it was trained: on clips of `model.song_window` segments. A
+    longer song is cut into windows of about that length (one, below two windows), each
+    classified; the song is their mean."""
+    from mer_plugin.training.heads import song_features
+
+    windows = np.array_split(segment_probs, max(1, len(segment_probs) // model.song_window))
+    features = np.stack([song_features(w) for w in windows])
+    if model.extras:
+        if extras is None:
+            raise ModelError(f"the model needs the features of {', '.join(model.extras.names)}")
+        features = np.hstack([features, np.tile(extras, (len(windows), 1))])
+    return model.song.predict_proba(features).mean(axis=0)  # type: ignore[attr-defined]
 
 
 def _join(segments: np.ndarray, spec: FrontEndSpec) -> np.ndarray:

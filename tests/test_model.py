@@ -79,6 +79,29 @@ def test_model_folder_and_card(dataset, cache_dir, tmp_path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
 
 
+def test_a_long_song_is_classified_in_training_length_windows(dataset, cache_dir, tmp_path):
+    """Stage 2 learned from clips of `song_window` segments: a song of two such clips is
+    the mean of the two, not one classification of features spread over both."""
+    from mer_plugin.features import file_segments
+
+    folder = train_model(dataset, TINY, "sssl", FAST, tmp_path / "m", cache_dir)
+    model = load_model(folder)
+    window = model.song_window
+    assert (
+        window
+        == json.loads((folder / "model.json").read_text())["training_data"]["segments_per_clip"]
+    )
+    clips = [file_segments(c.path, model.spec) for c in dataset.clips]
+    a, b = [segments[:window] for segments in clips if len(segments) >= window][:2]
+
+    def probs(segments: np.ndarray) -> np.ndarray:
+        return np.array(list(predict_segments(model, segments).probabilities.values()))
+
+    both = probs(np.concatenate([a, b]))
+    np.testing.assert_allclose(both, (probs(a) + probs(b)) / 2, atol=1e-9)
+    assert len(predict_segments(model, np.concatenate([a, b])).timeline) == 2 * window
+
+
 def test_prediction_fields(dataset, cache_dir, tmp_path) -> None:
     folder = train_model(dataset, TINY, "segment", FAST, tmp_path / "m", cache_dir)
     model = load_model(folder)

@@ -113,6 +113,7 @@ def model_card(
             "name": data.name,
             "clips": len(data.clips),
             "segments": int(len(prepared.ctx.table)),
+            "segments_per_clip": int(np.median(np.bincount(prepared.ctx.table.clip))),
             "per_class": dict(sorted(Counter(c.label for c in data.clips).items())),
             "groups": len(set(data.groups)),
             "skipped": data.skipped,
