@@ -154,6 +154,33 @@ def test_a_clip_model_tags_as_predict_says(make_audio: MAKE, options, tmp_path: 
         assert outcome.valence == pytest.approx(prediction.valence, abs=1e-6)
 
 
+def test_workers_stream_a_long_file_as_inline_analysis_has_it(make_audio: MAKE) -> None:
+    """A worker's segment batches, gathered in this process, are the inline segments."""
+    from mer_plugin.frontend import MUSICNN
+    from mer_plugin.tagging import Planned, _Interrupts, _Pipeline
+
+    path = song(make_audio, "long.mp3", 95.0, kind="noise")
+    inline = analyse(str(path), MUSICNN, False)
+    with _Interrupts() as interrupts, _Pipeline(MUSICNN, False, (), jobs=2) as pipeline:
+        pipeline.submit(Planned(path, bytes(path), path.stat(), None))
+        _, streamed = pipeline.next_done(interrupts)
+    assert not isinstance(inline, str) and not isinstance(streamed, str)
+    assert len(inline.segments) == 31  # 95 s in 3 s segments, sent in several batches
+    np.testing.assert_array_equal(streamed.segments, inline.segments)
+
+
+def test_gathering_grows_past_a_short_estimate() -> None:
+    from mer_plugin.frontend import MUSICNN
+    from mer_plugin.tagging import _Gather
+
+    rng = np.random.default_rng(0)
+    batches = [rng.random((k, 187, 96), dtype=np.float32) for k in (3, 1, 5)]
+    gather = _Gather(2, MUSICNN)  # the header said 2 segments; there are 9
+    for batch in batches:
+        gather.add(batch)
+    np.testing.assert_array_equal(gather.array(), np.concatenate(batches))
+
+
 def test_workers_analyse_without_torch(make_audio: MAKE) -> None:
     """A worker (segments, a clip's frames, extractor features) never loads torch: its
     ~0.7 GB would be paid once per job."""
