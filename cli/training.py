@@ -43,6 +43,7 @@ Extractors = Annotated[
     list[str] | None,
     typer.Option(
         "--extractor",
+        metavar="NAME",
         help="A song-level extractor (`mer plugins`, e.g. essentia) whose features stage 2 "
         "adds to the song classifier (segment, sssl; repeatable).",
     ),
