@@ -39,7 +39,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import soundfile as sf
 import soxr
-from audio_factory import write_audio  # noqa: E402
+from audio_factory import write_audio_once  # noqa: E402
 
 from mer_plugin.audio import open_stream
 from mer_plugin.features import iter_segments
@@ -54,22 +54,17 @@ PIPELINE_TARGET_X = 300  # asserted: decode alone slower than this fails the pip
 
 
 @pytest.fixture(scope="session")
-def audio_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
-    cache = getattr(request.config, "cache", None)
-    if cache is None:  # -p no:cacheprovider
-        return tmp_path_factory.mktemp("bench-audio")
-    return Path(cache.mkdir("mer-bench-audio"))
+def audio_dir(kept_dir: Path) -> Path:
+    folder = kept_dir / "decode"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def bench_file(folder: Path, fmt: str, seconds: int) -> Path:
-    """A cached test file; written (atomically) the first time it is asked for."""
+    """A kept test file; written the first time it is asked for."""
+    kind = "tone" if fmt == "flac" else "noise"  # noise does not compress
     path = folder / f"{seconds}s.{fmt}"
-    if not path.exists():
-        kind = "tone" if fmt == "flac" else "noise"  # noise does not compress
-        partial = path.with_name(f"partial-{path.name}")
-        write_audio(partial, seconds, sample_rate=44100, channels=2, kind=kind, fmt=fmt)
-        partial.replace(path)
-    return path
+    return write_audio_once(path, seconds, sample_rate=44100, channels=2, kind=kind)
 
 
 # ------------------------------------------------------------------ decoders

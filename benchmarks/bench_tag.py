@@ -49,7 +49,7 @@ import pytest  # noqa: E402
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
-from audio_factory import write_audio  # noqa: E402
+from audio_factory import write_audio_once  # noqa: E402
 
 from mer_plugin.audio import open_stream  # noqa: E402
 from mer_plugin.library import walk  # noqa: E402
@@ -64,20 +64,10 @@ MEMORY_TARGET = 1.5e9
 
 
 @pytest.fixture(scope="session")
-def bench_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
-    cache = getattr(request.config, "cache", None)
-    if cache is None:  # -p no:cacheprovider
-        return tmp_path_factory.mktemp("bench-tag")
-    return Path(cache.mkdir("mer-bench-tag"))
-
-
-def generated(path: Path, seconds: float, **options) -> Path:
-    """A file written once (atomically) and kept."""
-    if not path.exists():
-        partial = path.with_name(f"partial-{path.name}")
-        write_audio(partial, seconds, fmt=path.suffix[1:], **options)
-        partial.replace(path)
-    return path
+def bench_dir(kept_dir: Path) -> Path:
+    folder = kept_dir / "tag"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +79,8 @@ def library(bench_dir: Path) -> list[Path]:
         fmt = FORMATS[i % len(FORMATS)]
         rate = 48000 if fmt == "opus" else 44100
         path = folder / f"{i:02d}.{fmt}"
-        songs.append(generated(path, TRACK_S, sample_rate=rate, channels=2, kind="noise", seed=i))
+        options = {"sample_rate": rate, "channels": 2, "kind": "noise", "seed": i}
+        songs.append(write_audio_once(path, TRACK_S, **options))
     return songs
 
 
@@ -193,7 +184,7 @@ def test_peak_memory_of_a_two_hour_file(
 ) -> None:
     """--jobs 1 analyses the file in the main process; --jobs 2 (with a 4-min track beside
     it, else one file means one job) in a worker, which sends the segments over."""
-    long = generated(bench_dir / "2h.flac", LONG_S, sample_rate=44100, channels=2)
+    long = write_audio_once(bench_dir / "2h.flac", LONG_S, sample_rate=44100, channels=2)
     files = [long] if jobs == 1 else [long, library[0]]
     mer = Path(sys.executable).with_name("mer")
     cmd = [mer, "tag", *files, "--model", model_dir, "--jobs", str(jobs), "--force", "-q"]

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+
+@pytest.fixture(scope="session")
+def kept_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder kept across runs (pytest's cache) for generated inputs; a temporary one
+    under `-p no:cacheprovider`."""
+    cache = getattr(request.config, "cache", None)
+    if cache is None:
+        return tmp_path_factory.mktemp("bench")
+    return Path(cache.mkdir("mer-bench"))
 
 
 @pytest.fixture(scope="module")

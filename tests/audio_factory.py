@@ -137,6 +137,17 @@ def write_audio(
     return path
 
 
+def write_audio_once(path: str | Path, seconds: float, **options) -> Path:
+    """`write_audio` unless `path` exists: written under a temporary name and renamed, so
+    a kept file (benchmarks' inputs) is never half written."""
+    path = Path(path)
+    if not path.exists():
+        partial = path.with_name(f"partial-{path.name}")
+        write_audio(partial, seconds, **options)
+        partial.replace(path)
+    return path
+
+
 def _ffmpeg_encode(
     path: Path, blocks: Iterator[np.ndarray], sample_rate: int, channels: int, args: list[str]
 ) -> None:
