@@ -292,17 +292,15 @@ def _segments(
     duration = audio_info(path).duration or 0.0
     frames = duration * spec.sample_rate / spec.hop_length + 1
     expected = int(frames / spec.segment_hop_frames) + 2 if duration else 0
-    gather = None
-    if send is None:
-        gather = _Gather(expected, spec)
-    else:
+    if send is not None:
         send(("expect", expected))
-    for batch in iter_segments(path, spec):
-        if gather is None:
+        for batch in iter_segments(path, spec):
             send(batch)
-        else:
-            gather.add(batch)
-    return gather.array() if gather is not None else None
+        return None
+    gather = _Gather(expected, spec)
+    for batch in iter_segments(path, spec):
+        gather.add(batch)
+    return gather.array()
 
 
 class _Gather:
