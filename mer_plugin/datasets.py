@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mer_plugin.emotion import QUADRANTS
 from mer_plugin.errors import MerError
 
-QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
 AUDIO_EXTENSIONS = (".wav", ".aif", ".aiff", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4")
 
 

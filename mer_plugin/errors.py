@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# what a decoder says of bytes it cannot make sense of
+UNRECOGNISED = "not a recognised audio file (unknown format or corrupt data)"
+
 
 class MerError(Exception):
     """Base of every error mer reports to a user as one line."""

@@ -14,7 +14,7 @@ name (backbone, extractor, decoder) are an error that names both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +27,6 @@ from mer_plugin.frontend import FrontEndSpec
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
-
-    from mer_plugin.audio import AudioInfo, Source
 
 PROJECT = "mer"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -54,12 +52,40 @@ class Backbone:
 
 
 @dataclass(frozen=True)
+class AudioInfo:
+    """What a file's headers say; nothing is decoded."""
+
+    path: Path
+    duration: float | None  # seconds; None when the headers do not say
+    sample_rate: int
+    channels: int
+    codec: str  # e.g. "pcm_16", "flac", "mp3", "vorbis", "opus", "aac"
+    container: str  # e.g. "wav", "flac", "mp3", "ogg", "mov"
+    decoder: str  # the registered decoder that read the headers
+
+
+@dataclass
+class Source:
+    """An opened file, as a decoder hands it over.
+
+    `blocks` yields float32 arrays of shape (frames, channels) at `sample_rate`;
+    a decoder may reuse a block's memory once the next block is asked for.
+    `expected_frames` is the exact length the headers declare, or None.
+    """
+
+    sample_rate: int
+    channels: int
+    blocks: Iterator[np.ndarray]
+    expected_frames: int | None = None
+
+
+@dataclass(frozen=True)
 class Decoder:
     """Reads files of some extensions; mer down-mixes, resamples and re-blocks its output.
 
-    `open(path, block_frames)` is a context manager giving a `mer_plugin.audio.Source`
-    (sample rate, channels, blocks of float32 (frames, channels), declared length);
-    `info(path)` reads the headers into a `mer_plugin.audio.AudioInfo`. Either raises
+    `open(path, block_frames)` is a context manager giving a `Source` (sample rate,
+    channels, blocks of float32 (frames, channels), declared length); `info(path)` reads
+    the headers into an `AudioInfo`. Either raises
     (preferably `AudioError`) for a file it cannot read: the next decoder is tried.
     For an extension, decoders are tried from the highest `priority` down; built-ins
     use 10 for the formats they are chosen for and 0 for fallbacks.

@@ -1,7 +1,12 @@
 """The plugin manager: built-in modules first, then the entry points of group ``mer``.
 
-Built-ins register through the same hooks as third-party plugins. Loading is controlled
-by two environment variables, both lists of entry-point names separated by commas:
+Built-ins (`mer_plugin.builtin`) register through the same hooks as third-party plugins;
+this module names them but never imports them statically. Each hook's table of
+components is built once, by calling every implementation through pluggy (so pluggy's
+tracing and hook wrappers apply), and built again after `register` or `unregister`.
+
+Loading is controlled by two environment variables, both lists of entry-point names
+separated by commas:
 ``MER_PLUGINS`` (only these third-party plugins load) and ``MER_DISABLE_PLUGINS`` (these
 do not). A plugin that fails to import, or whose hook raises, is reported by name with
 the reason and skipped; the run goes on.
@@ -29,10 +34,10 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "mer"
 # modules with hookimpls, registered before entry points
 BUILTIN_PLUGINS: tuple[str, ...] = (
-    "mer_plugin.audio",
-    "mer_plugin.backbones",
-    "mer_plugin.extractors.essentia_descriptors",
-    "mer_plugin.tags",
+    "mer_plugin.builtin.decoders",
+    "mer_plugin.builtin.tag_writers",
+    "mer_plugin.builtin.backbones",
+    "mer_plugin.builtin.essentia",
 )
 HOOKS: dict[str, type] = {
     "mer_backbones": Backbone,
@@ -67,14 +72,24 @@ class Plugins:
     manager: pluggy.PluginManager
     loaded: list[PluginInfo] = field(default_factory=list)
     failures: list[PluginFailure] = field(default_factory=list)
+    _tables: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    def register(self, plugin: object, name: str) -> str | None:
+        """Register a plugin object (tests, embedding applications); tables are rebuilt."""
+        registered = self.manager.register(plugin, name=name)
+        self._tables.clear()
+        return registered
+
+    def unregister(self, name: str) -> None:
+        self.manager.unregister(name=name)
+        self._tables.clear()
 
     def provided(self, hook: str) -> Iterator[tuple[str, Any]]:
         """(plugin name, component) for every component a hook's implementations return,
         in registration order; an implementation that raises is reported and skipped."""
-        implementations = getattr(self.manager.hook, hook).get_hookimpls()
-        for impl in implementations:
+        for impl in getattr(self.manager.hook, hook).get_hookimpls():
             try:
-                components = list(impl.function() or ())
+                components = [c for result in self._call_one(hook, impl) for c in result or ()]
             except Exception as error:  # a plugin's bug must not take the run down
                 self.report_failure(impl.plugin_name, f"hook {hook} raised {error!r}")
                 continue
@@ -84,8 +99,18 @@ class Plugins:
                 else:
                     self.report_failure(impl.plugin_name, f"hook {hook} returned {component!r}")
 
+    def _call_one(self, hook: str, impl: pluggy.HookImpl) -> list:
+        """One plugin's implementation of `hook`, called through pluggy."""
+        others = [p for p in self.manager.get_plugins() if p is not impl.plugin]
+        return self.manager.subset_hook_caller(hook, remove_plugins=others)()
+
     def components(self, hook: str) -> dict[str, Any]:
         """Components of a hook by name; a name provided twice raises `PluginClash`."""
+        if hook not in self._tables:
+            self._tables[hook] = self._table(hook)
+        return self._tables[hook]
+
+    def _table(self, hook: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
         owner: dict[str, str] = {}
         for plugin, component in self.provided(hook):
@@ -114,7 +139,7 @@ class Plugins:
 
     def report_failure(self, name: str, reason: str) -> None:
         failure = PluginFailure(name, reason)
-        if failure not in self.failures:  # hooks are called again on every lookup
+        if failure not in self.failures:  # a table rebuilt after `register` calls it again
             log.warning("plugin %s skipped: %s", name, reason)
             self.failures.append(failure)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mer_plugin.backbones import create_backbone, get_backbone, model_card
+from mer_plugin.backbones import create_backbone, get_backbone, weights_card
 from mer_plugin.features import iter_segments
 
 BACKBONE = "musicnn-msd"
@@ -77,7 +77,7 @@ def predict_tags(path: str | Path, *, device: str = "cpu", batch_size: int = 64)
             rows.append(model.tag_probs(torch.from_numpy(batch).to(device)).cpu().numpy())
     probs = np.concatenate(rows) if rows else np.empty((0, 50), np.float32)
     return TagTimeline(
-        tags=tuple(model_card(BACKBONE)["tags"]),
+        tags=tuple(weights_card(BACKBONE)["tags"]),
         starts=np.arange(len(probs)) * spec.segment_hop_seconds,
         probs=probs,
         segment_seconds=spec.segment_seconds,

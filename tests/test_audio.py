@@ -308,9 +308,9 @@ def test_plugin_decoder_is_used_by_priority(tmp_path: Path) -> None:
     path = tmp_path / "tone.f32"
     t = np.arange(8000) / 8000
     (0.5 * np.sin(2 * np.pi * 440 * t)).astype("<f4").tofile(path)
-    manager = get_plugins().manager
+    plugins = get_plugins()
     plugin = RawPlugin((".f32", ".flac"), priority=100)
-    manager.register(plugin, name="raw-f32-test")
+    plugins.register(plugin, name="raw-f32-test")
     try:
         assert [d.name for d in decoders_for(path)] == ["raw-f32"]
         x = decode(path)
@@ -318,7 +318,7 @@ def test_plugin_decoder_is_used_by_priority(tmp_path: Path) -> None:
         assert audio_info(path).decoder == "raw-f32"
         assert decoders_for("a.flac")[0].name == "raw-f32"
     finally:
-        manager.unregister(plugin)
+        plugins.unregister("raw-f32-test")
     assert decoders_for("a.flac")[0].name == "soundfile"
     assert not decoders_for(path)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mer_plugin.extractors.essentia_descriptors import (
+from mer_plugin.builtin.essentia import (
     ANALYSIS_RATE,
     FALLBACKS,
     FEATURE_NAMES,
@@ -154,7 +154,7 @@ def test_extractor_is_a_builtin_plugin_reading_files(make_audio) -> None:
 
 
 def test_window_keeps_the_middle_without_holding_the_rest() -> None:
-    from mer_plugin.extractors.essentia_descriptors import ANALYSIS_RATE, MAX_SECONDS, _window
+    from mer_plugin.builtin.essentia import ANALYSIS_RATE, MAX_SECONDS, _window
 
     total = round((MAX_SECONDS + 20) * ANALYSIS_RATE)
     blocks = (np.arange(i, min(i + 65536, total), dtype=np.float32) for i in range(0, total, 65536))

@@ -26,10 +26,10 @@ ATOL = 1e-5  # training (batched cached embeddings) against inference (per file)
 @pytest.fixture(scope="module", autouse=True)
 def tiny_plugin():
     """The tiny backbone, known by name to `load_model` through the plugin hooks."""
-    manager = get_plugins().manager
-    manager.register(TinyPlugin(), name="tiny-test-plugin")
+    plugins = get_plugins()
+    plugins.register(TinyPlugin(), name="tiny-test-plugin")
     yield
-    manager.unregister(name="tiny-test-plugin")
+    plugins.unregister("tiny-test-plugin")
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,11 @@ from mer_plugin.backbones import (
     create_backbone,
     get_backbone,
     list_backbones,
-    model_card,
-    set_trainable,
+    weights_card,
 )
 from mer_plugin.backbones.musicnn import ConvPoolBlock, MusiCNN
 from mer_plugin.frontend import MUSICNN
+from mer_plugin.training.backbone import build_backbone
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
 TAG_ATOL = 1e-3  # absolute, on probabilities
@@ -168,8 +168,9 @@ def test_backbones_build_and_embed(name: str) -> None:
         out = model(x)
     assert out.shape == (3, info.embedding_size) == (3, model.embedding_size)
     assert info.spec == MUSICNN
-    assert tuple(model.layer_groups()) == info.finetune_groups
-    grouped = {id(p) for g in model.layer_groups().values() for p in g.parameters()}
+    children = dict(model.named_children())
+    assert set(info.finetune_groups) <= set(children), "a fine-tune group is no child module"
+    grouped = {id(p) for g in info.finetune_groups for p in children[g].parameters()}
     assert grouped == {id(p) for p in model.parameters()}, "a parameter outside every group"
 
 
@@ -185,7 +186,7 @@ def test_pretrained_loads_from_package_without_network(monkeypatch: pytest.Monke
     assert not model.training
     weights = model.state_dict()["head.1.weight"]
     assert not torch.equal(weights, random.state_dict()["head.1.weight"])
-    card = model_card("musicnn-msd")
+    card = weights_card("musicnn-msd")
     assert len(card["tags"]) == 50 and card["tags"][-1] == "happy"
     assert card["frontend"] == MUSICNN.to_dict()
     assert card["licence"]["spdx"] == "ISC"
@@ -210,12 +211,16 @@ def test_shortchunk_has_no_pretrained_weights() -> None:
         create_backbone("shortchunk-cnn")
 
 
-def test_set_trainable_freezes_all_but_chosen_groups() -> None:
-    model = create_backbone("musicnn-msd", pretrained=False)
-    trainable = set_trainable(model, ["backend", "head"])
-    assert {id(p) for p in trainable} == {
-        id(p) for g in ("backend", "head") for p in model.layer_groups()[g].parameters()
+def test_finetune_freezes_all_but_the_last_groups_the_embedding_uses() -> None:
+    """`--finetune 2`: mid-end and back-end learn (the tag head is not in the embedding's
+    path), the front-end stays frozen; more groups than the network has is an error."""
+    backbone = get_backbone("musicnn-msd")
+    built = build_backbone(backbone, pretrained=False, finetune=2, seed=0)
+    model = built.module
+    assert built.trainable_groups == ("midend", "backend")
+    assert {id(p) for p in built.trainable_parameters()} == {
+        id(p) for g in ("midend", "backend") for p in model.get_submodule(g).parameters()
     }
     assert not any(p.requires_grad for p in model.frontend.parameters())
-    with pytest.raises(ValueError, match="unknown layer groups"):
-        set_trainable(model, ["nope"])
+    with pytest.raises(BackboneError, match="cannot fine-tune 4"):
+        build_backbone(backbone, pretrained=False, finetune=4, seed=0)

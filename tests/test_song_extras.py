@@ -14,8 +14,8 @@ from synthetic_music import TINY
 from test_training import FAST
 from tinytag import TinyTag
 
+from mer_plugin.builtin.essentia import FEATURE_NAMES
 from mer_plugin.datasets import grouped_folds, load_dataset
-from mer_plugin.extractors.essentia_descriptors import FEATURE_NAMES
 from mer_plugin.model import ModelError, load_model
 from mer_plugin.song_extras import ExtractorError, SongExtras
 from mer_plugin.training.heads import SONG_C_GRID, SongClassifier, pick_c

@@ -53,6 +53,7 @@ from mutagen.mp4 import MP4Cover, MP4FreeForm
 from tinytag import TinyTag
 
 from mer_plugin import tags
+from mer_plugin.builtin import tag_writers
 from mer_plugin.hookspecs import TagWriter
 from mer_plugin.plugins import get_plugins
 from mer_plugin.tags import (
@@ -564,7 +565,7 @@ def test_a_failing_writer_leaves_the_original(make_audio: MAKE, tmp_path: Path):
         copy.write_bytes(b"half-written")
         raise RuntimeError("the plugin broke")
 
-    broken = TagWriter("broken", (".wav",), scribble, tags.read_id3)
+    broken = TagWriter("broken", (".wav",), scribble, tag_writers.read_id3)
     with pytest.raises(TagError, match="RuntimeError: the plugin broke"):
         write_tags(path, FIELDS_IN, writer=broken)
     assert path.read_bytes() == before
@@ -578,14 +579,14 @@ def test_file_changed_or_vanished_during_the_write(make_audio: MAKE, tmp_path: P
     path = make_audio("busy.flac", seconds=0.5)
 
     def write_while_busy(copy: Path, fields: dict[str, str]) -> None:
-        tags.write_vorbis(copy, fields)
+        tag_writers.write_vorbis(copy, fields)
         if meanwhile == "changed":
             with open(path, "ab") as f:
                 f.write(b"more")
         else:
             path.unlink()
 
-    busy = TagWriter("busy", (".flac",), write_while_busy, tags.read_vorbis)
+    busy = TagWriter("busy", (".flac",), write_while_busy, tag_writers.read_vorbis)
     expected = path.read_bytes() + b"more"
     with pytest.raises(TagError, match=f"{meanwhile} while its tags were written"):
         write_tags(path, FIELDS_IN, writer=busy)

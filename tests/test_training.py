@@ -36,10 +36,10 @@ def prepared(dataset_dir: Path, cache_dir: Path):
 
 @pytest.fixture
 def tiny_plugin():
-    manager = get_plugins().manager
-    plugin = manager.register(TinyPlugin(), name="tiny-test-plugin")
+    plugins = get_plugins()
+    plugin = plugins.register(TinyPlugin(), name="tiny-test-plugin")
     yield plugin
-    manager.unregister(name="tiny-test-plugin")
+    plugins.unregister("tiny-test-plugin")
 
 
 # ------------------------------------------------------------------------------ pieces

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from mer_plugin.backbones.musicnn import LAYER_GROUPS
+from mer_plugin.builtin.backbones import MUSICNN_GROUPS
 from mer_plugin.frontend import MUSICNN
 
 CHECKPOINT = "musicnn/MSD_musicnn/"  # checkpoint prefix inside the wheel (files ".index", ...)
@@ -258,7 +258,7 @@ def model_card(wheel: Path, state: dict[str, np.ndarray]) -> dict:
         "input": "log-mel segments (batch, frames, 96), time-major; trained on 187 frames (3 s)",
         "embedding": "penultimate: dense 200 + ReLU + batch norm (before the tag layer)",
         "embedding_size": int(state["backend.dense.bias"].shape[0]),
-        "layer_groups": list(LAYER_GROUPS),  # fine-tunable, input to output; layer prefixes
+        "layer_groups": list(MUSICNN_GROUPS),  # fine-tunable, input to output; layer prefixes
         "layers": {k: list(v.shape) for k, v in state.items()},
         "converted": date.today().isoformat(),
         "converter": "tools/convert_musicnn.py",

@@ -31,9 +31,6 @@ BN_MOMENTUM = 0.01  # torch's momentum = 1 - TensorFlow's decay 0.99
 # segment on CPU when each call's output stays cache-sized (measured on AVX-512, 1-2 threads).
 EVAL_CHUNK = 2
 
-# Fine-tunable layer groups, input to output; each is a child module of `MusiCNN`.
-LAYER_GROUPS: tuple[str, ...] = ("frontend", "midend", "backend", "head")
-
 
 def _bn2d(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
@@ -168,7 +165,8 @@ class MusiCNN(nn.Module):
     200-d penultimate layer, or with ``embedding="pool"`` the 1506-d pooled mid-end
     features below it (the max_pool/mean_pool outputs of the original extractor).
     `tag_logits` / `tag_probs` give the original tagger's outputs. Any number of frames
-    works (the model is convolutional in time); it was trained on 187 (3 s).
+    works (the model is convolutional in time); it was trained on 187 (3 s). Its
+    children, input to output: frontend, midend, backend, head (the fine-tunable groups).
     """
 
     embedding_size: int
@@ -221,7 +219,3 @@ class MusiCNN(nn.Module):
         """Embedding (B, 200) and tag probabilities (B, 50) in one pass."""
         embedding = self.embed(x)
         return embedding, torch.sigmoid(self.head(embedding))
-
-    def layer_groups(self) -> dict[str, nn.Module]:
-        """Fine-tunable layer groups, input to output."""
-        return {name: getattr(self, name) for name in LAYER_GROUPS}

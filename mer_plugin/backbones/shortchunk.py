@@ -11,8 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-LAYER_GROUPS: tuple[str, ...] = ("stem", "body", "embedding")
-
 
 def _block(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
@@ -28,6 +26,7 @@ class ShortChunkCNN(nn.Module):
 
     Six blocks halve time and frequency each (187 x 96 -> 2 x 1); the remaining frequency
     is max-pooled, time is max- and mean-pooled, and a dense layer makes the embedding.
+    Its children, input to output: stem, body, embedding (the fine-tunable groups).
     """
 
     def __init__(
@@ -59,7 +58,3 @@ class ShortChunkCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(x)
-
-    def layer_groups(self) -> dict[str, nn.Module]:
-        """Fine-tunable layer groups, input to output."""
-        return {name: getattr(self, name) for name in LAYER_GROUPS}

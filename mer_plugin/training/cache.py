@@ -34,17 +34,9 @@ from mer_plugin.training.augment import augment, crop, jitter_starts
 from mer_plugin.training.backbone import BuiltBackbone, state_digest
 from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import AugmentSettings
+from mer_plugin.user_cache import cache_folder
 
 FORMAT = 1  # bump when the layout of a cache folder changes
-
-
-def cache_root(override: str | Path | None = None) -> Path:
-    if override:
-        return Path(override)
-    if env := os.environ.get("MER_CACHE_DIR"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mer"
 
 
 def _digest(payload: object) -> str:
@@ -85,7 +77,7 @@ def frame_cache(
     """The frame cache of a dataset's clips, built on first use."""
     clips = [(str(c.path.resolve()), *_stat(c.path)) for c in dataset.clips]
     key = _digest({"format": FORMAT, "clips": clips, "spec": spec.to_dict()})
-    folder = cache_root(root) / "frames" / key
+    folder = cache_folder(root) / "frames" / key
     if not (folder / "index.json").is_file():
         _build_frames(dataset, spec, folder, reporter or Reporter(quiet=True))
     return _open_frames(folder, key, spec)
@@ -230,7 +222,7 @@ def extras_cache(
     that names it: the frame cache has already dropped the undecodable ones."""
     card = extras.to_card()
     key = _digest({"clips": [(str(c.path), *_stat(c.path)) for c in dataset.clips], "x": card})
-    path = cache_root(root) / "extras" / f"{key}.npy"
+    path = cache_folder(root) / "extras" / f"{key}.npy"
     if path.is_file():
         return np.load(path)
     reporter = reporter or Reporter(quiet=True)
@@ -304,7 +296,7 @@ def embedding_cache(
             "level": level,
         }
     )
-    folder = cache_root(root) / "embeddings" / key
+    folder = cache_folder(root) / "embeddings" / key
     folder.mkdir(parents=True, exist_ok=True)
     reporter = reporter or Reporter(quiet=True)
     out = []

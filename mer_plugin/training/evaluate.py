@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mer_plugin.datasets import QUADRANTS, Dataset, grouped_folds
+from mer_plugin.datasets import Dataset, grouped_folds
+from mer_plugin.emotion import QUADRANTS
 from mer_plugin.hookspecs import Backbone
 from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.methods import Context, clean_probability, fit, fit_ce, predict

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from mer_plugin.errors import MerError
+from mer_plugin.kernels.confidence import GMM_MAX_ITER, GMM_REG_COVAR, GMM_TOL
 
 METHODS = ("clip", "segment", "sssl")
 
@@ -66,9 +67,9 @@ class Settings:
     # GMM on each loss minus its clip's mean loss: segments that disagree with their clip,
     # not whole clips that are hard (which the plain loss flags; docs/results.md)
     clip_relative_loss: bool = True
-    gmm_max_iter: int = 10
-    gmm_tol: float = 1e-2
-    gmm_reg_covar: float = 5e-4
+    gmm_max_iter: int = GMM_MAX_ITER
+    gmm_tol: float = GMM_TOL
+    gmm_reg_covar: float = GMM_REG_COVAR
     min_split: int = 8  # fewer segments than this on one side: all stay labelled this epoch
     # --- sssl stage 2 (song classifier on aggregated segment probabilities)
     song_classifier: bool = True  # False: the song is the mean of its segment probabilities

@@ -5,15 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-LAYER_GROUPS = ("convs", "embedding")
-
 
 class TinyCNN(nn.Module):
     """(B, frames, n_mels) log-mel segments -> (B, embedding_size) embeddings.
 
-    mer asks three things of a backbone module: `embed(x)` (and `forward`), an
-    `embedding_size` attribute, and `layer_groups()` naming its parameter groups from
-    input to output, so training can fine-tune the last k of them.
+    mer asks two things of a backbone module: `forward(x)` gives the embeddings, and the
+    names in the record's `finetune_groups` ("convs", "embedding") are its child modules,
+    from input to output, so training can fine-tune the last k of them.
     """
 
     def __init__(self, embedding_size: int = 32) -> None:
@@ -30,12 +28,6 @@ class TinyCNN(nn.Module):
         self.embedding = nn.Sequential(nn.Linear(32, embedding_size), nn.ReLU())
         self.embedding_size = embedding_size
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.convs(x.unsqueeze(1)).amax(dim=3)  # (B, 16, frames / 16)
         return self.embedding(torch.cat([h.amax(dim=2), h.mean(dim=2)], dim=1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(x)
-
-    def layer_groups(self) -> dict[str, nn.Module]:
-        return {name: getattr(self, name) for name in LAYER_GROUPS}

@@ -1,0 +1,66 @@
+"""The built-in backbones, a plugin like any other (`mer_backbones` hook).
+
+Records only: torch and the networks are imported when a backbone is built, not when the
+plugins load (importing torch takes ~2 s). `finetune_groups` name each network's child
+modules from input to output (`musicnn.LAYER_GROUPS`, `shortchunk.LAYER_GROUPS`; a test
+checks they match).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from mer_plugin.backbones import build
+from mer_plugin.frontend import MUSICNN
+from mer_plugin.hookspecs import Backbone, hookimpl
+
+if TYPE_CHECKING:
+    from torch import nn
+
+MUSICNN_GROUPS = ("frontend", "midend", "backend", "head")
+SHORTCHUNK_GROUPS = ("stem", "body", "embedding")
+
+
+def _musicnn(embedding: str = "penultimate") -> nn.Module:
+    from mer_plugin.backbones.musicnn import MusiCNN
+
+    return MusiCNN(embedding=embedding)
+
+
+def _shortchunk() -> nn.Module:
+    from mer_plugin.backbones.shortchunk import ShortChunkCNN
+
+    return ShortChunkCNN(embedding_size=256)
+
+
+@hookimpl
+def mer_backbones() -> list[Backbone]:
+    return [
+        Backbone(
+            "musicnn-msd",
+            partial(build, "musicnn-msd", _musicnn, "musicnn-msd"),
+            MUSICNN,
+            embedding_size=200,
+            finetune_groups=MUSICNN_GROUPS,
+            description="MSD_musicnn (Pons & Serra 2019) ported from musicnn 0.1.0 (ISC); "
+            "200-d penultimate embedding, 50 MSD tags via tag_probs()",
+        ),
+        Backbone(
+            "musicnn-msd-pool",
+            partial(build, "musicnn-msd-pool", partial(_musicnn, "pool"), "musicnn-msd"),
+            MUSICNN,
+            embedding_size=1506,
+            finetune_groups=MUSICNN_GROUPS,  # backend: its pool_bn
+            description="MSD_musicnn's pooled mid-end features (1506-d temporal max and mean "
+            "below the penultimate layer): the same network, a richer embedding for mood",
+        ),
+        Backbone(
+            "shortchunk-cnn",
+            partial(build, "shortchunk-cnn", _shortchunk, None),
+            MUSICNN,
+            embedding_size=256,
+            finetune_groups=SHORTCHUNK_GROUPS,
+            description="small 3x3 short-chunk CNN for training from scratch",
+        ),
+    ]
