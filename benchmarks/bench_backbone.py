@@ -3,7 +3,7 @@
 - `backbone` group: MSD-musicnn (our PyTorch port) and the from-scratch short-chunk CNN,
   fp32, one batch of 64 random 3 s log-mel segments, on all cores and on one
   (`extra_info.segments_per_second`).
-- `predict batch size` group: MSD-musicnn on 128 segments in calls of `model.BATCH` (16,
+- `predict batch size` group: MSD-musicnn on 128 segments in calls of `predict.BATCH` (16,
   what prediction uses) beside calls of 64. Measured here (2026-11-26, medians of 5):
   1.329 s vs 1.340 s; separately, peak RSS 672-676 MB vs 750 MB (/proc VmHWM).
 - `clip_30s` group: a 30 s 44.1 kHz WAV -> the 50 MSD tags per 3 s segment, decode,
@@ -35,9 +35,9 @@ import pytest  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from mer_plugin import model  # noqa: E402
 from mer_plugin.backbones import create_backbone, get_backbone  # noqa: E402
 from mer_plugin.frontend import MUSICNN  # noqa: E402
+from mer_plugin.inference import predict  # noqa: E402
 
 CORES = os.cpu_count() or 1
 torch.set_num_threads(CORES)
@@ -90,10 +90,10 @@ def test_backbone_batch64(benchmark, name: str, threads: int) -> None:
     segments_per_second(benchmark, BATCH)
 
 
-@pytest.mark.parametrize("batch", [model.BATCH, 64], ids=lambda b: f"batch{b}")
+@pytest.mark.parametrize("batch", [predict.BATCH, 64], ids=lambda b: f"batch{b}")
 @pytest.mark.benchmark(group="predict batch size")
 def test_musicnn_predict_batches(benchmark, batch: int) -> None:
-    """128 segments through MSD-musicnn in calls of `model.BATCH` (what predict uses)
+    """128 segments through MSD-musicnn in calls of `predict.BATCH` (what predict uses)
     beside calls of 64. Target: no slower (it holds a quarter of the activations)."""
     net = create_backbone("musicnn-msd")
     x = torch.randn(128, MUSICNN.segment_frames, MUSICNN.n_mels) + 2.0

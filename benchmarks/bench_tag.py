@@ -52,8 +52,8 @@ sys.path.insert(0, str(TESTS))
 from audio_factory import write_audio_once  # noqa: E402
 
 from mer_plugin.audio import open_stream  # noqa: E402
+from mer_plugin.inference import resolve_model  # noqa: E402
 from mer_plugin.library import walk  # noqa: E402
-from mer_plugin.model import resolve_model  # noqa: E402
 from mer_plugin.tagging import TAGGED, TagOptions, load_for_tagging, tag_library  # noqa: E402
 
 TRACKS, TRACK_S = 40, 240

@@ -34,7 +34,7 @@ def predict(
 
 
 def _print_tags(file: Path, top: int, as_json: bool) -> None:
-    from mer_plugin.tagging_msd import predict_tags
+    from mer_plugin.inference.msd_tags import predict_tags
 
     timeline = predict_tags(file)
     if as_json:
@@ -60,7 +60,7 @@ def _top_rows(timeline, top: int) -> list[dict[str, float]]:
 
 
 def _print_emotion(file: Path, model_name: str | None, as_json: bool) -> None:
-    from mer_plugin.model import load_model, predict_file, resolve_model
+    from mer_plugin.inference import load_model, predict_file, resolve_model
 
     model = load_model(resolve_model(model_name))
     result = predict_file(model, file)

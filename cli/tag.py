@@ -90,9 +90,9 @@ def tag(
 
 
 def _exit_code(run) -> int:
-    from mer_plugin.tagging import FAILED, shown
+    from mer_plugin.tagging import Status, shown
 
-    failed = [o for o in run.outcomes if o.status == FAILED]
+    failed = [o for o in run.outcomes if o.status == Status.FAILED]
     for outcome in failed:
         typer.secho(f"failed: {shown(outcome.path)}: {outcome.reason}", err=True, fg="red")
     if run.interrupted:
@@ -139,24 +139,24 @@ def _print_summary(run) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from mer_plugin.tagging import FAILED, NOT_DONE, SKIPPED, TAGGED, WOULD_TAG, shown
+    from mer_plugin.tagging import Status, shown
 
     for o in run.outcomes:  # plain lines, never wrapped: one per file
-        if o.status == WOULD_TAG:
+        if o.status == Status.WOULD_TAG:
             was = o.previous_mood or "no mood"
             typer.echo(f"would tag {shown(o.path)}: {was} -> {o.mood} ({o.quadrant})")
     console = Console(highlight=False)
     table = Table("", "files", title=f"mer tag ({run.model})", title_justify="left")
     table.add_row(
         "would tag" if run.dry_run else "tagged",
-        str(run.count(WOULD_TAG if run.dry_run else TAGGED)),
+        str(run.count(Status.WOULD_TAG if run.dry_run else Status.TAGGED)),
     )
-    for status in (SKIPPED, FAILED):
+    for status in (Status.SKIPPED, Status.FAILED):
         table.add_row(status, str(run.count(status)))
         for reason, n in sorted(run.reasons(status).items(), key=lambda kv: -kv[1]):
             table.add_row(Text(f"  {reason}"), str(n))
     if run.interrupted:
-        table.add_row("not done (interrupted)", str(run.count(NOT_DONE)))
+        table.add_row("not done (interrupted)", str(run.count(Status.NOT_DONE)))
     moods = run.moods()
     if moods:
         table.add_row("mood", "")
@@ -169,9 +169,9 @@ def _print_summary(run) -> None:
 
 
 def _print_timing(console, run) -> None:
-    from mer_plugin.tagging import TAGGED, WOULD_TAG
+    from mer_plugin.tagging import Status
 
-    done = run.count(TAGGED) + run.count(WOULD_TAG)
+    done = run.count(Status.TAGGED) + run.count(Status.WOULD_TAG)
     wall = run.seconds["wall"]
     if done and wall > 0:
         console.print(f"{done} tracks analysed in {wall:.1f} s ({done / wall:.1f} tracks/s)")

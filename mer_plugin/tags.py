@@ -267,24 +267,28 @@ def safe_rewrite(path: Path, edit: Callable[[Path], None], *, keep_mtime: bool =
 
 
 def _check_writable(path: Path) -> os.stat_result:
-    """The file's stat; TagError when it or its folder is read-only. A file or folder
-    without any write permission bit counts as read-only even for root."""
+    """The file's stat; TagError when it or its folder is read-only."""
     try:
         before = os.stat(path)
     except FileNotFoundError:
         raise TagError(path, "file vanished (no such file)") from None
-    if not (before.st_mode & 0o222 and os.access(path, os.W_OK)):
-        raise TagError(path, _read_only(path, "file is read-only"))
-    folder = path.parent
-    if not (os.stat(folder).st_mode & 0o222 and os.access(folder, os.W_OK | os.X_OK)):
-        raise TagError(path, _read_only(path, "folder is read-only"))
+    if reason := read_only_reason(path):
+        raise TagError(path, reason)
     return before
 
 
-def _read_only(path: Path, what: str) -> str:
-    if hasattr(os, "statvfs") and os.statvfs(path).f_flag & os.ST_RDONLY:
-        return "read-only file system"
-    return f"{what} (permission denied)"
+def read_only_reason(path: Path) -> str | None:
+    """Why a (real) file cannot be rewritten by a rename over it, or None. A file or folder
+    without any write permission bit counts as read-only even for root."""
+    for target, access, what in (
+        (path, os.W_OK, "file"),
+        (path.parent, os.W_OK | os.X_OK, "folder"),
+    ):
+        if not (os.stat(target).st_mode & 0o222 and os.access(target, access)):
+            if hasattr(os, "statvfs") and os.statvfs(path).f_flag & os.ST_RDONLY:
+                return "read-only file system"
+            return f"{what} is read-only (permission denied)"
+    return None
 
 
 def temp_prefix(path: Path) -> str:
@@ -341,18 +345,22 @@ def _copy_xattrs(path: Path, temp: str) -> None:
 
 def _check_unchanged(path: Path, before: os.stat_result) -> None:
     """Refuse to replace a file that vanished or changed while its copy was tagged."""
+    change = file_change(path, before)
+    if change == "vanished":
+        raise TagError(path, "file vanished while its tags were written")
+    if change == "changed":
+        raise TagError(path, "file changed while its tags were written (still being written?)")
+
+
+def file_change(path: Path, before: os.stat_result) -> str | None:
+    """ "vanished", "changed" (another file, size or mtime) or None since `before`."""
     try:
         now = os.stat(path)
     except FileNotFoundError:
-        raise TagError(path, "file vanished while its tags were written") from None
-    same = (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == (
-        before.st_dev,
-        before.st_ino,
-        before.st_size,
-        before.st_mtime_ns,
-    )
-    if not same:
-        raise TagError(path, "file changed while its tags were written (still being written?)")
+        return "vanished"
+    fields = ("st_dev", "st_ino", "st_size", "st_mtime_ns")
+    same = all(getattr(now, f) == getattr(before, f) for f in fields)
+    return None if same else "changed"
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -8,7 +8,8 @@ import socket
 import pytest
 from mer_cli import mer
 
-from mer_plugin.model import load_model, predict_file, resolve_model, shipped_models_dir
+from mer_plugin.inference import load_model, predict_file, resolve_model
+from mer_plugin.inference.folder import shipped_models_dir
 
 
 def test_default_model_is_shipped_with_its_card() -> None:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from synthetic_music import TINY, TinyPlugin, make_dataset
 
 from mer_plugin.datasets import load_dataset
-from mer_plugin.model import ModelError, load_model, predict_file, predict_segments
+from mer_plugin.inference import ModelError, load_model, predict_file, predict_segments
 from mer_plugin.plugins import get_plugins
 from mer_plugin.training.methods import fit, predict
 from mer_plugin.training.prepare import prepare

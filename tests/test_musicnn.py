@@ -96,7 +96,7 @@ def test_our_frontend_end_to_end(name: str) -> None:
 def test_predict_tags_from_a_file(tmp_path: Path) -> None:
     """File -> decoder -> log-mel -> model reproduces the original's tags, segment by segment."""
     sf = pytest.importorskip("soundfile")
-    from mer_plugin.tagging_msd import predict_tags
+    from mer_plugin.inference.msd_tags import predict_tags
 
     entry = signals()["chords"]
     path = tmp_path / "chords.wav"

@@ -16,11 +16,11 @@ from tinytag import TinyTag
 
 from mer_plugin.builtin.essentia import FEATURE_NAMES
 from mer_plugin.datasets import grouped_folds, load_dataset
-from mer_plugin.model import ModelError, load_model
+from mer_plugin.inference import ModelError, load_model
 from mer_plugin.song_extras import ExtractorError, SongExtras
-from mer_plugin.training.heads import SONG_C_GRID, SongClassifier, pick_c
 from mer_plugin.training.methods import fit, predict
 from mer_plugin.training.prepare import prepare
+from mer_plugin.training.stage2 import SONG_C_GRID, fit_classifier, pick_c
 
 USED = [name for name in FEATURE_NAMES if name != "key_pitch_class"]
 FAST_CLI = ["--set", "epochs=6", "--set", "warmup_epochs=2", "--set", "views=2"]
@@ -62,7 +62,7 @@ def test_song_classifier_picks_its_strength_by_grouped_folds() -> None:
     assert pick_c(features, labels, groups, seed=0) in SONG_C_GRID
     one_each = [0, 12, 24, 36]
     assert pick_c(features[one_each], labels[one_each], groups[one_each], 0) == 1.0  # too few
-    song = SongClassifier.fit(features, labels, 4, 0.0, seed=0, groups=groups)
+    song = fit_classifier(features, labels, 4, 0.0, seed=0, groups=groups)
     assert (song.predict_proba(features).argmax(axis=1) == labels).mean() > 0.9
 
 

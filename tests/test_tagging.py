@@ -22,21 +22,17 @@ from tiny_model import train_tiny_model
 from tinytag import TinyTag
 
 from mer_plugin.audio import open_stream
+from mer_plugin.inference import Model, predict_file
 from mer_plugin.library import taggable_extensions, walk
-from mer_plugin.model import Model, predict_file
 from mer_plugin.tagging import (
     CACHE_FILE,
     CACHED,
     CHANGED,
-    CRASH_ENV,
-    FAILED,
     OWN_MOOD,
     SAME_MODEL,
-    SKIPPED,
-    TAGGED,
     VANISHED,
     WORKER_DIED,
-    WOULD_TAG,
+    Status,
     Tagger,
     TagOptions,
     TagRun,
@@ -45,6 +41,7 @@ from mer_plugin.tagging import (
     tag_library,
     write_report,
 )
+from mer_plugin.tagging.workers import WORKER_CRASH_ENV
 from mer_plugin.tags import read_tags
 
 MAKE = Callable[..., Path]
@@ -125,7 +122,7 @@ def test_every_format_is_tagged_as_predict_says(make_audio: MAKE, model, options
     paths = [song(make_audio, f"song.{fmt}", kind="noise", seed=i) for i, fmt in enumerate(FORMATS)]
     audio = {p.name: decoded(p) for p in paths}
     run = tag(paths, model, options)
-    assert [o.status for o in run.outcomes] == [TAGGED] * len(FORMATS), run.outcomes
+    assert [o.status for o in run.outcomes] == [Status.TAGGED] * len(FORMATS), run.outcomes
     for outcome in run.outcomes:
         path = outcome.path
         expected = predict_file(model, path)
@@ -150,18 +147,20 @@ def test_a_clip_model_tags_as_predict_says(make_audio: MAKE, options, tmp_path: 
     expected = [predict_file(clip_model, path) for path in paths]
     run = tag(paths, clip_model, options)
     for outcome, prediction in zip(run.outcomes, expected, strict=True):
-        assert (outcome.status, outcome.quadrant) == (TAGGED, prediction.label)
+        assert (outcome.status, outcome.quadrant) == (Status.TAGGED, prediction.label)
         assert outcome.valence == pytest.approx(prediction.valence, abs=1e-6)
 
 
 def test_workers_stream_a_long_file_as_inline_analysis_has_it(make_audio: MAKE) -> None:
     """A worker's segment batches, gathered in this process, are the inline segments."""
     from mer_plugin.frontend import MUSICNN
-    from mer_plugin.tagging import Planned, _Interrupts, _Pipeline
+    from mer_plugin.tagging.interrupts import Interrupts
+    from mer_plugin.tagging.policy import Planned
+    from mer_plugin.tagging.workers import Pipeline
 
     path = song(make_audio, "long.mp3", 95.0, kind="noise")
     inline = analyse(str(path), MUSICNN, False)
-    with _Interrupts() as interrupts, _Pipeline(MUSICNN, False, (), jobs=2) as pipeline:
+    with Interrupts() as interrupts, Pipeline(MUSICNN, False, (), jobs=2) as pipeline:
         pipeline.submit(Planned(path, bytes(path), path.stat(), None))
         _, streamed = pipeline.next_done(interrupts)
     assert not isinstance(inline, str) and not isinstance(streamed, str)
@@ -171,11 +170,11 @@ def test_workers_stream_a_long_file_as_inline_analysis_has_it(make_audio: MAKE) 
 
 def test_gathering_grows_past_a_short_estimate() -> None:
     from mer_plugin.frontend import MUSICNN
-    from mer_plugin.tagging import _Gather
+    from mer_plugin.tagging.analysis import Gather
 
     rng = np.random.default_rng(0)
     batches = [rng.random((k, 187, 96), dtype=np.float32) for k in (3, 1, 5)]
-    gather = _Gather(2, MUSICNN)  # the header said 2 segments; there are 9
+    gather = Gather(2, MUSICNN)  # the header said 2 segments; there are 9
     for batch in batches:
         gather.add(batch)
     np.testing.assert_array_equal(gather.array(), np.concatenate(batches))
@@ -206,7 +205,7 @@ def test_device_choice(model) -> None:
     import torch
 
     from mer_plugin.errors import MerError
-    from mer_plugin.tagging import on_device
+    from mer_plugin.inference.device import on_device
 
     assert on_device(model, "cpu") is model
     if torch.cuda.is_available():
@@ -219,17 +218,17 @@ def test_device_choice(model) -> None:
 def test_rerun_skips_what_is_tagged(make_audio: MAKE, model, options, tmp_path: Path) -> None:
     paths = [song(make_audio, "a.flac"), song(make_audio, "b.mp3", kind="noise")]
     first = tag(paths, model, options)
-    assert [o.status for o in first.outcomes] == [TAGGED, TAGGED]
+    assert [o.status for o in first.outcomes] == [Status.TAGGED, Status.TAGGED]
     second = tag(paths, model, options)
-    assert [(o.status, o.reason) for o in second.outcomes] == [(SKIPPED, CACHED)] * 2
+    assert [(o.status, o.reason) for o in second.outcomes] == [(Status.SKIPPED, CACHED)] * 2
     assert [o.mood for o in second.outcomes] == [o.mood for o in first.outcomes]
     assert second.seconds["analyse"] == 0  # nothing decoded
     (tmp_path / "cache" / CACHE_FILE).unlink()  # a lost cache: the tags still say so
     third = tag(paths, model, options)
-    assert [(o.status, o.reason) for o in third.outcomes] == [(SKIPPED, SAME_MODEL)] * 2
+    assert [(o.status, o.reason) for o in third.outcomes] == [(Status.SKIPPED, SAME_MODEL)] * 2
     assert [o.reason for o in tag(paths, model, options).outcomes] == [CACHED] * 2
     forced = tag(paths, model, options, force=True)
-    assert [o.status for o in forced.outcomes] == [TAGGED, TAGGED]
+    assert [o.status for o in forced.outcomes] == [Status.TAGGED, Status.TAGGED]
 
 
 def test_a_users_mood_is_kept_unless_forced(make_audio: MAKE, model, options) -> None:
@@ -238,10 +237,14 @@ def test_a_users_mood_is_kept_unless_forced(make_audio: MAKE, model, options) ->
     audio["MOOD"] = "Melancholy"
     audio.save()
     kept = tag([path], model, options).outcomes[0]
-    assert (kept.status, kept.reason, kept.previous_mood) == (SKIPPED, OWN_MOOD, "Melancholy")
+    assert (kept.status, kept.reason, kept.previous_mood) == (
+        Status.SKIPPED,
+        OWN_MOOD,
+        "Melancholy",
+    )
     assert read_tags(path)["mood"] == "Melancholy"
     forced = tag([path], model, options, force=True).outcomes[0]
-    assert forced.status == TAGGED and forced.previous_mood == "Melancholy"
+    assert forced.status == Status.TAGGED and forced.previous_mood == "Melancholy"
     assert read_tags(path)["mood"] == forced.mood != "Melancholy"
 
 
@@ -249,7 +252,7 @@ def test_dry_run_writes_nothing(make_audio: MAKE, model, options, tmp_path: Path
     paths = [song(make_audio, "a.ogg"), song(make_audio, "b.m4a")]
     before = [p.read_bytes() for p in paths]
     run = tag(paths, model, options, dry_run=True)
-    assert [o.status for o in run.outcomes] == [WOULD_TAG] * 2
+    assert [o.status for o in run.outcomes] == [Status.WOULD_TAG] * 2
     assert all(o.mood and o.previous_mood is None for o in run.outcomes)
     assert [p.read_bytes() for p in paths] == before
     assert not (tmp_path / "cache").exists()
@@ -273,13 +276,13 @@ def test_reports(make_audio: MAKE, make_broken: MAKE, model, options, tmp_path: 
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["model"] == "tiny-tagger 1" and not report["interrupted"]
     assert [(f["path"], f["status"]) for f in report["files"]] == [
-        (str(good), TAGGED),
-        (str(bad), FAILED),
+        (str(good), Status.TAGGED),
+        (str(bad), Status.FAILED),
     ]
     assert report["summary"]["tagged"] == 1 and report["files"][1]["reason"]
     with open(tmp_path / "r.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["status"] for r in rows] == [TAGGED, FAILED]
+    assert [r["status"] for r in rows] == [Status.TAGGED, Status.FAILED]
     assert rows[0]["mood"] == report["files"][0]["mood"]
 
 
@@ -299,7 +302,10 @@ def test_read_only_file_or_folder(make_audio: MAKE, model, options, tmp_path, wh
     finally:
         os.chmod(target, 0o755)
     (outcome,) = run.outcomes
-    assert (outcome.status, outcome.reason) == (FAILED, f"{what} is read-only (permission denied)")
+    assert (outcome.status, outcome.reason) == (
+        Status.FAILED,
+        f"{what} is read-only (permission denied)",
+    )
     assert run.seconds["analyse"] == 0  # refused before decoding
     assert path.read_bytes() == before
 
@@ -315,13 +321,16 @@ def test_a_file_that_vanishes_or_changes_mid_run(make_audio: MAKE, model, option
         f.write(b"\0" * 4096)
     after = busy.read_bytes()
     outcomes = [tagger.finish(p, a) for p, a in zip(plans, analyses, strict=True)]
-    assert [(o.status, o.reason) for o in outcomes] == [(SKIPPED, VANISHED), (SKIPPED, CHANGED)]
+    assert [(o.status, o.reason) for o in outcomes] == [
+        (Status.SKIPPED, VANISHED),
+        (Status.SKIPPED, CHANGED),
+    ]
     assert busy.read_bytes() == after and not gone.exists()
     early = song(make_audio, "early.flac")
     library = walk([early])
     early.unlink()  # deleted between the walk and its turn
     (outcome,) = tag_library(library, model, options).outcomes
-    assert (outcome.status, outcome.reason) == (SKIPPED, VANISHED)
+    assert (outcome.status, outcome.reason) == (Status.SKIPPED, VANISHED)
 
 
 def test_file_size_limit_fails_that_file_only(make_audio: MAKE, model, options) -> None:
@@ -339,12 +348,12 @@ def test_file_size_limit_fails_that_file_only(make_audio: MAKE, model, options) 
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)
     outcomes = by_name(run)
-    assert outcomes["big.wav"].status == FAILED
+    assert outcomes["big.wav"].status == Status.FAILED
     assert outcomes["big.wav"].reason == "file too large (file size limit reached)"
-    assert outcomes["small.mp3"].status == TAGGED
+    assert outcomes["small.mp3"].status == Status.TAGGED
     assert big.read_bytes() == before
     again = by_name(tag([big, small], model, options))
-    assert (again["big.wav"].status, again["small.mp3"].reason) == (TAGGED, CACHED)
+    assert (again["big.wav"].status, again["small.mp3"].reason) == (Status.TAGGED, CACHED)
 
 
 def test_odd_names(make_audio: MAKE, model, options, tmp_path: Path) -> None:
@@ -355,7 +364,7 @@ def test_odd_names(make_audio: MAKE, model, options, tmp_path: Path) -> None:
     raw = os.fsencode(lib) + b"/caf\xe9 latin-1.flac"  # not UTF-8
     os.rename(make_audio("lib/latin.flac", 3.5), raw)
     run = tag([lib], model, options)
-    assert [o.status for o in run.outcomes] == [TAGGED] * 3
+    assert [o.status for o in run.outcomes] == [Status.TAGGED] * 3
     assert read_tags(raw)["MER_MODEL"] == "tiny-tagger 1"
     write_report(run, tmp_path / "r.json")
     paths = [f["path"] for f in json.loads((tmp_path / "r.json").read_text())["files"]]
@@ -373,15 +382,15 @@ def test_bad_files_never_stop_the_run(make_audio, make_broken, model, options, m
         make_broken("empty.wav", "empty"),
         song(make_audio, "crash-here.flac"),
     ]
-    monkeypatch.setenv(CRASH_ENV, "crash-here")
+    monkeypatch.setenv(WORKER_CRASH_ENV, "crash-here")
     dry = {o.path: o for o in tag(good, model, options, dry_run=True).outcomes}
     run = tag(good + bad, model, options, jobs=2)
     assert [o.path for o in run.outcomes] == good + bad
     for outcome in run.outcomes[: len(good)]:
-        assert outcome.status == TAGGED
+        assert outcome.status == Status.TAGGED
         expected = dry[outcome.path]
         assert (outcome.quadrant, outcome.valence) == (expected.quadrant, expected.valence)
     reasons = {o.path.name: o.reason for o in run.outcomes[len(good) :]}
-    assert all(o.status == FAILED for o in run.outcomes[len(good) :])
+    assert all(o.status == Status.FAILED for o in run.outcomes[len(good) :])
     assert "truncated" in reasons["cut.flac"] and "empty" in reasons["empty.wav"]
     assert reasons["crash-here.flac"] == WORKER_DIED

@@ -9,7 +9,7 @@ heads.py     the head, song features and the stage-2 song classifier
 methods.py   clip, segment and sssl
 prepare.py   dataset + backbone + settings -> everything the methods need
 evaluate.py  grouped K-fold CV, logistic-regression references, GMM check
-train.py     one model on a whole dataset -> a model folder (`mer_plugin.model`)
+train.py     one model on a whole dataset -> a model folder (`mer_plugin.inference`)
 """
 
 from mer_plugin.training.evaluate import EvalOptions, evaluate

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -77,22 +76,3 @@ def _embedding_groups(module: nn.Module, backbone: Backbone) -> tuple[str, ...]:
     )
     module.zero_grad(set_to_none=True)
     return used
-
-
-def state_digest(module: nn.Module) -> str:
-    """SHA-256 over a module's state (names, shapes and float32 bytes), in key order."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        data = tensor.detach().cpu().contiguous()
-        digest.update(str(tuple(data.shape)).encode())
-        digest.update(data.numpy().tobytes())
-    return digest.hexdigest()
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BackboneError("--device cuda: no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)

@@ -29,9 +29,10 @@ from mer_plugin.datasets import Dataset
 from mer_plugin.errors import AudioError, MerError
 from mer_plugin.features import clip_frames
 from mer_plugin.frontend import FrontEndSpec
+from mer_plugin.inference.folder import state_digest
 from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.augment import augment, crop, jitter_starts
-from mer_plugin.training.backbone import BuiltBackbone, state_digest
+from mer_plugin.training.backbone import BuiltBackbone
 from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import AugmentSettings
 from mer_plugin.user_cache import cache_folder

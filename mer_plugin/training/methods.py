@@ -25,12 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from mer_plugin.datasets import Dataset, grouped_folds
+from mer_plugin.inference.heads import Head, SongClassifier, stage2_features
 from mer_plugin.kernels.confidence import gmm_clean_probability
 from mer_plugin.training.cache import SegmentTable
-from mer_plugin.training.heads import Head, SongClassifier, song_features
 from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import Settings
 from mer_plugin.training.sources import CachedSource, Source, compute_threads
+from mer_plugin.training.stage2 import fit_classifier
 
 PREDICT_BATCH = 256
 
@@ -121,7 +122,7 @@ def _predict(fitted: Fitted, ctx: Context, rows: np.ndarray) -> np.ndarray:
     per_clip = segment_probabilities(fitted.head, ctx, rows)
     if fitted.song is None:
         return np.stack([p.mean(axis=0) for p in per_clip])
-    return fitted.song.predict_proba(stage2_features(ctx, rows, per_clip))
+    return fitted.song.predict_proba(clip_stage2_features(ctx, rows, per_clip))
 
 
 def segment_probabilities(head: Head, ctx: Context, rows: np.ndarray) -> list[np.ndarray]:
@@ -437,20 +438,14 @@ def fit_song_classifier(
         inner_probs = segment_probabilities(inner_head, ctx, rows[inner_test])
         for i, p in zip(inner_test, inner_probs, strict=True):
             probs[i] = p
-    features = stage2_features(ctx, rows, probs)
+    features = clip_stage2_features(ctx, rows, probs)
     groups = np.array(ctx.dataset.groups)[rows]
-    return SongClassifier.fit(
-        features, ctx.clip_labels[rows], ctx.n_classes, s.song_c, seed, groups
-    )
+    return fit_classifier(features, ctx.clip_labels[rows], ctx.n_classes, s.song_c, seed, groups)
 
 
-def stage2_features(ctx: Context, rows: np.ndarray, probs: list[np.ndarray]) -> np.ndarray:
-    """Song features of the clips at `rows` from their segment probabilities, followed by
-    their extractor features when the context has them."""
-    features = np.stack([song_features(p) for p in probs])
-    if ctx.extras is None:
-        return features
-    return np.hstack([features, ctx.extras[rows]])
+def clip_stage2_features(ctx: Context, rows: np.ndarray, probs: list[np.ndarray]) -> np.ndarray:
+    """Stage 2's input for the clips at `rows`, with their extractor features if any."""
+    return stage2_features(probs, None if ctx.extras is None else ctx.extras[rows])
 
 
 def _inner_folds(ctx: Context, rows: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -12,8 +12,9 @@ import numpy as np
 from mer_plugin.backbones import get_backbone
 from mer_plugin.datasets import Dataset, DatasetError
 from mer_plugin.hookspecs import Backbone
+from mer_plugin.inference.device import pick_device
 from mer_plugin.song_extras import SongExtras
-from mer_plugin.training.backbone import BuiltBackbone, build_backbone, pick_device
+from mer_plugin.training.backbone import BuiltBackbone, build_backbone
 from mer_plugin.training.cache import (
     FrameCache,
     SegmentTable,

@@ -12,10 +12,10 @@ import numpy as np
 
 from mer_plugin import __version__
 from mer_plugin.datasets import Dataset
+from mer_plugin.emotion import MOODS
 from mer_plugin.hookspecs import Backbone
-from mer_plugin.model import MOODS, save_model
+from mer_plugin.inference.folder import save_model, state_digest
 from mer_plugin.song_extras import SongExtras
-from mer_plugin.training.backbone import state_digest
 from mer_plugin.training.methods import Fitted, fit
 from mer_plugin.training.prepare import Prepared, prepare
 from mer_plugin.training.progress import Reporter

@@ -1,0 +1,171 @@
+"""A trained mer model: a folder with `model.safetensors` (weights) and `model.json` (card).
+
+The safetensors file holds the head (`head.*`), stage 2's song classifier (`song.*`:
+scaler and logistic regression) and, only when the backbone was trained or has no shipped
+weights, the backbone (`backbone.*`); otherwise the card names the shipped backbone and
+the digest of its weights. Never pickle. Class order is data: the card's `classes`.
+
+    model = load_model(resolve_model(None))  # the shipped default, or a folder, or a name
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mer_plugin.backbones import BackboneError, get_backbone
+from mer_plugin.errors import MerError
+from mer_plugin.frontend import FrontEndSpec
+from mer_plugin.inference.card import FORMAT, CardError, Method, ModelCard
+from mer_plugin.inference.heads import Head, SongClassifier
+from mer_plugin.song_extras import SongExtras
+
+
+class ModelError(MerError):
+    """A model folder is missing, incomplete or inconsistent."""
+
+
+@dataclass
+class Model:
+    folder: Path
+    card: ModelCard
+    backbone: nn.Module  # eval mode
+    head: nn.Module  # eval mode
+    song: SongClassifier | None  # stage 2, when the model has one
+    extras: SongExtras | None = None  # song-level extractors stage 2 takes
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.card.classes
+
+    @property
+    def method(self) -> Method:
+        return self.card.method
+
+    @property
+    def spec(self) -> FrontEndSpec:
+        return self.card.backbone.spec
+
+    @property
+    def release(self) -> str:
+        return self.card.release
+
+    @property
+    def song_window(self) -> int:
+        """Segments per training clip (median): the length stage 2 learned songs at."""
+        return self.card.song_window
+
+
+# ------------------------------------------------------------------------------ saving
+
+
+def save_model(folder: str | Path, card: dict, tensors: dict[str, torch.Tensor]) -> Path:
+    """Write the folder atomically (a temporary sibling renamed into place)."""
+    folder = Path(folder)
+    part = folder.with_name(f".{folder.name}.part-{os.getpid()}")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    try:
+        contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        save_file(contiguous, part / "model.safetensors", metadata={"format": str(FORMAT)})
+        (part / "model.json").write_text(json.dumps({"format": FORMAT, **card}, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(part, folder)
+    except OSError as error:
+        raise ModelError(f"{folder}: cannot write the model: {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
+    return folder
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def load_model(folder: str | Path) -> Model:
+    """Load a model folder; the backbone comes from the folder or from the shipped weights."""
+    folder = Path(folder)
+    card, tensors = _read(folder)
+    info = card.backbone
+    try:
+        backbone = get_backbone(info.name)
+        module = backbone.create(info.pretrained and not info.weights_in_model)
+    except (BackboneError, ValueError) as error:
+        raise ModelError(f"{folder}: backbone {info.name}: {error}") from None
+    if info.weights_in_model:
+        module.load_state_dict(_prefixed(tensors, "backbone."))
+    elif state_digest(module) != info.weights_sha256:
+        raise ModelError(f"{folder}: the installed {info.name} weights differ from the trained")
+    head_state = _prefixed(tensors, "head.")
+    dim, hidden = head_state["layers.0.weight"].shape[1], head_state["layers.0.weight"].shape[0]
+    head = Head(dim, len(card.classes), hidden, 0.0)
+    head.load_state_dict(head_state)
+    song = SongClassifier.from_tensors(tensors) if "song.coef" in tensors else None
+    try:
+        extras = SongExtras.from_card(list(card.song_extractors))
+    except MerError as error:
+        raise ModelError(f"{folder}: {error}") from None
+    return Model(folder, card, module.eval(), head.eval(), song, extras or None)
+
+
+def _read(folder: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
+    card_path, weights_path = folder / "model.json", folder / "model.safetensors"
+    if not card_path.is_file() or not weights_path.is_file():
+        raise ModelError(f"{folder}: not a model folder (needs model.json and model.safetensors)")
+    try:
+        data = json.loads(card_path.read_text(encoding="utf-8"))
+        tensors = load_file(weights_path)
+    except (OSError, ValueError, SafetensorError) as error:
+        raise ModelError(f"{folder}: cannot read the model: {error}") from None
+    try:
+        return ModelCard.from_dict(data), tensors
+    except CardError as error:
+        raise ModelError(f"{folder}: {error}") from None
+
+
+def state_digest(module: nn.Module) -> str:
+    """SHA-256 over a module's state (names, shapes and float32 bytes), in key order."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        data = tensor.detach().cpu().contiguous()
+        digest.update(str(tuple(data.shape)).encode())
+        digest.update(data.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+# ----------------------------------------------------------------------------- finding
+
+DEFAULT_MODEL = "default"  # the folder under mer_plugin/models that `mer tag` uses
+
+
+def shipped_models_dir() -> Path:
+    """The folder of the models shipped inside the package."""
+    return Path(__file__).resolve().parents[1] / "models"
+
+
+def resolve_model(name_or_folder: str | Path | None = None) -> Path:
+    """A model folder from a path, the name of a shipped model, or None for the default."""
+    wanted = str(name_or_folder or DEFAULT_MODEL)
+    folder = Path(wanted).expanduser()
+    if (folder / "model.json").is_file():
+        return folder
+    shipped = shipped_models_dir() / wanted
+    if (shipped / "model.json").is_file() and (shipped / "model.safetensors").is_file():
+        return shipped
+    if name_or_folder is None:
+        raise ModelError("no default model is installed with mer; pass --model FOLDER")
+    raise ModelError(f"{wanted}: not a model folder (model.json) nor a shipped model name")

@@ -1,0 +1,124 @@
+"""Analysis: a file decoded into what the model eats (log-mel segments, all frames for
+clip models, extractor features for stage 2), in a worker process or inline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mer_plugin.audio import audio_info
+from mer_plugin.errors import MerError
+from mer_plugin.features import clip_frames, iter_segments
+from mer_plugin.frontend import FrontEndSpec
+from mer_plugin.kernels.segments import cut_segments
+from mer_plugin.song_extras import SongExtras
+
+if TYPE_CHECKING:  # workers import this module: torch (under inference) stays out
+    from mer_plugin.inference import Model
+
+
+@dataclass
+class Analysis:
+    """A worker's result: the file's log-mel segments, all frames for clip models, and the
+    song's extractor features for models whose stage 2 takes them."""
+
+    segments: np.ndarray | None  # None only as a worker sends it: its batches went ahead
+    seconds: float
+    frames: np.ndarray | None = None
+    extras: np.ndarray | None = None
+
+
+ExtrasKey = tuple[tuple[str, tuple[str, ...]], ...]  # (extractor, features used) pairs
+
+
+def extras_key(model: Model) -> ExtrasKey:
+    """What a worker needs to compute the model's extractor features (picklable)."""
+    card = model.extras.to_card() if model.extras else []
+    return tuple((entry["name"], tuple(entry["features"])) for entry in card)
+
+
+@cache
+def _song_extras(key: ExtrasKey) -> SongExtras:
+    return SongExtras.of([name for name, _ in key], dict(key))
+
+
+def analyse(
+    path: str,
+    spec: FrontEndSpec,
+    clip: bool,
+    extras: ExtrasKey = (),
+    send: Callable[[object], None] | None = None,
+) -> Analysis | str:
+    """Decode a file into what the model eats; a failure's reason. A worker passes `send`:
+    segment batches go out as they are made (`Gather` receives them), so the worker
+    never holds a long file's segments, and the analysis it returns has none."""
+    start = time.perf_counter()
+    try:
+        frames = song = None
+        if clip:
+            frames, segments = _clip_input(path, spec)
+        else:
+            segments = _segments(path, spec, send)
+        if extras:
+            song = _song_extras(extras)(path)
+    except MerError as error:
+        return getattr(error, "reason", str(error))
+    except Exception as error:  # a decoder's bug must not stop the run
+        return f"{type(error).__name__}: {error}"
+    return Analysis(segments, time.perf_counter() - start, frames, song)
+
+
+def _segments(
+    path: str, spec: FrontEndSpec, send: Callable[[object], None] | None = None
+) -> np.ndarray | None:
+    """`features.file_segments` gathered into one array sized from the header's duration,
+    so a long file's segments are held once rather than as batches plus their copy; with
+    `send`, the expected count and then each batch are sent instead (None returned)."""
+    duration = audio_info(path).duration or 0.0
+    frames = duration * spec.sample_rate / spec.hop_length + 1
+    expected = int(frames / spec.segment_hop_frames) + 2 if duration else 0
+    if send is not None:
+        send(("expect", expected))
+        for batch in iter_segments(path, spec):
+            send(batch)
+        return None
+    gather = Gather(expected, spec)
+    for batch in iter_segments(path, spec):
+        gather.add(batch)
+    return gather.array()
+
+
+class Gather:
+    """Segment batches into one array allocated for the expected count (grown, doubling,
+    if the header said less); untouched rows of the allocation never become resident."""
+
+    def __init__(self, expected: int, spec: FrontEndSpec) -> None:
+        self.shape = (spec.segment_frames, spec.n_mels)
+        self.out = np.empty((expected, *self.shape), np.float32)
+        self.n = 0
+
+    def add(self, batch: np.ndarray) -> None:
+        self.claim(len(batch))[:] = batch
+
+    def claim(self, k: int) -> np.ndarray:
+        """The next `k` rows, to be filled by the caller."""
+        if self.n + k > len(self.out):
+            grown = np.empty((max(self.n + k, 2 * len(self.out)), *self.shape), np.float32)
+            grown[: self.n] = self.out[: self.n]
+            self.out = grown
+        self.n += k
+        return self.out[self.n - k : self.n]
+
+    def array(self) -> np.ndarray:
+        return self.out[: self.n]
+
+
+def _clip_input(path: str, spec: FrontEndSpec) -> tuple[np.ndarray, np.ndarray]:
+    """All frames and their segments, as `predict_file` builds them for clip models."""
+    frames = clip_frames(path, spec)
+    return frames, cut_segments(frames, spec.segment_frames, spec.segment_hop_frames)

@@ -1,0 +1,242 @@
+"""The run loop: files checked by the policy, analysed by the pipeline, predicted on the
+model's device, their tags written and cached, one outcome each.
+
+Workers import this package, so nothing here imports torch at module level: inference
+is imported when a model is loaded or applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mer_plugin.emotion import QUADRANTS
+from mer_plugin.errors import MerError
+from mer_plugin.inference.card import Method
+from mer_plugin.library import Library
+from mer_plugin.tagging.analysis import Analysis, extras_key
+from mer_plugin.tagging.interrupts import Interrupts
+from mer_plugin.tagging.outcomes import Outcome, Status, TagOptions, TagRun
+from mer_plugin.tagging.policy import Planned, Policy, moved
+from mer_plugin.tagging.results_cache import ResultCache, open_cache
+from mer_plugin.tagging.workers import Pipeline
+from mer_plugin.tags import (
+    AROUSAL,
+    CONFIDENCE,
+    MODEL,
+    MOOD,
+    QUADRANT,
+    VALENCE,
+    TagError,
+    write_tags,
+)
+
+if TYPE_CHECKING:
+    from mer_plugin.inference import Model, Prediction
+
+
+def load_for_tagging(name_or_folder: str | Path | None, device: str = "auto") -> Model:
+    """The model folder (or shipped name, None: the default) loaded on `device`."""
+    from mer_plugin.inference import load_model, resolve_model
+    from mer_plugin.inference.device import on_device
+
+    return on_device(load_model(resolve_model(name_or_folder)), device)
+
+
+def model_id(model: Model) -> str:
+    """The model's release and a digest of its files: what the cache calls the same model."""
+    digest = hashlib.sha256()
+    for name in ("model.json", "model.safetensors"):
+        with open(model.folder / name, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return f"{model.release} sha256:{digest.hexdigest()[:16]}"
+
+
+def tag_fields(outcome: Outcome, release: str) -> dict[str, str | float]:
+    """The tags for a predicted outcome; valence, arousal and quadrant where the model's
+    classes are the four quadrants."""
+    assert outcome.mood is not None and outcome.confidence is not None
+    fields: dict[str, str | float] = {
+        MOOD: outcome.mood,
+        CONFIDENCE: outcome.confidence,
+        MODEL: release,
+    }
+    if outcome.valence is not None and outcome.arousal is not None:
+        fields[VALENCE] = outcome.valence
+        fields[AROUSAL] = outcome.arousal
+    if outcome.quadrant in QUADRANTS:
+        fields[QUADRANT] = outcome.quadrant
+    return fields
+
+
+class Tagger:
+    """The per-file steps of a run; `run` drives them through the pipeline."""
+
+    def __init__(self, model: Model, options: TagOptions, cache: ResultCache | None) -> None:
+        self.model = model
+        self.options = options
+        self.policy = Policy(model.release, model_id(model), options, cache)
+        self.seconds: Counter = self.policy.seconds
+
+    def check(self, path: Path) -> Planned | Outcome:
+        """The policy: what to do with a file, before anything is decoded."""
+        return self.policy.check(path)
+
+    def finish(
+        self, planned: Planned, analysis: Analysis | str, interrupts: Interrupts | None = None
+    ) -> Outcome:
+        """Predict from the analysis (Ctrl-C may cut it), then write the tags (unless a
+        dry run), which Ctrl-C never cuts."""
+        with interrupts.interruptible() if interrupts else contextlib.nullcontext():
+            outcome = self.predict(planned, analysis)
+        if outcome.status == Status.WOULD_TAG and not self.options.dry_run:
+            outcome = self.write(planned, outcome)
+        return outcome
+
+    def predict(self, planned: Planned, analysis: Analysis | str) -> Outcome:
+        """ "would tag" with the prediction, or "failed" with the reason."""
+        from mer_plugin.inference import predict_segments
+
+        if isinstance(analysis, str):
+            return Outcome(
+                planned.path, Status.FAILED, analysis, previous_mood=planned.previous_mood
+            )
+        self.seconds["analyse"] += analysis.seconds
+        start = time.perf_counter()
+        try:
+            prediction = predict_segments(
+                self.model, analysis.segments, analysis.frames, analysis.extras
+            )
+        except Exception as error:  # ModelError (no segments), a backbone's error
+            reason = str(error) if isinstance(error, MerError) else f"model failed: {error}"
+            return Outcome(planned.path, Status.FAILED, reason, previous_mood=planned.previous_mood)
+        finally:
+            self.seconds["model"] += time.perf_counter() - start
+        return _predicted(planned, prediction)
+
+    def write(self, planned: Planned, outcome: Outcome) -> Outcome:
+        """Write a predicted outcome's tags and cache it: "tagged", else why not."""
+        start = time.perf_counter()
+        fields = tag_fields(outcome, self.model.release)
+        try:
+            if (change := moved(planned)) is not None:
+                return _ended(outcome, Status.SKIPPED, change)
+            write_tags(planned.path, fields, keep_mtime=self.options.keep_mtime)
+        except TagError as error:
+            change = moved(planned)  # vanished or rewritten during the write itself
+            if change:
+                return _ended(outcome, Status.SKIPPED, change)
+            return _ended(outcome, Status.FAILED, error.reason)
+        finally:
+            self.seconds["write"] += time.perf_counter() - start
+        outcome.status = Status.TAGGED
+        with contextlib.suppress(OSError):
+            self.policy.store(planned.key, os.stat(planned.path), outcome)
+        return outcome
+
+    def run(self, files: Sequence[Path], record: Callable[[Outcome], None]) -> list[Outcome]:
+        """Tag `files`, calling `record` with each outcome. Interrupted (Ctrl-C): the
+        files not done, as "not done" outcomes; else an empty list."""
+        jobs = max(1, min(self.options.jobs, len(files)))
+        model = self.model
+        pipeline = Pipeline(model.spec, model.method == Method.CLIP, extras_key(model), jobs)
+        waiting: deque[Path] = deque(files)
+        current: list[Planned] = []  # the file between the pipeline and `record`
+        with Interrupts() as interrupts:
+            try:
+                with pipeline:
+                    while waiting or pipeline.busy:
+                        self._fill(pipeline, waiting, record, interrupts)
+                        if pipeline.busy:
+                            planned, analysis = pipeline.next_done(interrupts)
+                            current[:] = [planned]
+                            record(self.finish(planned, analysis, interrupts))
+                            current.clear()
+            except KeyboardInterrupt:
+                return _not_done([*current, *pipeline.in_flight()], waiting)
+        return []
+
+    def _fill(
+        self, pipeline: Pipeline, waiting: deque, record: Callable, interrupts: Interrupts
+    ) -> None:
+        while waiting and pipeline.has_room:
+            interrupts.check()
+            checked = self.check(waiting.popleft())
+            if isinstance(checked, Outcome):
+                record(checked)
+            else:
+                pipeline.submit(checked)
+
+
+def _not_done(planned: list[Planned], waiting: deque[Path]) -> list[Outcome]:
+    outcomes = {
+        p.path: Outcome(p.path, Status.NOT_DONE, "interrupted", previous_mood=p.previous_mood)
+        for p in planned
+    }
+    for path in waiting:
+        outcomes.setdefault(path, Outcome(path, Status.NOT_DONE, "interrupted"))
+    return list(outcomes.values())
+
+
+def _unit(x: float) -> float:
+    return min(1.0, max(0.0, float(x)))  # sums of probabilities can be 1 + 1e-16
+
+
+def _predicted(planned: Planned, p: Prediction) -> Outcome:
+    return Outcome(
+        planned.path,
+        Status.WOULD_TAG,
+        quadrant=p.label,
+        mood=p.mood or p.label,
+        valence=None if p.valence is None else _unit(p.valence),
+        arousal=None if p.arousal is None else _unit(p.arousal),
+        confidence=_unit(p.confidence),
+        previous_mood=planned.previous_mood,
+    )
+
+
+def _ended(outcome: Outcome, status: Status, reason: str) -> Outcome:
+    outcome.status, outcome.reason = status, reason
+    return outcome
+
+
+def tag_library(
+    library: Library,
+    model: Model,
+    options: TagOptions | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> TagRun:
+    """Tag every file of a walked library (its problems are failed outcomes); see the
+    package docstring. Outcomes come back in the library's order."""
+    options = options or TagOptions()
+    run = TagRun(model.release, options.dry_run)
+    start = time.perf_counter()
+
+    def record(outcome: Outcome) -> None:
+        run.outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    for problem in library.problems:
+        record(Outcome(problem.path, Status.FAILED, problem.reason))
+    cache = open_cache(options, run.warnings)
+    try:
+        tagger = Tagger(model, options, cache)
+        left = tagger.run(library.files, record)
+    finally:
+        if cache is not None:
+            cache.close()
+    run.interrupted = bool(left)
+    done = {outcome.path for outcome in run.outcomes}
+    run.outcomes += [outcome for outcome in left if outcome.path not in done]
+    run.seconds.update(tagger.seconds)
+    run.seconds["wall"] = time.perf_counter() - start
+    order = {path: i for i, path in enumerate([p.path for p in library.problems] + library.files)}
+    run.outcomes.sort(key=lambda o: order.get(o.path, len(order)))
+    return run

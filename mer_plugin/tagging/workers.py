@@ -1,0 +1,242 @@
+"""Decoding in worker processes: the protocol, one worker, and the pool of them.
+
+Workers are spawned ('spawn': Numba's OpenMP layer is not fork-safe), run one thread
+each, leave Ctrl-C to the main process, and never import torch. A worker streams a
+file's segment batches as they are made; a reader thread per worker in the main process
+receives them straight into one gathered array, so the worker never waits on the model
+and never holds a long file's segments. A death is pinned on the file it was given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections import deque
+from functools import partial
+from multiprocessing import Pipe, get_context
+from multiprocessing.connection import Connection
+from queue import Empty, SimpleQueue
+
+import numpy as np
+
+from mer_plugin.frontend import FrontEndSpec
+from mer_plugin.tagging.analysis import Analysis, ExtrasKey, Gather, analyse
+from mer_plugin.tagging.interrupts import Interrupts
+from mer_plugin.tagging.outcomes import WORKER_DIED
+from mer_plugin.tagging.policy import Planned
+
+
+def _init_worker() -> None:
+    """Worker processes: one thread each, and Ctrl-C is the main process's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import numba
+
+    numba.set_num_threads(1)
+
+
+_POLL_S = 0.1  # how often a wait for the workers looks at Ctrl-C
+WORKER_CRASH_ENV = "MER_TEST_WORKER_CRASH"  # test hook: a worker dies on names containing it
+
+
+def _serve(jobs: Connection, results: Connection) -> None:
+    """A worker process: analyse each (path, spec, clip, extras) received until None or
+    EOF, streaming segment batches and then the rest of the analysis to `results`."""
+    _init_worker()
+    crash_on = os.environ.get(WORKER_CRASH_ENV)
+    while True:
+        try:
+            job = jobs.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        if crash_on and crash_on in job[0]:
+            os._exit(70)
+        _send(results, analyse(*job, send=partial(_send, results)))
+
+
+_CHUNK = 1 << 24  # bytes per message: a receive buffers one message before copying it
+_ARRAYS = ("segments", "frames", "extras")  # the arrays of an `Analysis`, sent raw
+
+
+def _send(conn: Connection, item: object) -> None:
+    """One message of a worker's stream: ("expect", n), a batch of segments, then the
+    `Analysis` (its arrays' raw bytes after a header) or a failure's reason."""
+    if isinstance(item, np.ndarray):
+        conn.send(("batch", item.shape, item.dtype.str))
+        _send_raw(conn, item)
+    elif isinstance(item, Analysis):
+        arrays = {name: array for name in _ARRAYS if (array := getattr(item, name)) is not None}
+        layouts = [(n, a.shape, a.dtype.str) for n, a in arrays.items()]
+        conn.send(("analysis", item.seconds, layouts))
+        for array in arrays.values():
+            _send_raw(conn, array)
+    else:
+        conn.send(item)
+
+
+def _send_raw(conn: Connection, array: np.ndarray) -> None:
+    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    for start in range(0, len(flat), _CHUNK):
+        conn.send_bytes(flat[start : start + _CHUNK])
+
+
+def _receive(conn: Connection, spec: FrontEndSpec) -> Analysis | str:
+    """A worker's whole stream for one file, batches gathered as they arrive."""
+    gather = None
+    while True:
+        message = conn.recv()
+        if isinstance(message, str):
+            return message
+        if message[0] == "expect":
+            gather = Gather(message[1], spec)
+        elif message[0] == "batch":  # received straight into the gathered array
+            assert gather is not None
+            _, shape, dtype = message
+            _receive_into(conn, gather.claim(shape[0]))
+        else:
+            _, seconds, layouts = message
+            arrays = {name: _receive_raw(conn, shape, dtype) for name, shape, dtype in layouts}
+            if gather is not None:
+                arrays["segments"] = gather.array()
+            return Analysis(seconds=seconds, **arrays)
+
+
+def _receive_raw(conn: Connection, shape: tuple, dtype: str) -> np.ndarray:
+    """Raw bytes received straight into an array allocated here."""
+    return _receive_into(conn, np.empty(shape, dtype))
+
+
+def _receive_into(conn: Connection, array: np.ndarray) -> np.ndarray:
+    flat = array.reshape(-1).view(np.uint8)
+    for start in range(0, len(flat), _CHUNK):
+        conn.recv_bytes_into(flat, start)
+    return array
+
+
+Done = SimpleQueue  # of (worker, its result): what the workers' reader threads report
+
+
+class _Worker:
+    """One worker process, a pipe each way, and a thread in this process that receives
+    its stream as it comes (so the worker never waits on the model). A death is pinned on
+    the file it was given."""
+
+    def __init__(self, done: Done, spec: FrontEndSpec) -> None:
+        self.jobs, child_jobs = Pipe(duplex=False)[::-1]
+        self.results, child_results = Pipe(duplex=False)
+        context = get_context("spawn")
+        args = (child_jobs, child_results)
+        self.process = context.Process(target=_serve, args=args, daemon=True)
+        self.process.start()
+        child_jobs.close()
+        child_results.close()
+        self.task: Planned | None = None
+        self.reader = threading.Thread(target=self._read, args=(done, spec), daemon=True)
+        self.reader.start()
+
+    def _read(self, done: Done, spec: FrontEndSpec) -> None:
+        while True:
+            try:
+                result = _receive(self.results, spec)
+            except (EOFError, OSError):
+                done.put((self, WORKER_DIED))  # or stopped: then nobody waits for it
+                return
+            done.put((self, result))
+
+    def give(self, planned: Planned, args: tuple) -> None:
+        self.task = planned
+        self.jobs.send((str(planned.path), *args))
+
+    def stop(self, at_once: bool) -> None:
+        if not at_once:
+            with contextlib.suppress(OSError):
+                self.jobs.send(None)
+            self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+        self.reader.join(timeout=5)  # the pipe's other end is gone: the thread sees EOF
+        self.jobs.close()
+        self.results.close()
+
+
+class Pipeline:
+    """Analyses files in worker processes, one file each and one more queued, or inline
+    (one job). Ctrl-C is looked at while waiting; an interrupted run terminates them."""
+
+    def __init__(self, spec: FrontEndSpec, clip: bool, extras: ExtrasKey, jobs: int) -> None:
+        self.args = (spec, clip, extras)
+        self.jobs = jobs
+        self.queued: deque[Planned] = deque()
+        self.workers: list[_Worker] = []
+        self.ready: deque[tuple[Planned, Analysis | str]] = deque()
+        self.done: Done = SimpleQueue()
+
+    def __enter__(self) -> Pipeline:
+        if self.jobs > 1:
+            self.workers = [self._new_worker() for _ in range(self.jobs)]
+        return self
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        for worker in self.workers:
+            worker.stop(at_once=kind is not None)
+
+    @property
+    def busy(self) -> int:
+        return len(self.in_flight())
+
+    @property
+    def has_room(self) -> bool:
+        return self.busy < (self.jobs + 1 if self.workers else 1)
+
+    def in_flight(self) -> list[Planned]:
+        working = [w.task for w in self.workers if w.task is not None]
+        return [*self.queued, *working, *(planned for planned, _ in self.ready)]
+
+    def submit(self, planned: Planned) -> None:
+        self.queued.append(planned)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        for i, worker in enumerate(self.workers):
+            if worker.task is None and self.queued:
+                try:
+                    worker.give(self.queued[0], self.args)
+                except OSError:  # died idle: replace it, give the file to the new one
+                    worker.stop(at_once=True)
+                    self.workers[i] = worker = self._new_worker()
+                    worker.give(self.queued[0], self.args)
+                self.queued.popleft()
+
+    def next_done(self, interrupts: Interrupts) -> tuple[Planned, Analysis | str]:
+        """A finished file: inline, the next one; else the first any worker finishes."""
+        if not self.workers:
+            with interrupts.interruptible():
+                result = analyse(str(self.queued[0].path), *self.args)
+            return self.queued.popleft(), result
+        while not self.ready:
+            self._collect(interrupts)
+        return self.ready.popleft()
+
+    def _collect(self, interrupts: Interrupts) -> None:
+        """Wait a moment for a worker's result (looking at Ctrl-C); a dead worker is
+        replaced."""
+        try:
+            worker, result = self.done.get(timeout=_POLL_S)
+        except Empty:
+            worker, result = None, None
+        interrupts.check()
+        if worker is None or worker.task is None or worker not in self.workers:
+            return  # nothing yet, or a stopped worker's end of stream
+        self.ready.append((worker.task, result))
+        worker.task = None
+        if result is WORKER_DIED:
+            worker.stop(at_once=True)
+            self.workers[self.workers.index(worker)] = self._new_worker()
+        self._dispatch()
+
+    def _new_worker(self) -> _Worker:
+        return _Worker(self.done, self.args[0])
