@@ -1,6 +1,6 @@
 """`mer tag` end to end: throughput on a generated library, peak memory on a 2-hour file.
 
-Target (issue 6), on this 2-core CPU with the default model: >= 200x realtime end to end,
+Target, on this 2-core CPU with the default model: >= 200x realtime end to end,
 decode included (a 4-minute track in <= 1.2 s), and a peak memory under 1.5 GB for a
 2-hour file. Reported, not asserted: timings on a shared machine vary.
 

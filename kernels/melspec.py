@@ -10,6 +10,9 @@ our own Stockham autosort FFT in float32: radix 4 (and one radix 2) for powers o
 two, a generic radix-p stage for any other factor, and the usual trick of packing
 an even-length real frame into a half-length complex one.
 
+One module for one fused algorithm: the FFT stages, the window, the mel sums and the
+driver share a data layout and are only correct together, so they are not split.
+
 Each frame's result depends only on its own n_fft samples: the same operations
 run on every lane, fastmath is off (no reassociation or FMA contraction), so a
 frame's output is bit-identical whichever chunk, lane or thread computes it.

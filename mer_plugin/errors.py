@@ -19,3 +19,12 @@ class AudioError(MerError):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class TagError(MerError):
+    """Tags could not be read or written; the file is left as it was."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")

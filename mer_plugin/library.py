@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mer_plugin.audio import supported_extensions
-from mer_plugin.tags import clean_temp_files, is_temp_file, writable_extensions
+from mer_plugin.safe_write import clean_temp_files, is_temp_file
+from mer_plugin.tags import writable_extensions
 
 # system folders that hold no music of the user's (NAS thumbnails, recycle bins, fsck)
 SYSTEM_FOLDERS = frozenset({"@eaDir", "$RECYCLE.BIN", "System Volume Information", "lost+found"})

@@ -52,16 +52,15 @@ from mutagen.id3 import (
 from mutagen.mp4 import MP4Cover, MP4FreeForm
 from tinytag import TinyTag
 
-from mer_plugin import tags
+from mer_plugin import safe_write, tags
 from mer_plugin.builtin import tag_writers
 from mer_plugin.hookspecs import TagWriter
 from mer_plugin.plugins import get_plugins
+from mer_plugin.safe_write import clean_temp_files, is_temp_file
 from mer_plugin.tags import (
     FIELDS,
     TagError,
-    clean_temp_files,
     format_fields,
-    is_temp_file,
     read_tags,
     write_tags,
 )
@@ -304,7 +303,7 @@ def _is_mer_entry(entry: bytes) -> bool:
 
 
 def mutagen_keys(path: Path) -> dict[str, str]:
-    """mer's fields as plain mutagen sees them, under the keys DESIGN.md §4 names."""
+    """mer's fields as plain mutagen sees them, under the keys docs/design.md §4 names."""
     audio = mutagen.File(path)
     if isinstance(audio.tags, ID3):
         version = ID3(path).version[1] if path.suffix == ".mp3" else audio.tags.version[1]
@@ -323,7 +322,7 @@ def mutagen_keys(path: Path) -> dict[str, str]:
 
 
 class MerFile(mediafile.MediaFile):
-    """mediafile with mer's fields declared from DESIGN.md §4 (its own storage styles)."""
+    """mediafile with mer's fields declared from docs/design.md §4 (its own storage styles)."""
 
 
 for _field in FIELDS:
@@ -605,7 +604,7 @@ def test_unicode_long_and_undecodable_names(make_audio: MAKE, tmp_path: Path):
     for path in (unicode, longest, raw):
         write_tags(path, FIELDS_IN)
         assert read_tags(path)["MER_MODEL"] == "mer 1.0"
-    assert len(os.fsencode(tags.temp_prefix(longest))) + 8 + 4 <= 255
+    assert len(os.fsencode(safe_write.temp_prefix(longest))) + 8 + 4 <= 255
     assert not [n for n in os.listdir(os.fsencode(tmp_path)) if b"mer-tmp" in n]
 
 
@@ -626,7 +625,7 @@ def test_crash_before_rename_leaves_the_original(make_audio: MAKE, tmp_path: Pat
     add_unrelated(path, None)
     before = path.read_bytes()
     code = f"from mer_plugin.tags import write_tags; write_tags({str(path)!r}, {FIELDS_IN!r})"
-    done = run_python(code, env={tags.CRASH_ENV: "1"})
+    done = run_python(code, env={safe_write.CRASH_BEFORE_RENAME_ENV: "1"})
     assert done.returncode == 1, done.stderr
     assert path.read_bytes() == before
     (stray,) = [p for p in tmp_path.iterdir() if p != path]

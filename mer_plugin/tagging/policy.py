@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mer_plugin.audio import audio_info
 from mer_plugin.errors import MerError
+from mer_plugin.safe_write import file_change, read_only_reason
 from mer_plugin.tagging.outcomes import (
     CACHED,
     CHANGED,
@@ -32,9 +33,7 @@ from mer_plugin.tags import (
     QUADRANT,
     VALENCE,
     TagError,
-    file_change,
     foreign_mood,
-    read_only_reason,
     read_tags,
 )
 

@@ -1,4 +1,4 @@
-"""SSSL training and evaluation (DESIGN.md §1, issue 4).
+"""SSSL training and evaluation (docs/design.md §1).
 
 settings.py  every hyperparameter, with its default and provenance
 backbone.py  backbones by name; frozen or with their last k layer groups trainable

@@ -1,5 +1,5 @@
 """Grouped, stratified K-fold cross-validation of the methods, the logistic-regression
-references on frozen embeddings, and the GMM separation check (DESIGN.md §5, issue 4).
+references on frozen embeddings, and the GMM separation check (docs/design.md §5).
 
 Every method sees the same folds (`grouped_folds`: no group on both sides). Nothing is
 tuned on a test fold: settings are fixed before the run; SSSL's stage 2 uses inner folds
@@ -19,6 +19,7 @@ import torch
 from mer_plugin.datasets import Dataset, grouped_folds
 from mer_plugin.emotion import QUADRANTS
 from mer_plugin.hookspecs import Backbone
+from mer_plugin.inference.card import Method
 from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.methods import Context, clean_probability, fit, fit_ce, predict
 from mer_plugin.training.prepare import prepare
@@ -34,7 +35,7 @@ METRICS = ("accuracy", "macro_f1", "valence_accuracy", "arousal_accuracy")
 class EvalOptions:
     folds: int = 5
     run_folds: int | None = None  # evaluate only the first n of the folds (quick runs)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = METHODS  # Method values
     references: bool = True  # the LR references (need a pretrained, frozen backbone)
     noise_rates: tuple[float, ...] = (0.2, 0.4)  # GMM check; () to skip
     lr_c: float = 1.0  # inverse L2 strength of the references' logistic regression
@@ -102,13 +103,15 @@ def evaluate(
         raise SettingsError(f"unknown methods {sorted(unknown)} (known: {', '.join(METHODS)})")
     reporter = reporter or Reporter(quiet=True)
     extras = SongExtras.of(options.extractors) if options.extractors else None
-    clip_level = "clip" in options.methods
+    clip_level = Method.CLIP in options.methods
     prepared = prepare(dataset, backbone, settings, cache_dir, reporter, clip_level, extras)
     ctx = replace(prepared.ctx, extras=None)
-    runs = [(m, m, ctx) for m in options.methods]
+    runs = [(m, Method(m), ctx) for m in options.methods]
     if extras:
         suffix = "+".join(extras.names)
-        runs += [(f"{m}+{suffix}", m, prepared.ctx) for m in options.methods if m != "clip"]
+        runs += [
+            (f"{m}+{suffix}", Method(m), prepared.ctx) for m in options.methods if m != Method.CLIP
+        ]
     folds = grouped_folds(ctx.dataset, options.folds, settings.seed)
     results: dict[str, list[dict]] = {name: [] for name, _, _ in runs}
     references = options.references and prepared.built.pretrained and settings.finetune == 0
@@ -131,7 +134,7 @@ def evaluate(
 
 
 def _run_method(
-    method: str, ctx: Context, train: np.ndarray, test: np.ndarray, seed: int, k: int
+    method: Method, ctx: Context, train: np.ndarray, test: np.ndarray, seed: int, k: int
 ) -> dict:
     started = time.perf_counter()
     fitted = fit(method, ctx, train, seed)

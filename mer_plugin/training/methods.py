@@ -1,4 +1,4 @@
-"""The three methods on one footing: `clip`, `segment` and `sssl` (DESIGN.md §1).
+"""The three methods on one footing: `clip`, `segment` and `sssl` (docs/design.md §1).
 
 - clip: one item per clip; the backbone sees the whole clip (it is convolutional in time
   and pools over time), the head classifies that one embedding.
@@ -10,8 +10,11 @@
   term; then stage 2, a song classifier on aggregated segment probabilities, trained on
   out-of-fold features of the training songs.
 
-All methods train a `Head` on features from a `Source` (cached frozen embeddings, or the
-backbone on the fly when fine-tuning), so they differ only in what this module says.
+All methods train a `Head` on features from a `FeatureSource` (cached frozen embeddings,
+or the backbone on the fly when fine-tuning), so they differ only in what this module says.
+
+Longer than most modules on purpose: the three methods share their training loops, loss
+and prediction helpers, and one module keeps them on one footing, side by side.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from mer_plugin.datasets import Dataset, grouped_folds
+from mer_plugin.inference.card import Method
 from mer_plugin.inference.heads import Head, SongClassifier, stage2_features
 from mer_plugin.kernels.confidence import gmm_clean_probability
 from mer_plugin.training.cache import SegmentTable
 from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import Settings
-from mer_plugin.training.sources import CachedSource, Source, compute_threads
+from mer_plugin.training.sources import CachedSource, FeatureSource, compute_threads
 from mer_plugin.training.stage2 import fit_classifier
 
 PREDICT_BATCH = 256
@@ -42,8 +46,8 @@ class Context:
 
     dataset: Dataset  # readable clips; clip i is cache row i
     table: SegmentTable
-    segments: Source  # items: segment ids of `table`
-    clips: Source | None  # items: clip rows (only the clip method needs it)
+    segments: FeatureSource  # items: segment ids of `table`
+    clips: FeatureSource | None  # items: clip rows (only the clip method needs it)
     settings: Settings
     reporter: Reporter = field(default_factory=lambda: Reporter(quiet=True))
     extras: np.ndarray | None = None  # song-level extractor features per clip row (stage 2)
@@ -61,7 +65,7 @@ class Context:
 class Fitted:
     """A trained method: its head, and for sssl the song classifier (None: mean)."""
 
-    method: str
+    method: Method
     head: Head
     song: SongClassifier | None = None
     history: list[dict] = field(default_factory=list)
@@ -71,7 +75,7 @@ class Fitted:
 # ------------------------------------------------------------------------------ public
 
 
-def fit(method: str, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
+def fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
     """Train `method` on the clips at cache `rows`."""
     with compute_threads(ctx.segments):
         fitted = _fit(method, ctx, rows, seed)
@@ -79,28 +83,28 @@ def fit(method: str, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
     return fitted
 
 
-def _fit(method: str, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
+def _fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
     labels = ctx.clip_labels
-    if method == "clip":
+    if method == Method.CLIP:
         if ctx.clips is None:
             raise ValueError("the clip method needs a clip-level source")
         if ctx.extras is not None:
             raise ValueError("the clip method has no song stage for extractor features")
         epochs = ctx.settings.clip_epochs
-        head = fit_ce(ctx.clips, rows, labels[rows], ctx, epochs, seed, "clip")
-        return Fitted("clip", head)
+        head = fit_ce(ctx.clips, rows, labels[rows], ctx, epochs, seed, Method.CLIP)
+        return Fitted(Method.CLIP, head)
     ids = ctx.table.ids_of(rows)
     seg_labels = labels[ctx.table.clip[ids]]
-    if method == "segment":
-        head = fit_ce(ctx.segments, ids, seg_labels, ctx, ctx.settings.epochs, seed, "segment")
+    if method == Method.SEGMENT:
+        head = fit_ce(ctx.segments, ids, seg_labels, ctx, ctx.settings.epochs, seed, Method.SEGMENT)
         history: list[dict] = []
-    elif method == "sssl":
+    elif method == Method.SSSL:
         head, history = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed)
     else:
         raise ValueError(f"unknown method {method!r}")
     # stage 2: sssl's song classifier (unless turned off); for segment, only to take
     # extractor features (else its song is the mean of its segments)
-    if not (ctx.extras is not None or (method == "sssl" and ctx.settings.song_classifier)):
+    if not (ctx.extras is not None or (method == Method.SSSL and ctx.settings.song_classifier)):
         return Fitted(method, head, None, history)
     state = ctx.segments.snapshot()
     song = fit_song_classifier(ctx, rows, seed, head, method)  # trains more heads (backbones)
@@ -116,7 +120,7 @@ def predict(fitted: Fitted, ctx: Context, rows: np.ndarray) -> np.ndarray:
 
 
 def _predict(fitted: Fitted, ctx: Context, rows: np.ndarray) -> np.ndarray:
-    if fitted.method == "clip":
+    if fitted.method == Method.CLIP:
         assert ctx.clips is not None
         return predict_items(fitted.head, ctx.clips, rows)
     per_clip = segment_probabilities(fitted.head, ctx, rows)
@@ -134,7 +138,7 @@ def segment_probabilities(head: Head, ctx: Context, rows: np.ndarray) -> list[np
 
 
 @torch.no_grad()
-def predict_items(head: Head, source: Source, ids: np.ndarray) -> np.ndarray:
+def predict_items(head: Head, source: FeatureSource, ids: np.ndarray) -> np.ndarray:
     """Softmax of the head on the clean view of items, in eval mode."""
     head.eval()
     source.set_mode(False)
@@ -149,7 +153,7 @@ def predict_items(head: Head, source: Source, ids: np.ndarray) -> np.ndarray:
 
 
 def _new_head(
-    source: Source, ids: np.ndarray, ctx: Context, seed: int
+    source: FeatureSource, ids: np.ndarray, ctx: Context, seed: int
 ) -> tuple[Head, torch.optim.Optimizer]:
     torch.manual_seed(seed)
     source.reset()
@@ -163,7 +167,7 @@ def _new_head(
     return head, torch.optim.AdamW(groups, weight_decay=s.weight_decay)
 
 
-def _device(source: Source) -> torch.device:
+def _device(source: FeatureSource) -> torch.device:
     return source.device
 
 
@@ -175,12 +179,14 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> Iterator[np.ndarray
             yield batch
 
 
-def _train_mode(head: Head, source: Source) -> None:
+def _train_mode(head: Head, source: FeatureSource) -> None:
     head.train()
     source.set_mode(True)
 
 
-def _random_views(n: int, source: Source, ctx: Context, rng: np.random.Generator) -> np.ndarray:
+def _random_views(
+    n: int, source: FeatureSource, ctx: Context, rng: np.random.Generator
+) -> np.ndarray:
     if not ctx.settings.augment_training:
         return np.zeros(n, np.int64)
     return rng.integers(0, source.n_views, size=n)
@@ -189,7 +195,7 @@ def _random_views(n: int, source: Source, ctx: Context, rng: np.random.Generator
 def _ce_epoch(
     head: Head,
     optimizer: torch.optim.Optimizer,
-    source: Source,
+    source: FeatureSource,
     ids: np.ndarray,
     labels: np.ndarray,
     ctx: Context,
@@ -209,7 +215,7 @@ def _ce_epoch(
 
 
 def fit_ce(
-    source: Source,
+    source: FeatureSource,
     ids: np.ndarray,
     labels: np.ndarray,
     ctx: Context,
@@ -230,7 +236,9 @@ def fit_ce(
 
 
 @torch.no_grad()
-def per_item_loss(head: Head, source: Source, ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def per_item_loss(
+    head: Head, source: FeatureSource, ids: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
     """Cross-entropy of each item's clean view against its (inherited) label, eval mode."""
     probs = predict_items(head, source, ids)
     return -np.log(np.maximum(probs[np.arange(len(ids)), labels], 1e-12))
@@ -238,7 +246,7 @@ def per_item_loss(head: Head, source: Source, ids: np.ndarray, labels: np.ndarra
 
 def clean_probability(
     head: Head,
-    source: Source,
+    source: FeatureSource,
     ids: np.ndarray,
     labels: np.ndarray,
     settings: Settings,
@@ -260,7 +268,7 @@ def clean_probability(
 
 
 def fit_sssl(
-    source: Source, ids: np.ndarray, labels: np.ndarray, ctx: Context, seed: int
+    source: FeatureSource, ids: np.ndarray, labels: np.ndarray, ctx: Context, seed: int
 ) -> tuple[Head, list[dict]]:
     """SSSL on segments (warm-up, then GMM split + refinement + pseudo-labels + mixup)."""
     s = ctx.settings
@@ -288,7 +296,7 @@ def fit_sssl(
     return head, history
 
 
-def _clips_of(source: Source, ids: np.ndarray, ctx: Context) -> np.ndarray | None:
+def _clips_of(source: FeatureSource, ids: np.ndarray, ctx: Context) -> np.ndarray | None:
     """The clip row of each segment item (None for clip-level items)."""
     return ctx.table.clip[ids] if source is ctx.segments else None
 
@@ -310,7 +318,7 @@ def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
 def _sssl_epoch(
     head: Head,
     optimizer: torch.optim.Optimizer,
-    source: Source,
+    source: FeatureSource,
     ids: np.ndarray,
     labels: np.ndarray,
     w: np.ndarray,
@@ -343,7 +351,7 @@ def _sssl_epoch(
 
 def _sssl_step(
     head: Head,
-    source: Source,
+    source: FeatureSource,
     ids: np.ndarray,
     l_idx: np.ndarray,
     u_idx: np.ndarray,
@@ -414,7 +422,7 @@ def _symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tenso
 
 
 def fit_song_classifier(
-    ctx: Context, rows: np.ndarray, seed: int, head: Head, method: str = "sssl"
+    ctx: Context, rows: np.ndarray, seed: int, head: Head, method: Method = Method.SSSL
 ) -> SongClassifier:
     """Stage 2 on out-of-fold song features of the training clips (inner grouped folds):
     each inner fold's head (trained by `method`) predicts the songs it did not see.
@@ -430,7 +438,7 @@ def fit_song_classifier(
             ids = ctx.table.ids_of(rows[inner_train])
             seg_labels = ctx.clip_labels[ctx.table.clip[ids]]
             inner_seed = seed + 1000 * (k + 1)
-            if method == "sssl":
+            if method == Method.SSSL:
                 inner_head, _ = fit_sssl(ctx.segments, ids, seg_labels, ctx, inner_seed)
             else:
                 epochs = s.epochs

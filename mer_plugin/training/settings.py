@@ -1,6 +1,6 @@
 """Every training hyperparameter in one place, with its default and where it comes from.
 
-The SSSL defaults follow DivideMix (Li, Socher & Hoi, ICLR 2020), as DESIGN.md §1 asks:
+The SSSL defaults follow DivideMix (Li, Socher & Hoi, ICLR 2020), as docs/design.md §1 says:
 the SSSL paper's body is not public. A model card records the whole `Settings`.
 """
 
@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from mer_plugin.errors import MerError
+from mer_plugin.inference.card import Method
 from mer_plugin.kernels.confidence import GMM_MAX_ITER, GMM_REG_COVAR, GMM_TOL
 
-METHODS = ("clip", "segment", "sssl")
+METHODS = tuple(Method)  # clip, segment, sssl
 
 
 class SettingsError(MerError):

@@ -111,11 +111,11 @@ class OnlineSource:
             self.built.module.load_state_dict(state)
 
 
-Source = CachedSource | OnlineSource
+FeatureSource = CachedSource | OnlineSource
 
 
 @contextmanager
-def compute_threads(source: Source) -> Iterator[None]:
+def compute_threads(source: FeatureSource) -> Iterator[None]:
     """One torch thread while only a small head trains on cached embeddings: its tiny
     matrix products run several times faster than with threads contending for 2 cores."""
     before = torch.get_num_threads()

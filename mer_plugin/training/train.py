@@ -14,6 +14,7 @@ from mer_plugin import __version__
 from mer_plugin.datasets import Dataset
 from mer_plugin.emotion import MOODS
 from mer_plugin.hookspecs import Backbone
+from mer_plugin.inference.card import Method
 from mer_plugin.inference.folder import save_model, state_digest
 from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.methods import Fitted, fit
@@ -30,7 +31,7 @@ LICENCE_NOTES = {
 def train_model(
     dataset: Dataset,
     backbone: str | Backbone,
-    method: str,
+    method: str | Method,
     settings: Settings,
     out: str | Path,
     cache_dir: str | Path | None = None,
@@ -45,9 +46,12 @@ def train_model(
     `extractors` name song-level extractor plugins whose features stage 2 appends."""
     if method not in METHODS:
         raise SettingsError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    method = Method(method)
     extras = song_extras(extractors, (method,))
     reporter = reporter or Reporter(quiet=True)
-    prepared = prepare(dataset, backbone, settings, cache_dir, reporter, method == "clip", extras)
+    prepared = prepare(
+        dataset, backbone, settings, cache_dir, reporter, method == Method.CLIP, extras
+    )
     rows = np.arange(len(prepared.ctx.dataset.clips))
     fitted = fit(method, prepared.ctx, rows, settings.seed)
     out = Path(out)
@@ -59,7 +63,7 @@ def song_extras(extractors: Sequence[str], methods: Sequence[str]) -> SongExtras
     """The extractors for stage 2, checked: only segment and sssl have a song stage."""
     if not extractors:
         return None
-    if "clip" in methods:
+    if Method.CLIP in methods:
         raise SettingsError("--extractor needs the segment or sssl method (clip has no stage 2)")
     return SongExtras.of(extractors)
 
@@ -130,7 +134,7 @@ def model_card(
 
 
 def _song_level(fitted: Fitted, extras: SongExtras | None) -> str:
-    if fitted.method == "clip":
+    if fitted.method == Method.CLIP:
         return "the head on the whole clip's embedding"
     if fitted.song is None:
         return "mean of segment probabilities"
