@@ -100,3 +100,14 @@ def test_imports_point_down(module: str) -> None:
 def test_every_module_has_a_layer() -> None:
     assert all(_layer_of(module) for module in MODULES)
     assert len(MODULES) > 40
+
+
+def test_every_package_is_installed() -> None:
+    """A regular (non-editable) install ships every package folder: pyproject lists them."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    packages = {m for m, path in MODULES.items() if path.name == "__init__.py"}
+    assert packages <= listed, f"not in pyproject's packages: {sorted(packages - listed)}"
