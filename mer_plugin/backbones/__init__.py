@@ -17,12 +17,12 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections.abc import Callable
-from importlib.resources import files
-from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mer_plugin.errors import MerError
 from mer_plugin.hookspecs import Backbone
+from mer_plugin.models import SHIPPED_MODELS
 from mer_plugin.plugins import get_plugins
 
 if TYPE_CHECKING:
@@ -54,9 +54,9 @@ def create_backbone(name: str, pretrained: bool = True) -> nn.Module:
     return get_backbone(name).create(pretrained)
 
 
-def shipped_folder(folder: str) -> Traversable:
+def shipped_folder(folder: str) -> Path:
     """A model folder shipped inside the installed package (`mer_plugin/models/<folder>`)."""
-    return files("mer_plugin") / "models" / folder
+    return SHIPPED_MODELS / folder
 
 
 def weights_card(folder: str) -> dict:

@@ -27,6 +27,7 @@ from mer_plugin.errors import MerError
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.inference.card import FORMAT, CardError, Method, ModelCard
 from mer_plugin.inference.heads import Head, SongClassifier
+from mer_plugin.models import SHIPPED_MODELS
 from mer_plugin.song_extras import SongExtras
 
 
@@ -154,7 +155,7 @@ DEFAULT_MODEL = "default"  # the folder under mer_plugin/models that `mer tag` u
 
 def shipped_models_dir() -> Path:
     """The folder of the models shipped inside the package."""
-    return Path(__file__).resolve().parents[1] / "models"
+    return SHIPPED_MODELS
 
 
 def resolve_model(name_or_folder: str | Path | None = None) -> Path:
