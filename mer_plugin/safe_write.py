@@ -31,6 +31,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 
 import mutagen
@@ -154,21 +155,26 @@ def _copy_xattrs(path: Path, temp: str) -> None:
 def _check_unchanged(path: Path, before: os.stat_result) -> None:
     """Refuse to replace a file that vanished or changed while its copy was tagged."""
     change = file_change(path, before)
-    if change == "vanished":
+    if change == FileChange.VANISHED:
         raise TagError(path, "file vanished while its tags were written")
-    if change == "changed":
+    if change == FileChange.CHANGED:
         raise TagError(path, "file changed while its tags were written (still being written?)")
 
 
-def file_change(path: Path, before: os.stat_result) -> str | None:
-    """ "vanished", "changed" (another file, size or mtime) or None since `before`."""
+class FileChange(Enum):
+    VANISHED = "vanished"
+    CHANGED = "changed"  # another file, size or mtime
+
+
+def file_change(path: Path, before: os.stat_result) -> FileChange | None:
+    """How the file at `path` differs from `before`, or None when it is as it was."""
     try:
         now = os.stat(path)
     except FileNotFoundError:
-        return "vanished"
+        return FileChange.VANISHED
     fields = ("st_dev", "st_ino", "st_size", "st_mtime_ns")
     same = all(getattr(now, f) == getattr(before, f) for f in fields)
-    return None if same else "changed"
+    return None if same else FileChange.CHANGED
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mer_plugin.audio import audio_info
 from mer_plugin.errors import MerError
-from mer_plugin.safe_write import file_change, read_only_reason
+from mer_plugin.safe_write import FileChange, file_change, read_only_reason
 from mer_plugin.tagging.outcomes import (
     CACHED,
     CHANGED,
@@ -129,7 +129,7 @@ def _unreadable(path: Path, error: TagError) -> str:
 def moved(planned: Planned) -> str | None:
     """VANISHED or CHANGED when the file is not as `check` saw it, else None."""
     change = file_change(planned.path, planned.info)
-    return {"vanished": VANISHED, "changed": CHANGED}.get(change) if change else None
+    return {FileChange.VANISHED: VANISHED, FileChange.CHANGED: CHANGED}.get(change)
 
 
 def read_only(path: Path) -> str | None:
