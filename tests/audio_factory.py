@@ -12,8 +12,9 @@
         make_video_only("clip.m4a")             # an MP4 holding only a video stream
 
 Formats by the name's extension (or `fmt=`): wav, aiff/aif, flac, ogg (vorbis),
-opus, mp3 through soundfile (libsndfile); m4a, mp4, aac through Debian's
-`ffmpeg`. A test that needs ffmpeg where it is missing is skipped, with the
+opus, mp3 through soundfile (libsndfile); wv (WavPack, 16-bit, lossless from the same
+samples as a 16-bit wav: `wavpack_from_wav`) through PyAV; m4a, mp4, aac through
+Debian's `ffmpeg`. A test that needs ffmpeg where it is missing is skipped, with the
 reason. Files are written block by block, so hour-long files cost little
 memory (`write_audio` is importable for benchmarks).
 """
@@ -26,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
+import av
 import numpy as np
 import pytest
 import soundfile as sf
@@ -52,7 +54,8 @@ FFMPEG_FORMATS: dict[str, list[str]] = {
 # what the encoders accept (anything else: a ValueError that says so)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-AUDIO_FORMATS = tuple(SOUNDFILE_FORMATS) + tuple(FFMPEG_FORMATS)
+WAVPACK = "wv"
+AUDIO_FORMATS = (*SOUNDFILE_FORMATS, WAVPACK, *FFMPEG_FORMATS)
 
 _BLOCK_SECONDS = 10.0
 
@@ -130,11 +133,30 @@ def write_audio(
         with sf.SoundFile(path, "w", sample_rate, channels, subtype, format=container) as f:
             for block in blocks:
                 f.write(block)
+    elif fmt == WAVPACK:
+        wav = path.with_name(f"{path.name}.wav")
+        write_audio(wav, seconds, sample_rate=sample_rate, channels=channels, **signal)
+        wavpack_from_wav(wav, path)
+        wav.unlink()
     elif fmt in FFMPEG_FORMATS:
         _ffmpeg_encode(path, blocks, sample_rate, channels, FFMPEG_FORMATS[fmt])
     else:
         raise ValueError(f"cannot write {fmt!r}: one of {', '.join(AUDIO_FORMATS)}")
     return path
+
+
+def wavpack_from_wav(wav: str | Path, path: str | Path) -> Path:
+    """A 16-bit wav's samples, losslessly as WavPack at `path` (PyAV's encoder)."""
+    pcm, sample_rate = sf.read(wav, dtype="int16", always_2d=True)
+    layout = {1: "mono", 2: "stereo"}.get(pcm.shape[1], f"{pcm.shape[1]}c")
+    with av.open(str(path), "w", format="wv") as out:
+        stream = out.add_stream("wavpack", rate=sample_rate, layout=layout)
+        stream.format = "s16p"
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm.T), "s16p", layout)
+        frame.sample_rate = sample_rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return Path(path)
 
 
 def write_audio_once(path: str | Path, seconds: float, **options) -> Path:

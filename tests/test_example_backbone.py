@@ -5,32 +5,19 @@ gone once uninstalled."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from example_packages import install, installed, uninstall
 from mer_cli import mer
 from synthetic_music import make_dataset
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mer-example-backbone"
 DISTRIBUTION = "mer-example-backbone"
-
-
-def _pip(*args: str) -> None:
-    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args]
-    subprocess.run(command, check=True, capture_output=True, timeout=300)
 
 
 @pytest.fixture
 def example_installed():
-    if not EXAMPLE.is_dir():
-        pytest.skip(f"{EXAMPLE} is absent (not a source checkout)")
-    _pip("install", "--no-deps", "--no-build-isolation", str(EXAMPLE))
-    try:
+    with installed(DISTRIBUTION):
         yield
-    finally:
-        _pip("uninstall", "-y", DISTRIBUTION)
 
 
 def test_example_backbone_trains_predicts_and_uninstalls(example_installed, tmp_path) -> None:
@@ -52,6 +39,6 @@ def test_example_backbone_trains_predicts_and_uninstalls(example_installed, tmp_
     assert predicted.returncode == 0, predicted.stderr
     assert json.loads(predicted.stdout)["label"] in {"Q1", "Q2", "Q3", "Q4"}
 
-    _pip("uninstall", "-y", DISTRIBUTION)
+    uninstall(DISTRIBUTION)
     assert "example_backbone" not in mer("plugins").stdout
-    _pip("install", "--no-deps", "--no-build-isolation", str(EXAMPLE))  # for the fixture
+    install(DISTRIBUTION)  # for the fixture

@@ -1,0 +1,1 @@
+"""An example mer plugin: WavPack (`.wv`) files decoded with PyAV, tagged with mutagen."""
