@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# the package's source folders, by the dotted prefix they are installed under
-SOURCES = {"mer_plugin": ROOT / "mer_plugin", "mer_plugin.kernels": ROOT / "kernels",
-           "mer_plugin.cli": ROOT / "cli"}  # fmt: skip
+# the package's source folder, by the dotted prefix it is installed under
+SOURCES = {"mer_plugin": ROOT / "mer_plugin"}
 LAYERS: dict[str, int] = {
     "mer_plugin": 0,  # the package's own __init__: its version
     "mer_plugin.models": 0,  # data: the shipped model folders
