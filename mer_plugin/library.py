@@ -3,6 +3,7 @@
     found = walk([Path("~/Music").expanduser()])
     found.files     # sorted, depth first; every real file once
     found.problems  # (path, reason): unreadable folders, unsupported files named directly
+    found.ignored   # {".wv": 3}: audio files a decoder or a tag writer is missing for
 
 Rules: folders are walked recursively and in sorted order; only extensions that a decoder
 and a tag writer both handle are kept (`taggable_extensions`); hidden files and folders
@@ -40,11 +41,22 @@ class Problem:
 class Library:
     files: list[Path] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # files left out under the folders walked, by extension, where mer can decode or tag
+    # that extension but not both (`missing_component` says which is missing)
+    ignored: dict[str, int] = field(default_factory=dict)
 
 
 def taggable_extensions() -> frozenset[str]:
     """Lower-case extensions (".flac") that mer can decode and tag."""
     return frozenset(supported_extensions()) & frozenset(writable_extensions())
+
+
+def missing_component(extension: str) -> str | None:
+    """ "decoder" or "tag writer" when only the other handles `extension`, else None."""
+    decodable = extension in supported_extensions()
+    if decodable == (extension in writable_extensions()):
+        return None
+    return "tag writer" if decodable else "decoder"
 
 
 def is_taggable(path: str | os.PathLike, extensions: frozenset[str] | None = None) -> bool:
@@ -64,6 +76,7 @@ class _Walker:
     def __init__(self, clean: bool) -> None:
         self.clean = clean
         self.extensions = taggable_extensions()
+        self.half_supported = set(supported_extensions()) ^ set(writable_extensions())
         self.found = Library()
         self._files: set[tuple[int, int]] = set()
         self._folders: set[tuple[int, int]] = set()
@@ -111,8 +124,12 @@ class _Walker:
         if stat.S_ISDIR(info.st_mode):
             if entry.name not in SYSTEM_FOLDERS:
                 self._folder(Path(entry.path), info)
-        elif stat.S_ISREG(info.st_mode) and is_taggable(entry.name, self.extensions):
-            self._file(Path(entry.path), info)
+        elif stat.S_ISREG(info.st_mode):
+            suffix = os.path.splitext(entry.name)[1].lower()
+            if suffix in self.extensions:
+                self._file(Path(entry.path), info)
+            elif suffix in self.half_supported:
+                self.found.ignored[suffix] = self.found.ignored.get(suffix, 0) + 1
 
     def _file(self, path: Path, info: os.stat_result) -> None:
         key = (info.st_dev, info.st_ino)

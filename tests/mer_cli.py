@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 
-def mer(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def mer(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`mer ARGS` in a subprocess; `env` adds to (or overrides) this process's environment."""
     exe = Path(sys.executable).with_name("mer")
     assert exe.exists(), f"the `mer` console script is not installed ({exe})"
-    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300)
+    command = [exe, *map(str, args)]
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mer_cli import mer
 
-from mer_plugin.plugins import BUILTIN_PLUGINS, PluginClash, load_plugins
+from mer_plugin.plugins import BUILTIN_PLUGINS, load_plugins
 
 InstallPlugin = Callable[..., None]
 
@@ -32,12 +33,13 @@ def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InstallPl
     monkeypatch.delenv("MER_PLUGINS", raising=False)
     monkeypatch.delenv("MER_DISABLE_PLUGINS", raising=False)
 
-    def install(name: str, source: str, version: str = "1.0") -> None:
+    def install(name: str, source: str, version: str = "1.0") -> Path:
         (site / f"{name}.py").write_text(textwrap.dedent(source))
         info = site / f"{name}-{version}.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         (info / "entry_points.txt").write_text(f"[mer]\n{name} = {name}\n")
+        return site
 
     return install
 
@@ -110,7 +112,7 @@ def test_misspelt_hook_is_reported(install_plugin) -> None:
     assert _external(plugins) == []
     (failure,) = plugins.failures
     assert failure.name == "mer_typo"
-    assert "mer_backbone" in failure.reason
+    assert failure.reason == "unknown hook 'mer_backbone' (did you mean 'mer_backbones'?)"
 
 
 def test_allow_list_and_disable_list(install_plugin, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,11 +125,57 @@ def test_allow_list_and_disable_list(install_plugin, monkeypatch: pytest.MonkeyP
     assert _external(load_plugins()) == []
 
 
-def test_name_clash_names_both_plugins(install_plugin) -> None:
+def test_name_clash_keeps_the_first_and_names_both_plugins(install_plugin) -> None:
     install_plugin("mer_first", BACKBONE_PLUGIN.format(backbone="same-net"))
     install_plugin("mer_second", BACKBONE_PLUGIN.format(backbone="same-net"))
-    with pytest.raises(PluginClash, match="same-net.*mer_(first|second).*mer_(first|second)"):
-        load_plugins().backbones()
+    plugins = load_plugins()
+    assert "same-net" in plugins.backbones()
+    first = plugins.owner("mer_backbones", "same-net").split()[0]
+    (failure,) = plugins.failures
+    assert {first, failure.name} == {"mer_first", "mer_second"}
+    assert f"'same-net' is already provided by plugin '{first}'" in failure.reason
+
+
+def test_a_decoder_named_like_a_builtin_leaves_the_builtin_working(install_plugin) -> None:
+    install_plugin(
+        "mer_impostor",
+        """
+        from mer_plugin.hookspecs import Decoder, hookimpl
+
+        def _open(path, block_frames):
+            raise OSError("never opened here")
+
+        @hookimpl
+        def mer_decoders():
+            return [Decoder("soundfile", (".flac",), _open, _open, priority=50)]
+        """,
+    )
+    plugins = load_plugins()
+    assert [d.name for d in plugins.decoders(".flac")] == ["soundfile", "pyav-fallback"]
+    assert plugins.owner("mer_decoders", "soundfile").startswith("mer_plugin.builtin.decoders")
+    (failure,) = plugins.failures
+    assert failure.name == "mer_impostor" and "decoder 'soundfile' is already" in failure.reason
+
+
+def test_two_writers_at_one_priority_are_reported(install_plugin) -> None:
+    install_plugin(
+        "mer_writers",
+        """
+        from mer_plugin.hookspecs import TagWriter, hookimpl
+
+        def _never(*args):
+            raise OSError("never used here")
+
+        @hookimpl
+        def mer_tag_writers():
+            return [TagWriter("also-ape", (".wv",), _never, _never, priority=10)]
+        """,
+    )
+    plugins = load_plugins()
+    assert [w.name for w in plugins.tag_writers(".wv")] == ["ape", "also-ape"]
+    (failure,) = plugins.failures
+    assert failure.name == "mer_writers"
+    assert "'also-ape' and tag writer 'ape'" in failure.reason and "priority 10" in failure.reason
 
 
 def test_decoders_are_ordered_by_priority(install_plugin) -> None:
@@ -147,3 +195,14 @@ def test_decoders_are_ordered_by_priority(install_plugin) -> None:
     )
     names = [decoder.name for decoder in load_plugins().decoders(".XYZ")]
     assert names[:2] == ["high", "low"]
+
+
+def test_mer_plugins_shows_formats_and_problems_and_exits_1(install_plugin) -> None:
+    site = install_plugin("mer_broken", "raise ImportError('needs libfoo')")
+    result = mer("plugins", env={"PYTHONPATH": str(site), "COLUMNS": "200"})
+    assert result.returncode == 1
+    assert "problem mer_broken (mer_broken 1.0): could not be loaded" in result.stdout
+    wv = next(line for line in result.stdout.splitlines() if " .wv " in line)
+    assert "ape (10)" in wv and "no: no decoder" in wv
+    flac = next(line for line in result.stdout.splitlines() if " .flac " in line)
+    assert "soundfile (10), pyav-fallback (0)" in flac and "vorbis (10)" in flac

@@ -110,6 +110,17 @@ def test_the_default_model_tags_a_library(make_audio, tmp_path: Path) -> None:
         assert tags["mood"] in {"Happy", "Angry", "Sad", "Calm"}
 
 
+def test_the_summary_names_audio_files_mer_cannot_tag(make_audio, model_dir, tmp_path) -> None:
+    (tmp_path / "lib").mkdir()
+    make_audio("lib/a.flac", 1.0)
+    for name in ("b.wv", "c.wv", "d.wma"):  # tag writers exist, decoders do not
+        (tmp_path / "lib" / name).write_bytes(b"x")
+    result = mer_tag(tmp_path / "lib", "--model", model_dir, cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert "not tagged: 2 .wv files (no decoder for .wv;" in result.stdout
+    assert "not tagged: 1 .wma file (no decoder for .wma;" in result.stdout
+
+
 def test_a_folder_that_is_not_a_model_is_one_clear_line(make_audio, tmp_path: Path) -> None:
     result = mer_tag(make_audio("a.flac", 1.0), "--model", tmp_path, cache=tmp_path / "cache")
     assert result.returncode == 1

@@ -111,6 +111,7 @@ def test_walk_finds_each_taggable_file_once_in_order(make_audio: MAKE, tmp_path:
         ("notes.txt", "unsupported format .tx")
     ]
     assert not stale.exists()
+    assert found.ignored == {".wma": 1}  # walked past, and counted for the summary
     assert {".mp3", ".flac", ".m4a", ".opus", ".wav", ".aiff"} <= taggable_extensions()
     assert ".wma" not in taggable_extensions()
 

@@ -59,30 +59,6 @@ def features(
     typer.echo(f"{out}: {len(segments)} segments of {seconds:.2f} s, shape {segments.shape}")
 
 
-@app.command()
-def plugins() -> None:
-    """List the loaded plugins, where they come from, and what each provides."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from mer_plugin.plugins import HOOKS, get_plugins
-
-    loaded = get_plugins()
-    provides: dict[str, list[str]] = {info.name: [] for info in loaded.loaded}
-    for hook, component_type in HOOKS.items():
-        kind = component_type.__name__.lower()
-        for plugin, component in loaded.provided(hook):
-            provides.setdefault(plugin, []).append(f"{kind} {component.name}")
-    table = Table("plugin", "distribution", "version", "provides")
-    for info in loaded.loaded:
-        source = info.distribution + (" (built-in)" if info.builtin else "")
-        table.add_row(info.name, source, info.version, ", ".join(provides[info.name]) or "-")
-    console = Console()
-    console.print(table)
-    for failure in loaded.failures:
-        console.print(f"[red]failed[/red] {failure.name}: {failure.reason}", highlight=False)
-
-
 def _save_atomically(out: Path, array: np.ndarray) -> None:
     """Write `array` as .npy to exactly `out`; a failed write leaves no partial file."""
     part = out.with_name(out.name + ".part")
@@ -94,12 +70,13 @@ def _save_atomically(out: Path, array: np.ndarray) -> None:
         part.unlink(missing_ok=True)
 
 
-from mer_plugin.cli import predict, tag, training  # noqa: E402
+from mer_plugin.cli import plugins, predict, tag, training  # noqa: E402
 
 app.command("tag")(tag.tag)
 app.command("predict")(predict.predict)
 app.command("train")(training.train)
 app.command("eval")(training.eval_)
+app.command("plugins")(plugins.plugins)
 
 
 def main() -> None:

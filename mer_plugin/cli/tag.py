@@ -86,7 +86,21 @@ def tag(
             raise fail(MerError(f"{report}: cannot write: {error.strerror or error}")) from None
     if not quiet:
         _print_summary(run)
+        _print_ignored(library.ignored)
     raise typer.Exit(_exit_code(run))
+
+
+def _print_ignored(ignored: dict[str, int]) -> None:
+    """The audio files left out for want of a decoder or a tag writer, per extension."""
+    from mer_plugin.library import missing_component
+
+    for extension, n in sorted(ignored.items()):
+        files = "file" if n == 1 else "files"
+        missing = missing_component(extension)
+        typer.echo(
+            f"not tagged: {n} {extension} {files} (no {missing} for {extension}; "
+            "a plugin can add one: `mer plugins` lists the formats)"
+        )
 
 
 def _exit_code(run) -> int:

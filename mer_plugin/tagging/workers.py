@@ -10,6 +10,7 @@ and never holds a long file's segments. A death is pinned on the file it was giv
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -21,6 +22,7 @@ from queue import Empty, SimpleQueue
 
 import numpy as np
 
+from mer_plugin import plugins
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.tagging.analysis import Analysis, ExtrasKey, Gather, analyse
 from mer_plugin.tagging.interrupts import Interrupts
@@ -29,8 +31,10 @@ from mer_plugin.tagging.policy import Planned
 
 
 def _init_worker() -> None:
-    """Worker processes: one thread each, and Ctrl-C is the main process's to handle."""
+    """Worker processes: one thread each; Ctrl-C and the plugins' warnings are the main
+    process's to handle (it loaded the same plugins and reported them once)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger(plugins.__name__).setLevel(logging.ERROR)
     import numba
 
     numba.set_num_threads(1)
