@@ -132,6 +132,10 @@ class Plugins:
         """The plugin providing component `name` of `hook`, as shown to people."""
         return self.describe(self._owners.get(hook, {}).get(name, "?"))
 
+    def is_builtin(self, hook: str, name: str) -> bool:
+        info = self._origins.get(self._owners.get(hook, {}).get(name, ""))
+        return info is not None and info.builtin
+
     def _table(self, hook: str) -> tuple[dict[str, Any], dict[str, str]]:
         found: dict[str, Any] = {}
         owners: dict[str, str] = {}

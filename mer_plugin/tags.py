@@ -141,15 +141,56 @@ def foreign_mood(tags: Mapping[str, str]) -> bool:
 def read_tags(path: str | bytes | os.PathLike) -> dict[str, str]:
     """mer's fields found in a file, plus `MOOD_SOURCE` ("mer" or "other") with a mood."""
     path = _as_path(path)
-    try:
-        found = dict(_writer_for(path).read(path))
-    except TagError:
-        raise
-    except Exception as error:  # mutagen or a plugin: one line for the user
-        raise TagError(path, error_reason(error)) from error
+    writer = _writer_for(path)
+    found = _field_names(writer, path, _guarded(writer, writer.read, path, path))
     if MOOD in found:
         found[MOOD_SOURCE] = "mer" if MODEL in found else "other"
     return found
+
+
+_BY_LOWER = {field.name.lower(): field.name for field in FIELDS}
+
+
+def _field_names(writer: TagWriter, path: Path, read: Mapping[str, str]) -> dict[str, str]:
+    """A writer's `read` result by mer's field names (case-insensitively: `MOOD` is
+    `mood`); any other key is the writer's error, refused so no mood is misjudged."""
+    found: dict[str, str] = {}
+    unknown = []
+    for key, value in read.items():
+        name = _BY_LOWER.get(str(key).lower())
+        if name is None:
+            unknown.append(str(key))
+        else:
+            found[name] = value
+    if unknown:
+        raise TagError(
+            path,
+            f"{_writer_named(writer)} read unknown field names {', '.join(sorted(unknown))} "
+            f"(a writer returns {', '.join(FIELD_NAMES)}: see docs/plugins.md)",
+        )
+    return found
+
+
+def _writer_named(writer: TagWriter) -> str:
+    """'tag writer NAME', with its plugin where it is not a built-in."""
+    plugins = get_plugins()
+    if plugins.is_builtin("mer_tag_writers", writer.name):
+        return f"tag writer {writer.name!r}"
+    return f"tag writer {writer.name!r} of plugin {plugins.owner('mer_tag_writers', writer.name)}"
+
+
+def _guarded(writer: TagWriter, call, file: Path, shown: Path, *args):
+    """`call(file, *args)`; an unexpected error becomes one TagError line about `shown`,
+    naming a plugin's writer (mer's own writers speak for themselves)."""
+    try:
+        return call(file, *args)
+    except TagError:
+        raise
+    except Exception as error:  # mutagen or a plugin: one line for the user
+        reason = error_reason(error, str(file), shown)
+        if not get_plugins().is_builtin("mer_tag_writers", writer.name):
+            reason = f"{_writer_named(writer)} failed: {reason}"
+        raise TagError(shown, reason) from error
 
 
 def write_tags(
@@ -165,7 +206,11 @@ def write_tags(
     values = check_fields(fields)
     target = _real_file(_as_path(path))
     chosen = writer or _writer_for(target)
-    safe_rewrite(target, lambda copy: chosen.write(copy, values), keep_mtime=keep_mtime)
+    safe_rewrite(
+        target,
+        lambda copy: _guarded(chosen, chosen.write, copy, target, values),
+        keep_mtime=keep_mtime,
+    )
 
 
 def _as_path(path: str | bytes | os.PathLike) -> Path:

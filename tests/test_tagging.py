@@ -22,8 +22,10 @@ from tiny_model import train_tiny_model
 from tinytag import TinyTag
 
 from mer_plugin.audio import open_stream
+from mer_plugin.hookspecs import TagWriter, hookimpl
 from mer_plugin.inference import Model, predict_file
 from mer_plugin.library import taggable_extensions, walk
+from mer_plugin.plugins import get_plugins
 from mer_plugin.tagging import (
     CACHE_FILE,
     CACHED,
@@ -42,7 +44,7 @@ from mer_plugin.tagging import (
     write_report,
 )
 from mer_plugin.tagging.workers import WORKER_CRASH_ENV
-from mer_plugin.tags import read_tags
+from mer_plugin.tags import FIELD_NAMES, read_tags
 
 MAKE = Callable[..., Path]
 FORMATS = ("wav", "aiff", "flac", "mp3", "ogg", "opus", "m4a", "mp4")
@@ -247,6 +249,84 @@ def test_a_users_mood_is_kept_unless_forced(make_audio: MAKE, model, options) ->
     forced = tag([path], model, options, force=True).outcomes[0]
     assert forced.status == Status.TAGGED and forced.previous_mood == "Melancholy"
     assert read_tags(path)["mood"] == forced.mood != "Melancholy"
+
+
+class RenamingWriter:
+    """A third party's FLAC tag writer whose `read` renames mer's field names."""
+
+    def __init__(self, rename: Callable[[str], str]) -> None:
+        self.rename = rename
+
+    @hookimpl
+    def mer_tag_writers(self) -> list[TagWriter]:
+        return [TagWriter("renaming", (".flac",), self.write, self.read, priority=20)]
+
+    def write(self, path: Path, fields: dict[str, str]) -> None:
+        audio = FLAC(path)
+        audio.update(fields)
+        audio.save()
+
+    def read(self, path: Path) -> dict[str, str]:
+        ours = {name.lower() for name in FIELD_NAMES}
+        tags = FLAC(path).tags or {}
+        return {self.rename(key): value for key, value in tags if key.lower() in ours}
+
+
+@pytest.fixture
+def register_writer():
+    plugins = get_plugins()
+    yield lambda writer: plugins.register(writer, name="renaming_writer")
+    if plugins.manager.has_plugin("renaming_writer"):
+        plugins.unregister("renaming_writer")
+
+
+def test_a_writer_reading_upper_case_names_keeps_a_users_mood(
+    make_audio: MAKE, model, options, register_writer
+) -> None:
+    register_writer(RenamingWriter(str.upper))  # MOOD, MER_MODEL...
+    path = song(make_audio, "mine.flac")
+    audio = FLAC(path)
+    audio["mood"] = "Melancholy"
+    audio.save()
+    kept = tag([path], model, options).outcomes[0]
+    assert (kept.status, kept.reason) == (Status.SKIPPED, OWN_MOOD)
+    forced = tag([path], model, options, force=True).outcomes[0]
+    assert forced.status == Status.TAGGED
+    assert read_tags(path)["MER_MODEL"] == "tiny-tagger 1"  # read back through the plugin
+    assert tag([path], model, options).outcomes[0].reason in (SAME_MODEL, CACHED)
+
+
+def test_a_writer_reading_unknown_names_is_refused(
+    make_audio: MAKE, model, options, register_writer
+) -> None:
+    register_writer(RenamingWriter(lambda key: "FEELING" if key.lower() == "mood" else key))
+    path = song(make_audio, "mine.flac")
+    audio = FLAC(path)
+    audio["mood"] = "Melancholy"
+    audio.save()
+    refused = tag([path], model, options).outcomes[0]
+    assert refused.status == Status.FAILED
+    assert "tag writer 'renaming' of plugin renaming_writer read unknown" in refused.reason
+    assert "FEELING" in refused.reason and FLAC(path)["mood"] == ["Melancholy"]
+
+
+class RaisingWriter(RenamingWriter):
+    def write(self, path: Path, fields: dict[str, str]) -> None:
+        raise RuntimeError("disk quota in the cloud")
+
+
+def test_a_raising_writer_is_named_with_its_plugin(
+    make_audio: MAKE, model, options, register_writer
+) -> None:
+    register_writer(RaisingWriter(str))
+    path = song(make_audio, "a.flac")
+    before = path.read_bytes()
+    failed = tag([path], model, options).outcomes[0]
+    assert failed.status == Status.FAILED and path.read_bytes() == before
+    assert failed.reason == (
+        "tag writer 'renaming' of plugin renaming_writer failed: "
+        "RuntimeError: disk quota in the cloud"
+    )
 
 
 def test_dry_run_writes_nothing(make_audio: MAKE, model, options, tmp_path: Path) -> None:
