@@ -13,10 +13,11 @@
 
 Formats by the name's extension (or `fmt=`): wav, aiff/aif, flac, ogg (vorbis),
 opus, mp3 through soundfile (libsndfile); wv (WavPack, 16-bit, lossless from the same
-samples as a 16-bit wav: `wavpack_from_wav`) through PyAV; m4a, mp4, aac through
-Debian's `ffmpeg`. A test that needs ffmpeg where it is missing is skipped, with the
-reason. Files are written block by block, so hour-long files cost little
-memory (`write_audio` is importable for benchmarks).
+samples as a 16-bit wav: `wavpack_from_wav`) through PyAV; m4a, mp4, aac and wma
+(which mer tags but does not decode) through Debian's `ffmpeg`. A test that needs
+ffmpeg where it is missing is skipped, with the reason. Files are written block by
+block, so hour-long files cost little memory (`write_audio` is importable for
+benchmarks).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ FFMPEG_FORMATS: dict[str, list[str]] = {
     "m4a": ["-c:a", "aac", "-b:a", "128k", "-f", "ipod"],
     "mp4": ["-c:a", "aac", "-b:a", "128k", "-f", "mp4"],
     "aac": ["-c:a", "aac", "-b:a", "128k", "-f", "adts"],
+    "wma": ["-c:a", "wmav2", "-b:a", "128k", "-f", "asf"],
 }
 # what the encoders accept (anything else: a ValueError that says so)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)

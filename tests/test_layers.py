@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "mer_plugin.library": 2,
     "mer_plugin.song_extras": 2,
     "mer_plugin.datasets": 2,
+    "mer_plugin.testing": 2,
     "mer_plugin.backbones": 3,
     "mer_plugin.inference": 4,
     "mer_plugin.tagging": 5,

@@ -28,7 +28,7 @@ import soundfile as sf
 from mer_plugin.errors import UNRECOGNISED, AudioError
 from mer_plugin.hookspecs import AudioInfo, Decoder, Source, hookimpl
 
-SOUNDFILE, PYAV = "soundfile", "pyav"  # built-in decoder names
+SOUNDFILE, PYAV, PYAV_FALLBACK = "soundfile", "pyav", "pyav-fallback"  # built-in decoders
 
 
 # ------------------------------------------------------------------ soundfile
@@ -168,10 +168,12 @@ def _pyav_blocks(
                 yield block
 
 
-def _pyav_info(path: Path) -> AudioInfo:
+def _pyav_info(path: Path, name: str = PYAV) -> AudioInfo:
     with av.open(str(path)) as container:
         stream = _audio_stream(path, container)
         ctx = stream.codec_context
+        if ctx.sample_rate <= 0:  # no stream header: FFmpeg guessed from the extension
+            raise AudioError(path, UNRECOGNISED)
         if stream.duration and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration:
@@ -187,8 +189,12 @@ def _pyav_info(path: Path) -> AudioInfo:
             ctx.layout.nb_channels,
             codec,
             container_name,
-            PYAV,
+            name,
         )
+
+
+def _fallback_info(path: Path) -> AudioInfo:
+    return _pyav_info(path, PYAV_FALLBACK)
 
 
 # ------------------------------------------------------------------ the hook
@@ -204,5 +210,5 @@ def mer_decoders() -> list[Decoder]:
         Decoder(SOUNDFILE, _SOUNDFILE_EXTS, _open_soundfile, _soundfile_info, priority=10),
         Decoder(PYAV, _PYAV_EXTS, _open_pyav, _pyav_info, priority=10),
         # fallback: a wrong extension, a codec libsndfile lacks
-        Decoder(f"{PYAV}-fallback", _SOUNDFILE_EXTS, _open_pyav, _pyav_info, priority=0),
+        Decoder(PYAV_FALLBACK, _SOUNDFILE_EXTS, _open_pyav, _fallback_info, priority=0),
     ]
