@@ -4,12 +4,13 @@ the `mer train` / `mer eval` commands, end to end on generated audio (seconds)."
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mer_cli import mer
 from synthetic_music import TINY, TINY_SPEC, TinyPlugin
 from typer.testing import CliRunner
 
@@ -51,8 +52,22 @@ def test_settings_overrides() -> None:
     assert Settings.from_dict(settings.to_dict()) == settings
     with pytest.raises(SettingsError, match="unknown setting"):
         Settings().with_overrides(["taus=1"])
-    with pytest.raises(SettingsError, match="warmup_epochs"):
-        Settings(epochs=3, warmup_epochs=5)
+    with pytest.raises(SettingsError) as error:
+        Settings().with_overrides(["epochs=2"])  # the default warm-up (10) is too long
+    assert str(error.value) == (
+        "invalid settings: warmup_epochs=10: 0 to epochs (2); "
+        "set both, e.g. --set epochs=2 --set warmup_epochs=0"
+    )
+
+
+def test_mer_settings_lists_every_setting_with_its_meaning() -> None:
+    listing = mer("settings", env={"COLUMNS": "200"})
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split("│")[1].strip(): line for line in listing.stdout.splitlines() if "│" in line}
+    names = [f.name for f in fields(Settings) if f.name != "augment"]
+    names += [f"augment.{f.name}" for f in fields(AugmentSettings)]
+    assert set(rows) == set(names)
+    assert "0 to epochs" not in rows["warmup_epochs"] and "at most epochs" in rows["warmup_epochs"]
 
 
 @pytest.mark.parametrize("log", ["log10_1p", "log", "db", "none"])

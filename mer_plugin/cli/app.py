@@ -77,6 +77,7 @@ app.command("predict")(predict.predict)
 app.command("train")(training.train)
 app.command("eval")(training.eval_)
 app.command("plugins")(plugins.plugins)
+app.command("settings")(training.settings)
 
 
 def main() -> None:

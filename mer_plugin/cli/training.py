@@ -32,7 +32,9 @@ Finetune = Annotated[
 Seed = Annotated[int, typer.Option(help="Seed of every random choice.")]
 Sets = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a setting: NAME=VALUE (repeatable; see Settings)."),
+    typer.Option(
+        "--set", help="Override a setting: NAME=VALUE (repeatable; `mer settings` lists them)."
+    ),
 ]
 CacheDir = Annotated[
     Path | None,
@@ -261,3 +263,16 @@ def print_report(report: dict) -> None:
         console.print(f"{len(report['skipped'])} clips skipped:", highlight=False)
         for line in report["skipped"]:
             console.print(f"  {line}", highlight=False)
+
+
+def settings() -> None:
+    """List every training setting (`--set NAME=VALUE`) with its type, default and meaning."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mer_plugin.training.settings import describe_settings
+
+    table = Table("setting", "type", "default", "meaning")
+    for row in describe_settings():
+        table.add_row(*row)
+    Console().print(table)

@@ -20,17 +20,24 @@ class SettingsError(MerError):
     """A setting has an unknown name or a bad value."""
 
 
+def setting(default: Any, meaning: str) -> Any:
+    """A dataclass field with its one-line meaning, which `mer settings` shows."""
+    return field(default=default, metadata={"meaning": meaning})
+
+
 @dataclass(frozen=True)
 class AugmentSettings:
     """The K-view augmentations of `augment.py` (all on log-mel segments)."""
 
-    shift: float = 0.5  # segment start jitter, as a fraction of the segment hop (each way)
-    gain_db: float = 6.0  # gain drawn uniformly in ±gain_db, applied to the mel power
-    freq_masks: int = 1  # frequency masks per view
-    freq_mask_bands: int = 8  # at most this many adjacent mel bands per mask
-    noise_probability: float = 0.5  # share of views with noise mixed in
-    noise_snr_db: tuple[float, float] = (20.0, 40.0)  # signal-to-noise range of that noise
-    clip_crop: float = 0.9  # clip-level views: a random crop of this share of the clip
+    shift: float = setting(0.5, "segment start jitter, a share of the segment hop each way")
+    gain_db: float = setting(6.0, "gain drawn uniformly in +-gain_db, on the mel power")
+    freq_masks: int = setting(1, "frequency masks per view")
+    freq_mask_bands: int = setting(8, "at most this many adjacent mel bands per mask")
+    noise_probability: float = setting(0.5, "share of views with noise mixed in")
+    noise_snr_db: tuple[float, float] = setting(
+        (20.0, 40.0), "signal-to-noise range of that noise, dB"
+    )
+    clip_crop: float = setting(0.9, "clip-level views: a random crop of this share of the clip")
 
 
 @dataclass(frozen=True)
@@ -38,64 +45,77 @@ class Settings:
     """Hyperparameters of the three methods; `replace(settings, name=value)` to change one."""
 
     # --- shared by every method
-    seed: int = 0
-    finetune: int = 0  # 0: frozen backbone (cached embeddings); k: train its last k groups
-    pretrained: bool | None = None  # None: the shipped weights where the backbone has them
-    views: int = 3  # views per segment: 0 clean + augmented ones (cached when frozen)
-    augment_training: bool = True  # every method draws a random view per sample
-    hidden: int = 256  # head: Linear(embedding, hidden) -> ReLU -> Dropout -> Linear
-    dropout: float = 0.5
-    batch_size: int = 64
-    lr: float = 1e-3  # AdamW, cosine decay over all epochs
-    backbone_lr: float = 1e-4  # for the unfrozen backbone groups
-    weight_decay: float = 1e-2
-    epochs: int = 40  # segment and sssl
-    clip_epochs: int = 200  # clip: ten times fewer samples per epoch than segments
-    device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # bfloat16 autocast of a backbone in training, on CUDA
-    # --- sssl (DivideMix defaults unless noted)
-    warmup_epochs: int = 10  # plain cross-entropy first (DivideMix CIFAR-10: 10)
-    tau: float = 0.5  # clean-probability threshold of the labelled set
-    temperature: float = 0.5  # sharpening of refined labels and pseudo-labels
-    alpha: float = 4.0  # mixup lambda ~ Beta(alpha, alpha), lambda = max(lambda, 1 - lambda)
+    seed: int = setting(0, "random seed: folds, initialisation, augmentation, batches")
+    finetune: int = setting(0, "0: frozen backbone (cached embeddings); k: train its last k groups")
+    pretrained: bool | None = setting(
+        None, "start from shipped weights; none: where the backbone has them"
+    )
+    views: int = setting(3, "views per segment: 1 clean + augmented ones (cached when frozen)")
+    augment_training: bool = setting(True, "every method draws a random view per sample")
+    hidden: int = setting(256, "head width: Linear(embedding, hidden), ReLU, Dropout, Linear")
+    dropout: float = setting(0.5, "dropout of the head's hidden layer")
+    batch_size: int = setting(64, "samples per training step (at least 2)")
+    lr: float = setting(1e-3, "learning rate of the head: AdamW, cosine decay over all epochs")
+    backbone_lr: float = setting(1e-4, "learning rate of the unfrozen backbone groups")
+    weight_decay: float = setting(1e-2, "AdamW weight decay")
+    epochs: int = setting(40, "training epochs of segment and sssl")
+    clip_epochs: int = setting(200, "training epochs of clip (ten times fewer samples per epoch)")
+    device: str = setting("auto", "where training runs: auto, cpu or cuda")
+    amp: bool = setting(True, "bfloat16 autocast of a backbone in training, on CUDA")
+    # --- sssl (DivideMix defaults unless noted; DivideMix CIFAR-10 warms up for 10 epochs)
+    warmup_epochs: int = setting(10, "sssl: epochs of plain cross-entropy first (at most epochs)")
+    tau: float = setting(0.5, "sssl: clean-probability threshold of the labelled set, 0-1")
+    temperature: float = setting(0.5, "sssl: sharpening of refined labels and pseudo-labels")
+    alpha: float = setting(4.0, "sssl: mixup lambda ~ Beta(alpha, alpha), kept >= 0.5")
     # weight of the unlabelled MSE term, after the ramp. DivideMix sets it by noise level:
     # 0 for 20-50 % noise, 25 for 80 %; the GMM finds 15-35 % noisy segments on 4Q, and 25
     # lost 0.1 macro-F1 on inner folds of training clips (docs/results.md), so a small 1
-    lambda_u: float = 1.0
-    rampup_epochs: int = 16  # lambda_u rises linearly over this many epochs after warm-up
-    lambda_kl: float = 1.0  # weight of the two-view KL consistency (not in DivideMix)
-    prior_penalty: bool = True  # DivideMix's uniform-prior penalty on the mean prediction
-    # GMM on each loss minus its clip's mean loss: segments that disagree with their clip,
-    # not whole clips that are hard (which the plain loss flags; docs/results.md)
-    clip_relative_loss: bool = True
-    gmm_max_iter: int = GMM_MAX_ITER
-    gmm_tol: float = GMM_TOL
-    gmm_reg_covar: float = GMM_REG_COVAR
-    min_split: int = 8  # fewer segments than this on one side: all stay labelled this epoch
+    lambda_u: float = setting(1.0, "sssl: weight of the unlabelled MSE term after the ramp")
+    rampup_epochs: int = setting(16, "sssl: epochs over which lambda_u rises after warm-up")
+    lambda_kl: float = setting(1.0, "sssl: weight of the two-view KL consistency")
+    prior_penalty: bool = setting(True, "sssl: uniform-prior penalty on the mean prediction")
+    # the clip-relative loss flags segments that disagree with their clip, not whole
+    # clips that are hard (which the plain loss flags; docs/results.md)
+    clip_relative_loss: bool = setting(True, "sssl: GMM on each loss minus its clip's mean loss")
+    gmm_max_iter: int = setting(GMM_MAX_ITER, "sssl: EM iterations of the 2-component GMM")
+    gmm_tol: float = setting(GMM_TOL, "sssl: EM convergence tolerance of the GMM")
+    gmm_reg_covar: float = setting(GMM_REG_COVAR, "sssl: variance floor of the GMM")
+    min_split: int = setting(8, "sssl: fewer segments on one side: all stay labelled that epoch")
     # --- sssl stage 2 (song classifier on aggregated segment probabilities)
-    song_classifier: bool = True  # False: the song is the mean of its segment probabilities
-    stage2_folds: int = 4  # inner grouped folds for out-of-fold training features (0: in-sample)
-    # inverse L2 strength of the logistic regression; 0: picked from heads.SONG_C_GRID by
-    # grouped cross-validation on the training songs' out-of-fold features
-    song_c: float = 1.0
+    song_classifier: bool = setting(
+        True, "stage 2 classifier; false: the mean segment probabilities"
+    )
+    stage2_folds: int = setting(4, "stage 2: inner folds for out-of-fold features (0: in-sample)")
+    # song_c 0: picked from stage2.SONG_C_GRID by grouped cross-validation on the
+    # training songs' out-of-fold features
+    song_c: float = setting(1.0, "stage 2: inverse L2 strength (0: chosen by inner folds)")
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
     def __post_init__(self) -> None:
-        checks = {
-            "views": self.views >= 1,
-            "finetune": self.finetune >= 0,
-            "batch_size": self.batch_size >= 2,
-            "epochs": self.epochs >= 1 and self.clip_epochs >= 1,
-            "warmup_epochs": 0 <= self.warmup_epochs <= self.epochs,
-            "tau": 0.0 <= self.tau <= 1.0,
-            "temperature": self.temperature > 0,
-            "alpha": self.alpha > 0,
-            "stage2_folds": self.stage2_folds == 0 or self.stage2_folds >= 2,
-            "device": self.device in ("auto", "cpu", "cuda"),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise SettingsError(f"invalid settings: {', '.join(bad)} ({self})")
+        rules = (
+            (self.views >= 1, f"views={self.views}: at least 1 (the clean view)"),
+            (self.finetune >= 0, f"finetune={self.finetune}: 0 or more groups"),
+            (self.batch_size >= 2, f"batch_size={self.batch_size}: at least 2"),
+            (self.epochs >= 1, f"epochs={self.epochs}: at least 1"),
+            (self.clip_epochs >= 1, f"clip_epochs={self.clip_epochs}: at least 1"),
+            (
+                0 <= self.warmup_epochs <= self.epochs,
+                f"warmup_epochs={self.warmup_epochs}: 0 to epochs ({self.epochs}); "
+                f"set both, e.g. --set epochs={self.epochs} --set warmup_epochs="
+                f"{max(0, min(self.warmup_epochs, self.epochs // 4))}",
+            ),
+            (0.0 <= self.tau <= 1.0, f"tau={self.tau}: a probability, 0 to 1"),
+            (self.temperature > 0, f"temperature={self.temperature}: above 0"),
+            (self.alpha > 0, f"alpha={self.alpha}: above 0"),
+            (
+                self.stage2_folds == 0 or self.stage2_folds >= 2,
+                f"stage2_folds={self.stage2_folds}: 0 (in-sample) or at least 2",
+            ),
+            (self.device in ("auto", "cpu", "cuda"), f"device={self.device!r}: auto, cpu or cuda"),
+        )
+        broken = [rule for ok, rule in rules if not ok]
+        if broken:
+            raise SettingsError(f"invalid settings: {'; '.join(broken)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +143,20 @@ class Settings:
                 top[name] = _parse(self, name, text)
         augment = replace(self.augment, **aug) if aug else self.augment
         return replace(self, **top, augment=augment)
+
+
+def describe_settings() -> list[tuple[str, str, str, str]]:
+    """(name, type, default, meaning) of every setting, augmentations as `augment.NAME`."""
+    rows = []
+    for prefix, obj in (("", Settings()), ("augment.", AugmentSettings())):
+        for f in fields(obj):
+            if f.name != "augment":
+                default = getattr(obj, f.name)
+                shown = "none" if default is None else str(default).lower()
+                if isinstance(default, tuple):
+                    shown = ",".join(str(x) for x in default)
+                rows.append((prefix + f.name, str(f.type), shown, f.metadata["meaning"]))
+    return rows
 
 
 def _parse(obj: Any, name: str, text: str) -> Any:
