@@ -132,8 +132,13 @@ class Plugins:
         """The plugin providing component `name` of `hook`, as shown to people."""
         return self.describe(self._owners.get(hook, {}).get(name, "?"))
 
+    def origin(self, hook: str, name: str) -> PluginInfo | None:
+        """Where component `name` of `hook` comes from (None: registered at run time)."""
+        self.components(hook)
+        return self._origins.get(self._owners[hook].get(name, ""))
+
     def is_builtin(self, hook: str, name: str) -> bool:
-        info = self._origins.get(self._owners.get(hook, {}).get(name, ""))
+        info = self.origin(hook, name)
         return info is not None and info.builtin
 
     def _table(self, hook: str) -> tuple[dict[str, Any], dict[str, str]]:

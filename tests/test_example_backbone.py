@@ -33,7 +33,8 @@ def test_example_backbone_trains_predicts_and_uninstalls(example_installed, tmp_
         "--finetune", "2", "--out", model, "--cache-dir", tmp_path / "cache", "-q", *fast,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
-    assert json.loads((model / "model.json").read_text())["backbone"]["name"] == "example-tiny-cnn"
+    card = json.loads((model / "model.json").read_text())["backbone"]
+    assert (card["name"], card["plugin"]) == ("example-tiny-cnn", f"{DISTRIBUTION} 0.1.0")
 
     predicted = mer("predict", dataset / "Q1" / "Q1_0.wav", "--model", model, "--json")
     assert predicted.returncode == 0, predicted.stderr
@@ -41,4 +42,10 @@ def test_example_backbone_trains_predicts_and_uninstalls(example_installed, tmp_
 
     uninstall(DISTRIBUTION)
     assert "example_backbone" not in mer("plugins").stdout
+    orphan = mer("predict", dataset / "Q1" / "Q1_0.wav", "--model", model)
+    assert orphan.returncode == 1
+    assert (
+        "needs backbone 'example-tiny-cnn' from the plugin mer-example-backbone 0.1.0, "
+        "which is not installed (pip install mer-example-backbone)"
+    ) in orphan.stderr
     install(DISTRIBUTION)  # for the fixture

@@ -77,7 +77,7 @@ def build(
     model = factory()
     if pretrained:
         if weights is None:
-            raise ValueError(f"backbone {name!r} ships no weights; use pretrained=False")
+            raise ValueError(f"{name!r} ships no weights")
         state = load_safetensors((shipped_folder(weights) / "model.safetensors").read_bytes())
         model.load_state_dict(state)
     return model.eval()

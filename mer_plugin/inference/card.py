@@ -37,6 +37,7 @@ class BackboneInfo:
     weights_in_model: bool
     weights_sha256: str | None
     spec: FrontEndSpec
+    plugin: str | None = None  # "distribution version" of a third-party backbone
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ModelCard:
                     weights_in_model=bool(info["weights_in_model"]),
                     weights_sha256=info.get("weights_sha256"),
                     spec=FrontEndSpec.from_dict(info["frontend"]),
+                    plugin=info.get("plugin"),
                 ),
                 song_window=max(1, round(per_clip)),
                 song_extractors=tuple(data.get("song_extractors") or ()),

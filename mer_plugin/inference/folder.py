@@ -28,6 +28,7 @@ from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.inference.card import FORMAT, CardError, Method, ModelCard
 from mer_plugin.inference.heads import Head, SongClassifier
 from mer_plugin.models import SHIPPED_MODELS
+from mer_plugin.plugins import get_plugins
 from mer_plugin.song_extras import SongExtras
 
 
@@ -97,6 +98,11 @@ def load_model(folder: str | Path) -> Model:
     folder = Path(folder)
     card, tensors = _read(folder)
     info = card.backbone
+    if info.plugin and info.name not in get_plugins().backbones():
+        raise ModelError(
+            f"{folder}: the model needs backbone {info.name!r} from the plugin {info.plugin}, "
+            f"which is not installed (pip install {info.plugin.split()[0]})"
+        )
     try:
         backbone = get_backbone(info.name)
         module = backbone.create(info.pretrained and not info.weights_in_model)

@@ -47,7 +47,10 @@ def build_backbone(
         try:
             module = backbone.create(pretrained)
         except ValueError as error:
-            raise BackboneError(f"backbone {backbone.name}: {error}") from None
+            raise BackboneError(
+                f"backbone {backbone.name!r} cannot start pretrained ({error}): "
+                "leave pretrained unset, or --set pretrained=false to train from scratch"
+            ) from None
     groups = _embedding_groups(module, backbone) if finetune else backbone.finetune_groups
     if finetune > len(groups):
         raise BackboneError(

@@ -16,6 +16,7 @@ from mer_plugin.emotion import MOODS
 from mer_plugin.hookspecs import Backbone
 from mer_plugin.inference.card import Method
 from mer_plugin.inference.folder import save_model, state_digest
+from mer_plugin.plugins import get_plugins
 from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.methods import Fitted, fit
 from mer_plugin.training.prepare import Prepared, prepare
@@ -83,6 +84,15 @@ def _weights_in_model(prepared: Prepared) -> bool:
     return bool(prepared.built.trainable_groups) or not prepared.built.pretrained
 
 
+def _plugin_of(backbone: str) -> dict[str, str]:
+    """{"plugin": "distribution version"} for a third party's backbone, which a user of
+    the model must install; nothing for mer's own."""
+    origin = get_plugins().origin("mer_backbones", backbone)
+    if origin is None or origin.builtin:
+        return {}
+    return {"plugin": f"{origin.distribution} {origin.version}"}
+
+
 def model_card(
     prepared: Prepared,
     fitted: Fitted,
@@ -110,6 +120,7 @@ def model_card(
             "weights_sha256": state_digest(built.module),
             "embedding_size": built.backbone.embedding_size,
             "frontend": built.backbone.spec.to_dict(),
+            **_plugin_of(backbone_name),
         },
         "song_level": _song_level(fitted, prepared.extras),
         "song_extractors": prepared.extras.to_card() if prepared.extras else [],
