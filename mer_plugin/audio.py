@@ -38,10 +38,12 @@ With `strict=False` these become an `AudioWarning` and what decoded is kept.
 
 from __future__ import annotations
 
+import logging
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import soxr
@@ -51,6 +53,9 @@ from mer_plugin.errors import UNRECOGNISED, AudioError
 # AudioInfo and Source are the decoder contract's records, importable from here too
 from mer_plugin.hookspecs import AudioInfo, Decoder, Source
 from mer_plugin.plugins import get_plugins
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_BLOCK_FRAMES = 65536  # ~4 s at 16 kHz
 # a stream this much shorter than its header declares is truncated
@@ -106,15 +111,7 @@ def open_stream(
 def audio_info(path: str | Path, *, decoder: str | None = None) -> AudioInfo:
     """Duration, sample rate, channels and codec from the headers (cheap)."""
     checked = _check_path(path)
-    reasons = []
-    for dec in _candidates(checked, decoder):
-        try:
-            return dec.info(checked)
-        except AudioError as e:
-            reasons.append(e.reason)
-        except Exception:
-            reasons.append(UNRECOGNISED)
-    raise AudioError(checked, _best_reason(reasons))
+    return _first_success(checked, _candidates(checked, decoder), lambda dec: dec.info(checked))
 
 
 # ------------------------------------------------------------------- pipeline
@@ -163,14 +160,26 @@ def _stream(
 def _open_first(
     path: Path, candidates: list[Decoder], block_frames: int, stack: ExitStack
 ) -> Source:
+    return _first_success(
+        path, candidates, lambda dec: stack.enter_context(dec.open(path, block_frames))
+    )
+
+
+def _first_success(path: Path, candidates: list[Decoder], call: Callable[[Decoder], T]) -> T:
+    """`call(decoder)` for each candidate in turn until one succeeds; each failure is
+    logged (shown with --verbose: a plugin author sees their decoder fall back)."""
     reasons = []
     for dec in candidates:
         try:
-            return stack.enter_context(dec.open(path, block_frames))
+            result = call(dec)
+            log.info("%s: read by decoder %s", path, dec.name)
+            return result
         except AudioError as e:
             reasons.append(e.reason)
-        except Exception:
+        except Exception as e:
             reasons.append(UNRECOGNISED)
+            log.info("%s: decoder %s raised %r", path, dec.name, e)
+        log.info("%s: decoder %s failed: %s", path, dec.name, reasons[-1])
     raise AudioError(path, _best_reason(reasons))
 
 

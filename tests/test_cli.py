@@ -107,3 +107,14 @@ def test_predict_with_a_folder_that_is_not_a_model(tmp_path: Path, make_audio) -
     result = mer("predict", make_audio("a.wav", seconds=4), "--model", tmp_path)
     assert result.returncode == 1
     assert "not a model folder" in result.stderr
+
+
+def test_verbose_shows_a_decoder_falling_back(make_audio) -> None:
+    song = make_audio("aac inside.flac", seconds=3.5, fmt="m4a")  # libsndfile lacks AAC
+    quiet = mer("predict", song)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    verbose = mer("predict", song, "--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    lines = verbose.stderr.splitlines()
+    assert f"{song}: decoder soundfile failed: not a recognised audio file" in lines[1]
+    assert lines[2] == f"{song}: read by decoder pyav-fallback"

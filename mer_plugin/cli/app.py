@@ -12,6 +12,7 @@ import typer
 from mer_plugin import __version__
 from mer_plugin.cli.common import fail
 from mer_plugin.errors import MerError
+from mer_plugin.logs import show_logs
 
 app = typer.Typer(
     name="mer",
@@ -36,6 +37,7 @@ def _root(
     ] = False,
 ) -> None:
     """Recognise the emotion of music and write it into your library's tags."""
+    show_logs()  # warnings (a plugin skipped) as plain lines on stderr
 
 
 @app.command()

@@ -1,6 +1,8 @@
-"""What every `mer` command shares: one-line errors."""
+"""What every `mer` command shares: one-line errors, the --verbose option."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
@@ -11,3 +13,11 @@ def fail(error: MerError) -> typer.Exit:
     """Report a user-facing error as one line on stderr; the caller raises the result."""
     typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=1)
+
+
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Details on stderr: the decoder that read each file, fallbacks."
+    ),
+]

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from mer_plugin.cli.common import fail
+from mer_plugin.cli.common import Verbose, fail
 from mer_plugin.errors import MerError
+from mer_plugin.logs import show_logs
 
 
 def predict(
@@ -22,8 +23,10 @@ def predict(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     top: Annotated[int, typer.Option(help="With --tags: how many tags to show.")] = 5,
+    verbose: Verbose = False,
 ) -> None:
     """Print FILE's emotion (quadrant, mood, valence, arousal) and its segment timeline."""
+    show_logs(verbose)
     try:
         if tags:
             _print_tags(file, top, as_json)

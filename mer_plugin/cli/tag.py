@@ -16,8 +16,9 @@ from typing import Annotated
 
 import typer
 
-from mer_plugin.cli.common import fail
+from mer_plugin.cli.common import Verbose, fail
 from mer_plugin.errors import MerError
+from mer_plugin.logs import show_logs
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
@@ -64,8 +65,10 @@ def tag(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Tag every track under PATHS with its mood (MOOD) and valence/arousal (MER_*)."""
+    show_logs(verbose)
     from mer_plugin.library import walk
     from mer_plugin.tagging import TagOptions, load_for_tagging, tag_library, write_report
 

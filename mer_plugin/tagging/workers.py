@@ -24,6 +24,7 @@ import numpy as np
 
 from mer_plugin import plugins
 from mer_plugin.frontend import FrontEndSpec
+from mer_plugin.logs import show_logs
 from mer_plugin.tagging.analysis import Analysis, ExtrasKey, Gather, analyse
 from mer_plugin.tagging.interrupts import Interrupts
 from mer_plugin.tagging.outcomes import WORKER_DIED
@@ -34,6 +35,7 @@ def _init_worker() -> None:
     """Worker processes: one thread each; Ctrl-C and the plugins' warnings are the main
     process's to handle (it loaded the same plugins and reported them once)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    show_logs()  # --verbose reaches the workers through the environment
     logging.getLogger(plugins.__name__).setLevel(logging.ERROR)
     import numba
 
