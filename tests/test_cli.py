@@ -118,3 +118,25 @@ def test_verbose_shows_a_decoder_falling_back(make_audio) -> None:
     lines = verbose.stderr.splitlines()
     assert f"{song}: decoder soundfile failed: not a recognised audio file" in lines[1]
     assert lines[2] == f"{song}: read by decoder pyav-fallback"
+
+
+def test_predict_plot_draws_the_song(make_audio, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    song = make_audio("two moods.flac", seconds=20.0, kind="noise", channels=2)
+    picture = tmp_path / "timeline.png"
+    result = mer("predict", song, "--plot", picture)
+    assert result.returncode == 0, result.stderr
+    height, width, _ = imread(picture).shape
+    assert width > 1000 and height > 400
+    assert not list(tmp_path.glob(".*part*"))  # written whole
+
+
+@pytest.mark.parametrize("name", ["timeline.txt", "no-such-folder/timeline.png"])
+def test_predict_plot_refuses_a_bad_target_first(make_audio, tmp_path: Path, name) -> None:
+    pytest.importorskip("matplotlib")
+    result = mer("predict", make_audio("a.flac", 1.0), "--plot", tmp_path / name)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "cannot draw .txt" in result.stderr or "no such folder" in result.stderr

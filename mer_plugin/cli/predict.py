@@ -23,6 +23,12 @@ def predict(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     top: Annotated[int, typer.Option(help="With --tags: how many tags to show.")] = 5,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="IMAGE", help="Also draw the song's emotion over time into IMAGE (.png, .svg)."
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Print FILE's emotion (quadrant, mood, valence, arousal) and its segment timeline."""
@@ -31,7 +37,7 @@ def predict(
         if tags:
             _print_tags(file, top, as_json)
         else:
-            _print_emotion(file, model, as_json)
+            _print_emotion(file, model, as_json, plot)
     except MerError as error:
         raise fail(error) from None
 
@@ -62,11 +68,16 @@ def _top_rows(timeline, top: int) -> list[dict[str, float]]:
     ]
 
 
-def _print_emotion(file: Path, model_name: str | None, as_json: bool) -> None:
+def _print_emotion(file: Path, model_name: str | None, as_json: bool, plot: Path | None) -> None:
     from mer_plugin.inference import load_model, predict_file, resolve_model
+    from mer_plugin.inference.plot import check_plot_target, plot_prediction
 
+    if plot is not None:
+        check_plot_target(plot)
     model = load_model(resolve_model(model_name))
     result = predict_file(model, file)
+    if plot is not None:
+        plot_prediction(result, file.name, plot)
     if as_json:
         typer.echo(json.dumps({"file": str(file), **result.to_dict()}))
         return

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mer_plugin.emotion import QUADRANTS
+from mer_plugin.emotion import valence_arousal
 from mer_plugin.features import clip_frames, file_segments
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.inference.card import Method
@@ -143,14 +143,13 @@ def _prediction(model: Model, song: np.ndarray, segment_probs: np.ndarray) -> Pr
     ]
     named = _named(classes, song)
     label = classes[int(np.argmax(song))]
-    quadrants = all(q in named for q in QUADRANTS)
-    moods = model.card.moods
+    valence, arousal = valence_arousal(named) or (None, None)
     return Prediction(
         probabilities=named,
         label=label,
-        mood=moods.get(label),
-        valence=named["Q1"] + named["Q4"] if quadrants else None,
-        arousal=named["Q1"] + named["Q2"] if quadrants else None,
+        mood=model.card.moods.get(label),
+        valence=valence,
+        arousal=arousal,
         confidence=song_conf,
         timeline=timeline,
         model=model.release,
