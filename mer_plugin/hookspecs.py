@@ -8,8 +8,8 @@ specs below, made known through an entry point of group ``mer``::
 
 Every hook returns a list of small component records (the dataclasses below). mer calls
 each plugin's implementation separately, so one broken plugin is reported by name and
-skipped; the results of all plugins are merged, and two plugins that provide the same
-name (backbone, extractor, decoder) are an error that names both.
+skipped; the results of all plugins are merged, and a name a second plugin provides
+again is reported against that plugin, whose component is skipped (docs/plugins.md).
 """
 
 from __future__ import annotations
@@ -66,11 +66,12 @@ class AudioInfo:
 
 @dataclass
 class Source:
-    """An opened file, as a decoder hands it over.
+    """An opened file, as a decoder hands it over (docs/plugins.md has every rule).
 
-    `blocks` yields float32 arrays of shape (frames, channels) at `sample_rate`;
-    a decoder may reuse a block's memory once the next block is asked for.
-    `expected_frames` is the exact length the headers declare, or None.
+    `blocks` yields float32 arrays of shape (frames, channels) at the file's own
+    `sample_rate`, of any length (mer re-blocks, down-mixes and resamples); a decoder may
+    reuse a block's memory once the next block is asked for. `expected_frames` is the
+    exact length the headers declare, in frames at `sample_rate`, or None.
     """
 
     sample_rate: int

@@ -206,3 +206,39 @@ def test_mer_plugins_shows_formats_and_problems_and_exits_1(install_plugin) -> N
     assert "ape (10)" in wv and "no: no decoder" in wv
     flac = next(line for line in result.stdout.splitlines() if " .flac " in line)
     assert "soundfile (10), pyav-fallback (0)" in flac and "vorbis (10)" in flac
+
+
+IMPOSTOR = """
+from mer_plugin.hookspecs import Decoder, hookimpl
+
+def _open(path, block_frames):
+    raise OSError("the impostor never decodes")
+
+@hookimpl
+def mer_decoders():
+    return [Decoder("soundfile", (".wav", ".flac"), _open, _open, priority=99)]
+"""
+
+
+def test_a_clashing_decoder_leaves_every_command_on_the_builtins(
+    install_plugin, make_audio, tmp_path: Path
+) -> None:
+    from synthetic_music import make_dataset
+
+    env = {"PYTHONPATH": str(install_plugin("mer_impostor", IMPOSTOR))}
+    env["MER_CACHE_DIR"] = str(tmp_path / "cache")
+    (tmp_path / "lib").mkdir()
+    song = make_audio("lib/song.flac", 4.0)
+    dataset = make_dataset(tmp_path / "data", per_class=2, seconds=4.0)
+    fast = ["--set", "epochs=2", "--set", "warmup_epochs=1", "--set", "views=1"]
+    commands = {
+        "predict": ["predict", song],
+        "tag": ["tag", song.parent, "--jobs", "2"],
+        "train": ["train", dataset, "--method", "segment", "--out", tmp_path / "m", "-q", *fast],
+    }
+    for name, args in commands.items():
+        result = mer(*args, env=env)
+        assert result.returncode == 0, (name, result.stderr)
+        warnings = [line for line in result.stderr.splitlines() if "mer_impostor" in line]
+        assert len(warnings) == 1, (name, result.stderr)
+        assert "decoder 'soundfile' is already provided by plugin" in warnings[0]
