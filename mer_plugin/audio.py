@@ -49,6 +49,7 @@ import numpy as np
 import soxr
 
 from mer_plugin.errors import UNRECOGNISED, AudioError
+from mer_plugin.files import irregular_reason
 
 # AudioInfo and Source are the decoder contract's records, importable from here too
 from mer_plugin.hookspecs import AudioInfo, Decoder, Source
@@ -124,12 +125,10 @@ def _check_path(path: str | Path) -> Path:
             raise AudioError(p, "no such file")
         if p.is_dir():
             raise AudioError(p, "is a directory, not an audio file")
-        if not p.is_file():
-            raise AudioError(p, "not a regular file")
+        if reason := irregular_reason(p):  # checked without blocking: never hangs on a FIFO
+            raise AudioError(p, reason)
         if p.stat().st_size == 0:
             raise AudioError(p, "empty file (0 bytes)")
-        with open(p, "rb"):
-            pass
     except OSError as e:
         raise AudioError(p, f"cannot open: {e.strerror or e}") from e
     if not decoders_for(p):

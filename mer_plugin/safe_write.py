@@ -84,14 +84,18 @@ def _check_writable(path: Path) -> os.stat_result:
     return before
 
 
+def writable(target: Path) -> bool:
+    """A file (or a folder: entries added, removed) this process may write: some write
+    permission bit set, and access granted. Root is refused where no bit is set."""
+    access = os.W_OK | os.X_OK if target.is_dir() else os.W_OK
+    return bool(os.stat(target).st_mode & 0o222) and os.access(target, access)
+
+
 def read_only_reason(path: Path) -> str | None:
     """Why a (real) file cannot be rewritten by a rename over it, or None. A file or folder
     without any write permission bit counts as read-only even for root."""
-    for target, access, what in (
-        (path, os.W_OK, "file"),
-        (path.parent, os.W_OK | os.X_OK, "folder"),
-    ):
-        if not (os.stat(target).st_mode & 0o222 and os.access(target, access)):
+    for target, what in ((path, "file"), (path.parent, "folder")):
+        if not writable(target):
             if hasattr(os, "statvfs") and os.statvfs(path).f_flag & os.ST_RDONLY:
                 return "read-only file system"
             return f"{what} is read-only (permission denied)"

@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mer_plugin.emotion import QUADRANTS
+from mer_plugin.emotion import MOODS, QUADRANTS
 from mer_plugin.errors import TagError
+from mer_plugin.files import irregular_reason
 from mer_plugin.hookspecs import TagWriter
 from mer_plugin.plugins import get_plugins
 from mer_plugin.safe_write import error_reason, safe_rewrite
@@ -41,7 +42,8 @@ AROUSAL = "MER_AROUSAL"
 QUADRANT = "MER_QUADRANT"
 CONFIDENCE = "MER_CONFIDENCE"
 MODEL = "MER_MODEL"
-# derived by read_tags, never written: "mer" when the file's mood came with a MER_MODEL
+# derived by read_tags, never written: "mer" while the file's mood is the one mer wrote
+# (`mer_wrote_mood`), "other" for a mood a user or another tagger set
 MOOD_SOURCE = "mood_source"
 
 DECIMALS = 3  # numbers in [0, 1] are written as "0.734"
@@ -131,7 +133,7 @@ def _check_value(field: Field, value: str | float) -> str:
 
 
 def foreign_mood(tags: Mapping[str, str]) -> bool:
-    """True when `read_tags` found a mood that mer did not write (no MER_MODEL beside it)."""
+    """True when `read_tags` found a mood that is not the one mer wrote."""
     return tags.get(MOOD_SOURCE) == "other"
 
 
@@ -142,10 +144,22 @@ def read_tags(path: str | bytes | os.PathLike) -> dict[str, str]:
     """mer's fields found in a file, plus `MOOD_SOURCE` ("mer" or "other") with a mood."""
     path = _as_path(path)
     writer = _writer_for(path)
+    try:
+        if reason := irregular_reason(path):  # a FIFO would block the writer's open
+            raise TagError(path, reason)
+    except OSError as error:
+        raise TagError(path, error_reason(error)) from error
     found = _field_names(writer, path, _guarded(writer, writer.read, path, path))
     if MOOD in found:
-        found[MOOD_SOURCE] = "mer" if MODEL in found else "other"
+        found[MOOD_SOURCE] = "mer" if mer_wrote_mood(found) else "other"
     return found
+
+
+def mer_wrote_mood(tags: Mapping[str, str]) -> bool:
+    """True while a file's mood is exactly the one mer wrote: beside a MER_MODEL, the
+    mood word of its MER_QUADRANT. A mood a user corrected by hand is theirs."""
+    quadrant = tags.get(QUADRANT)
+    return MODEL in tags and quadrant in MOODS and tags.get(MOOD) == MOODS[quadrant]
 
 
 _BY_LOWER = {field.name.lower(): field.name for field in FIELDS}
@@ -227,7 +241,7 @@ def _real_file(path: Path) -> Path:
     except OSError as error:
         raise TagError(path, error_reason(error)) from error
     if not stat.S_ISREG(info.st_mode):
-        raise TagError(path, "not a regular file")
+        raise TagError(path, irregular_reason(real) or "not a regular file")
     return real
 
 

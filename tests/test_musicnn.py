@@ -207,7 +207,7 @@ def test_pooled_backbone_is_the_layer_below_the_penultimate() -> None:
 
 
 def test_shortchunk_has_no_pretrained_weights() -> None:
-    with pytest.raises(ValueError, match="pretrained=False"):
+    with pytest.raises(ValueError, match="ships no weights"):
         create_backbone("shortchunk-cnn")
 
 

@@ -123,8 +123,40 @@ def test_the_summary_names_audio_files_mer_cannot_tag(make_audio, model_dir, tmp
 
 def test_a_folder_that_is_not_a_model_is_one_clear_line(make_audio, tmp_path: Path) -> None:
     result = mer_tag(make_audio("a.flac", 1.0), "--model", tmp_path, cache=tmp_path / "cache")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, as a bad option is
     assert result.stderr.count("\n") == 1 and "not a model folder" in result.stderr
+
+
+def test_cuda_without_a_gpu_is_a_usage_error(make_audio, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = mer_tag(make_audio("a.flac", 1.0), "--device", "cuda", cache=tmp_path / "cache")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_an_unwritable_report_is_refused_before_any_work(make_audio, tmp_path: Path) -> None:
+    song = make_audio("a.flac", 1.0)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    for report in (locked / "r.json", tmp_path / "missing" / "r.json"):
+        result = mer_tag(song, "--report", report, cache=tmp_path / "cache")
+        assert result.returncode == 2, result.stderr
+        assert "cannot write" in result.stderr or "no such folder" in result.stderr
+    assert "MER_MODEL" not in read_tags(song) and not (tmp_path / "cache").exists()
+
+
+def test_a_symlink_loop_on_the_command_line_is_one_failed_path(
+    make_audio, model_dir, tmp_path: Path
+) -> None:
+    song = make_audio("a.flac", 3.5)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    result = mer_tag(loop, song, "--model", model_dir, cache=tmp_path / "cache")
+    assert result.returncode == 1, result.stderr
+    assert f"failed: {loop}: cannot read: Too many levels of symbolic links" in result.stderr
+    assert read_tags(song)["MER_MODEL"] == "tiny-tagger 1"
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from tiny_model import train_tiny_model
 from tinytag import TinyTag
 
 from mer_plugin.audio import open_stream
+from mer_plugin.errors import AudioError, TagError
 from mer_plugin.hookspecs import TagWriter, hookimpl
 from mer_plugin.inference import Model, predict_file
 from mer_plugin.library import taggable_extensions, walk
@@ -251,6 +252,27 @@ def test_a_users_mood_is_kept_unless_forced(make_audio: MAKE, model, options) ->
     assert read_tags(path)["mood"] == forced.mood != "Melancholy"
 
 
+def test_a_mood_corrected_by_hand_is_kept_from_another_model(
+    make_audio: MAKE, model, options
+) -> None:
+    corrected, untouched = song(make_audio, "corrected.flac"), song(make_audio, "mer's.flac")
+    assert all(
+        o.status == Status.TAGGED for o in tag([corrected, untouched], model, options).outcomes
+    )
+    audio = FLAC(corrected)
+    audio["MOOD"] = "Melancholy"  # the user's correction; the MER_* numbers stay
+    audio.save()
+    other_model = load_for_tagging(None, "cpu")  # the shipped model: another MER_MODEL
+    run = by_name(tag([corrected, untouched], other_model, options))
+    assert (run["corrected.flac"].status, run["corrected.flac"].reason) == (
+        Status.SKIPPED,
+        OWN_MOOD,
+    )
+    assert read_tags(corrected)["mood"] == "Melancholy"
+    assert run["mer's.flac"].status == Status.TAGGED  # mer's own mood: the new model's now
+    assert read_tags(untouched)["MER_MODEL"] == other_model.release
+
+
 class RenamingWriter:
     """A third party's FLAC tag writer whose `read` renames mer's field names."""
 
@@ -412,6 +434,58 @@ def test_a_file_that_vanishes_or_changes_mid_run(make_audio: MAKE, model, option
     early.unlink()  # deleted between the walk and its turn
     (outcome,) = tag_library(library, model, options).outcomes
     assert (outcome.status, outcome.reason) == (Status.SKIPPED, VANISHED)
+
+
+def test_a_file_swapped_for_a_fifo_fails_and_never_hangs(make_audio: MAKE, model, options) -> None:
+    fifo = song(make_audio, "pipe.flac")
+    song(make_audio, "other.flac")
+    library = walk([fifo.parent])
+    fifo.unlink()
+    os.mkfifo(fifo)  # a FIFO where the walk saw a song: opening it would block for ever
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the run hung on a FIFO"))
+    signal.alarm(60)
+    try:
+        run = by_name(tag_library(library, model, options))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert (run["pipe.flac"].status, run["pipe.flac"].reason) == (
+        Status.FAILED,
+        "not a regular file (a FIFO)",
+    )
+    assert run["other.flac"].status == Status.TAGGED
+    with pytest.raises(TagError, match="not a regular file .a FIFO."):
+        read_tags(fifo)
+    with pytest.raises(AudioError, match="not a regular file .a FIFO."):
+        open_stream(fifo, 16000)
+
+
+def test_a_corrupt_results_cache_is_moved_aside_once(make_audio: MAKE, model, options) -> None:
+    path = song(make_audio, "a.flac")
+    options.cache_dir.mkdir()
+    (options.cache_dir / CACHE_FILE).write_bytes(b"not sqlite, a disk's bad day\n" * 100)
+    first = tag([path], model, options)
+    (warning,) = first.warnings
+    assert "was corrupt: moved to tag-results.sqlite3.corrupt-" in warning
+    assert first.outcomes[0].status == Status.TAGGED
+    second = tag([path], model, options)
+    assert second.warnings == [] and second.outcomes[0].reason == CACHED
+    assert len(list(options.cache_dir.glob(f"{CACHE_FILE}.corrupt-*"))) == 1
+
+
+def test_the_cache_folder_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import pwd
+
+    from mer_plugin.user_cache import cache_folder
+
+    monkeypatch.delenv("MER_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_folder() == tmp_path / "mer"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the spec: ignore it
+    monkeypatch.setenv("HOME", "")  # and an empty HOME gives way to the account's
+    assert cache_folder() == Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "mer"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_folder() == tmp_path / ".cache" / "mer"
 
 
 def test_file_size_limit_fails_that_file_only(make_audio: MAKE, model, options) -> None:

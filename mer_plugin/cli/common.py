@@ -9,10 +9,10 @@ import typer
 from mer_plugin.errors import MerError
 
 
-def fail(error: MerError) -> typer.Exit:
+def fail(error: MerError, code: int = 1) -> typer.Exit:
     """Report a user-facing error as one line on stderr; the caller raises the result."""
     typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=1)
+    return typer.Exit(code=code)
 
 
 Verbose = Annotated[

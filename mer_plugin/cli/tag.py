@@ -21,6 +21,7 @@ from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a Ctrl-C
+USAGE_EXIT = 2  # as typer and click report a bad option
 
 
 class Device(StrEnum):
@@ -30,16 +31,36 @@ class Device(StrEnum):
 
 
 def _report_path(value: Path | None) -> Path | None:
+    from mer_plugin.safe_write import writable
     from mer_plugin.tagging import REPORT_SUFFIXES
 
-    if value is not None and value.suffix.lower() not in REPORT_SUFFIXES:
+    if value is None:
+        return None
+    if value.suffix.lower() not in REPORT_SUFFIXES:
         raise typer.BadParameter(f"must end in {' or '.join(REPORT_SUFFIXES)}")
+    folder = value.parent
+    if not folder.is_dir():
+        raise typer.BadParameter(f"no such folder {folder}")
+    if not writable(folder) or (value.exists() and not writable(value)):
+        raise typer.BadParameter(f"cannot write {value} (permission denied)")
     return value
+
+
+def _library_paths(values: list[Path]) -> list[Path]:
+    """Paths that exist, or at least their name does (a symlink loop, a dangling link: the
+    run reports that one path as failed and goes on)."""
+    missing = [str(v) for v in values if not os.path.lexists(v)]
+    if missing:
+        raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}")
+    return values
 
 
 def tag(
     paths: Annotated[
-        list[Path], typer.Argument(help="Audio files or folders (walked recursively).", exists=True)
+        list[Path],
+        typer.Argument(
+            help="Audio files or folders (walked recursively).", callback=_library_paths
+        ),
     ],
     model: Annotated[
         str | None, typer.Option(help="Model folder or shipped model name (default: shipped).")
@@ -74,8 +95,8 @@ def tag(
 
     try:
         loaded = load_for_tagging(model, device.value)
-    except MerError as error:
-        raise fail(error) from None
+    except MerError as error:  # a model or device that cannot be had: a usage error
+        raise fail(error, USAGE_EXIT) from None
     options = TagOptions(force, dry_run, keep_mtime, jobs or os.cpu_count() or 1)
     library = walk(paths, clean=not dry_run)
     with _progress(quiet, len(library.files) + len(library.problems)) as advance:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from mer_plugin.audio import audio_info
 from mer_plugin.errors import MerError
+from mer_plugin.files import irregular_reason
 from mer_plugin.safe_write import FileChange, file_change, read_only_reason
 from mer_plugin.tagging.outcomes import (
     CACHED,
@@ -73,6 +75,8 @@ class Policy:
             return Outcome(path, Status.SKIPPED, VANISHED)
         except OSError as error:
             return Outcome(path, Status.FAILED, f"cannot read: {error.strerror or error}")
+        if not stat.S_ISREG(info.st_mode):  # replaced by a FIFO or a folder since the walk
+            return Outcome(path, Status.FAILED, irregular_reason(path) or "not a regular file")
         key = os.fsencode(os.path.realpath(path))
         force = self.options.force
         if not force and (hit := self._cached(key, info)) is not None:

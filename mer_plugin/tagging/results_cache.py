@@ -68,5 +68,20 @@ def open_cache(options: TagOptions, warnings: list[str]) -> ResultCache | None:
     try:
         return ResultCache(path, read_only=options.dry_run)
     except (OSError, sqlite3.Error) as error:
+        if options.dry_run or not _corrupt(error):
+            warnings.append(f"results cache {shown(path)} unusable ({error}); running without it")
+            return None
+    # not a database (the disk's doing, not mer's: rows are committed one at a time)
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        os.replace(path, aside)
+        cache = ResultCache(path)
+    except (OSError, sqlite3.Error) as error:
         warnings.append(f"results cache {shown(path)} unusable ({error}); running without it")
         return None
+    warnings.append(f"results cache {shown(path)} was corrupt: moved to {aside.name}, started anew")
+    return cache
+
+
+def _corrupt(error: Exception) -> bool:
+    return getattr(error, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT")

@@ -1,0 +1,36 @@
+"""Files as mer meets them in a library: is a path a regular file, asked without ever
+blocking (a FIFO named like a song must not hang a run)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def irregular_reason(path: str | os.PathLike) -> str | None:
+    """Why `path` is not a regular file mer may open ("not a regular file (a FIFO)"), or
+    None when it is. The file is stat'ed, then opened non-blocking and stat'ed again, so
+    a file swapped for a FIFO in between is caught without blocking; OSError (a vanished
+    file, no permission) is left to the caller."""
+    if (reason := _reason(os.stat(path).st_mode)) is not None:
+        return reason  # a device is never opened: opening some has side effects
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        return _reason(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+
+
+def _reason(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+    return f"not a regular file ({kind})"
