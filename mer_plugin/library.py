@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mer_plugin.audio import supported_extensions
-from mer_plugin.safe_write import clean_temp_files, is_temp_file
+from mer_plugin.safe_write import clean_temp_files, is_temp_file, replay_journals
 from mer_plugin.tags import writable_extensions
 
 # system folders that hold no music of the user's (NAS thumbnails, recycle bins, fsck)
@@ -104,6 +104,7 @@ class _Walker:
         self._folders.add(key)
         if self.clean:
             with contextlib.suppress(OSError):
+                replay_journals(folder)  # in-place writes a killed run left unfinished
                 clean_temp_files(folder)
         try:
             with os.scandir(folder) as scan:

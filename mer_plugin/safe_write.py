@@ -8,8 +8,12 @@ fsynced. Any failure removes the copy, leaves the original untouched and raises
 `TagError` with a one-line reason. A file or folder without any write permission bit
 is read-only, even for root (who ignores permission bits otherwise); a file that
 vanished or changed while its copy was edited is left alone. Symlinks are followed, so a
-link stays a link; a hard link is split: other names keep the old file. mer's temporary
-copies (below) are only clean-up candidates, never audio.
+link stays a link. A rename would split a hard link (other names keep the old file), so
+for a file with several names `in_place=True` writes the synced copy back into the
+file's own inode instead: the copy is first renamed to ``.<name>.mer-journal<ext>``, the
+bytes are written back and synced, and the journal is removed; a crash in between
+leaves the journal, which `replay_journals(folder)` (called by the walker) writes back
+again. mer's temporary copies (below) are only clean-up candidates, never audio.
 
 Temporary copies are named ``.<name>.mer-tmp-<random><ext>`` (hidden, recognisable, the
 extension kept so mutagen knows the format) and hold an exclusive `flock` while in use.
@@ -49,8 +53,12 @@ TEMP_MARKER = ".mer-tmp-"
 _RANDOM_CHARS = 8  # tempfile's random part
 
 
-def safe_rewrite(path: Path, edit: Callable[[Path], None], *, keep_mtime: bool = False) -> None:
-    """Apply `edit` (in place) to a copy of `path`, then swap the copy in atomically."""
+def safe_rewrite(
+    path: Path, edit: Callable[[Path], None], *, keep_mtime: bool = False, in_place: bool = False
+) -> None:
+    """Apply `edit` (in place) to a copy of `path`, then swap the copy in atomically; or,
+    `in_place`, write the copy's bytes back into the file itself through a journal (a
+    file with several names, hard links, stays one file)."""
     before = _check_writable(path)
     fd, temp = _make_temp(path)
     try:
@@ -60,9 +68,15 @@ def safe_rewrite(path: Path, edit: Callable[[Path], None], *, keep_mtime: bool =
         _check_unchanged(path, before)
         if os.environ.get(CRASH_BEFORE_RENAME_ENV) == "1":
             os._exit(1)  # test hook: die with the finished copy beside the original
-        os.replace(temp, path)
-        temp = None
-        _fsync_folder(path.parent)
+        if in_place:
+            os.replace(temp, journal_of(path))
+            temp = None
+            _fsync_folder(path.parent)
+            replay_journal(path, keep_mtime=keep_mtime)
+        else:
+            os.replace(temp, path)
+            temp = None
+            _fsync_folder(path.parent)
     except TagError as error:
         raise TagError(path, error.reason) from error
     except Exception as error:  # OSError, mutagen, a plugin's writer
@@ -71,6 +85,56 @@ def safe_rewrite(path: Path, edit: Callable[[Path], None], *, keep_mtime: bool =
         os.close(fd)
         if temp is not None:
             _remove(temp)
+
+
+# ------------------------------------------------------------------ in place
+
+JOURNAL_MARKER = ".mer-journal"
+CRASH_IN_WRITE_BACK_ENV = "MER_TEST_CRASH_IN_WRITE_BACK"  # test hook: die halfway
+
+
+def journal_of(path: Path) -> Path:
+    """``.<name>.mer-journal<ext>``: the complete, synced tagged bytes of `path`, present
+    only while they are being written back into it."""
+    return path.with_name(f".{path.name}{JOURNAL_MARKER}{path.suffix}")
+
+
+def replay_journal(path: Path, *, keep_mtime: bool = False) -> None:
+    """Write the journal's bytes into `path`'s own inode, sync, and remove the journal.
+    Idempotent: after a crash in the middle, replaying again completes the file."""
+    journal = journal_of(path)
+    with open(journal, "rb") as source, open(path, "r+b") as target:
+        crash = os.environ.get(CRASH_IN_WRITE_BACK_ENV) == "1"
+        size = os.fstat(source.fileno()).st_size
+        while chunk := source.read(1 << 20 if not crash else max(1, size // 2)):
+            target.write(chunk)
+            if crash:
+                target.flush()
+                os._exit(1)
+        target.truncate()
+        target.flush()
+        os.fsync(target.fileno())
+        if keep_mtime:
+            times = os.fstat(source.fileno())
+            os.utime(target.fileno(), ns=(times.st_atime_ns, times.st_mtime_ns))
+    os.unlink(journal)
+    _fsync_folder(path.parent)
+
+
+def replay_journals(folder: Path) -> list[Path]:
+    """Finish the in-place writes a killed mer left unfinished in `folder`; return the
+    files completed. A journal whose file is gone is removed."""
+    done = []
+    with os.scandir(folder) as entries:
+        journals = [e.name for e in entries if _JOURNAL_NAME.fullmatch(e.name)]
+    for name in journals:
+        original = folder / _JOURNAL_NAME.fullmatch(name).group(1)
+        if original.is_file():
+            replay_journal(original)
+            done.append(original)
+        else:
+            _remove(str(folder / name))
+    return done
 
 
 def _check_writable(path: Path) -> os.stat_result:
@@ -200,6 +264,7 @@ def _remove(temp: str) -> None:
 
 
 _TEMP_NAME = re.compile(r"\..*\.mer-tmp-[a-z0-9_]{8}(\.[^.]*)?", re.DOTALL)
+_JOURNAL_NAME = re.compile(r"\.(.+)\.mer-journal(?:\.[^./]*)?", re.DOTALL)
 
 
 def is_temp_file(path: str | os.PathLike) -> bool:

@@ -213,10 +213,12 @@ def write_tags(
     *,
     keep_mtime: bool = False,
     writer: TagWriter | None = None,
+    in_place: bool = False,
 ) -> None:
     """Write mer's fields into a file safely (see the module docstring); other fields
     of the file are left alone. `writer` defaults to the plugins' choice for the
-    extension. Raises `TagError`, the file unchanged, if anything fails."""
+    extension; `in_place` keeps the file's inode (its hard links) through a journal.
+    Raises `TagError`, the file unchanged, if anything fails."""
     values = check_fields(fields)
     target = _real_file(_as_path(path))
     chosen = writer or _writer_for(target)
@@ -224,6 +226,7 @@ def write_tags(
         target,
         lambda copy: _guarded(chosen, chosen.write, copy, target, values),
         keep_mtime=keep_mtime,
+        in_place=in_place,
     )
 
 

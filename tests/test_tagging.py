@@ -11,6 +11,8 @@ import json
 import os
 import resource
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,14 +29,17 @@ from mer_plugin.hookspecs import TagWriter, hookimpl
 from mer_plugin.inference import Model, predict_file
 from mer_plugin.library import taggable_extensions, walk
 from mer_plugin.plugins import get_plugins
+from mer_plugin.safe_write import CRASH_IN_WRITE_BACK_ENV, journal_of
 from mer_plugin.tagging import (
     CACHE_FILE,
     CACHED,
     CHANGED,
+    HARD_LINKED,
     OWN_MOOD,
     SAME_MODEL,
     VANISHED,
     WORKER_DIED,
+    HardLinks,
     Status,
     Tagger,
     TagOptions,
@@ -486,6 +491,47 @@ def test_the_cache_folder_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert cache_folder() == Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "mer"
     monkeypatch.setenv("HOME", str(tmp_path))
     assert cache_folder() == tmp_path / ".cache" / "mer"
+
+
+def test_a_hard_linked_file_is_skipped_or_tagged_as_one_file(
+    make_audio: MAKE, model, options, tmp_path: Path
+) -> None:
+    music = song(make_audio, "music.flac")
+    (tmp_path / "downloads").mkdir()
+    download = tmp_path / "downloads" / "music.flac"
+    os.link(music, download)  # one file, two names
+    before = music.read_bytes()
+    (skipped,) = tag([music], model, options).outcomes
+    assert (skipped.status, skipped.reason) == (Status.SKIPPED, HARD_LINKED)
+    assert music.read_bytes() == before == download.read_bytes()
+
+    inode, audio_before = os.stat(music).st_ino, decoded(music)
+    (tagged,) = tag([music], model, options, hard_links=HardLinks.IN_PLACE).outcomes
+    assert tagged.status == Status.TAGGED
+    assert os.stat(music).st_ino == os.stat(download).st_ino == inode
+    assert os.stat(music).st_nlink == 2
+    assert read_tags(download)["MER_MODEL"] == "tiny-tagger 1"
+    np.testing.assert_array_equal(decoded(download), audio_before)
+    assert not list(music.parent.glob(".*mer-*"))
+    (again,) = tag([download], model, options).outcomes  # the other name: the same file
+    assert again.reason in (CACHED, SAME_MODEL)
+
+
+def test_an_in_place_write_cut_short_is_finished_by_the_next_walk(make_audio: MAKE) -> None:
+    music = song(make_audio, "music.flac")
+    os.link(music, music.with_name("other name.flac"))
+    audio_before = decoded(music)
+    fields = {"mood": "Calm", "MER_MODEL": "crash 1"}
+    code = "from mer_plugin.tags import write_tags\n"
+    code += f"write_tags({str(music)!r}, {fields!r}, in_place=True)"
+    env = {**os.environ, CRASH_IN_WRITE_BACK_ENV: "1"}
+    crashed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+    assert crashed.returncode == 1
+    assert journal_of(music).exists()  # the tagged bytes, whole; the file half written
+    walk([music.parent])  # the next run's walk replays the journal
+    assert not journal_of(music).exists()
+    assert read_tags(music.with_name("other name.flac"))["MER_MODEL"] == "crash 1"
+    np.testing.assert_array_equal(decoded(music), audio_before)
 
 
 def test_file_size_limit_fails_that_file_only(make_audio: MAKE, model, options) -> None:

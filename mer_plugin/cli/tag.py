@@ -19,6 +19,7 @@ import typer
 from mer_plugin.cli.common import Verbose, fail
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
+from mer_plugin.tagging.outcomes import HardLinks
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a Ctrl-C
 USAGE_EXIT = 2  # as typer and click report a bad option
@@ -85,6 +86,13 @@ def tag(
             help="Write every file's result to FILE.json or FILE.csv.", callback=_report_path
         ),
     ] = None,
+    hard_links: Annotated[
+        HardLinks,
+        typer.Option(
+            help="A file with several names: skip it (its other names stay untouched), or "
+            "tag the one file in place."
+        ),
+    ] = HardLinks.SKIP,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     verbose: Verbose = False,
 ) -> None:
@@ -97,7 +105,8 @@ def tag(
         loaded = load_for_tagging(model, device.value)
     except MerError as error:  # a model or device that cannot be had: a usage error
         raise fail(error, USAGE_EXIT) from None
-    options = TagOptions(force, dry_run, keep_mtime, jobs or os.cpu_count() or 1)
+    jobs = jobs or os.cpu_count() or 1
+    options = TagOptions(force, dry_run, keep_mtime, jobs, hard_links=hard_links)
     library = walk(paths, clean=not dry_run)
     with _progress(quiet, len(library.files) + len(library.problems)) as advance:
         run = tag_library(library, loaded, options, advance)

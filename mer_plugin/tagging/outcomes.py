@@ -12,6 +12,13 @@ from enum import StrEnum
 from pathlib import Path
 
 
+class HardLinks(StrEnum):
+    """What `mer tag` does with a file that has several names (hard links)."""
+
+    SKIP = "skip"  # leave it, say why: its other names (a download folder) stay as they are
+    IN_PLACE = "in-place"  # write the tags into the one file, through a journal
+
+
 class Status(StrEnum):
     """What happened to a file."""
 
@@ -28,6 +35,7 @@ SAME_MODEL = "already tagged by this model"
 OWN_MOOD = "has a mood mer did not write (--force replaces it)"
 VANISHED = "vanished during the run"
 CHANGED = "changed while being analysed (still being written?)"
+HARD_LINKED = "has other names (hard links): --hard-links in-place tags the one file"
 # a reason to fail
 WORKER_DIED = "the decoding process died on this file (decoder crash or out of memory)"
 
@@ -42,6 +50,7 @@ class TagOptions:
     jobs: int = 1  # decoding processes; 1 decodes in this process
     cache_dir: Path | None = None  # None: the user cache folder (`cache_folder`)
     use_cache: bool = True
+    hard_links: HardLinks = HardLinks.SKIP
 
 
 @dataclass

@@ -19,9 +19,11 @@ from mer_plugin.safe_write import FileChange, file_change, read_only_reason
 from mer_plugin.tagging.outcomes import (
     CACHED,
     CHANGED,
+    HARD_LINKED,
     OWN_MOOD,
     SAME_MODEL,
     VANISHED,
+    HardLinks,
     Outcome,
     Status,
     TagOptions,
@@ -92,6 +94,8 @@ class Policy:
             return Outcome(path, Status.SKIPPED, OWN_MOOD, previous_mood=previous)
         if reason := read_only(path):
             return Outcome(path, Status.FAILED, reason, previous_mood=previous)
+        if info.st_nlink > 1 and self.options.hard_links == HardLinks.SKIP:
+            return Outcome(path, Status.SKIPPED, HARD_LINKED, previous_mood=previous)
         return Planned(path, key, info, previous)
 
     def _cached(self, key: bytes, info: os.stat_result) -> dict | None:

@@ -127,7 +127,8 @@ class Tagger:
         try:
             if (change := moved(planned)) is not None:
                 return _ended(outcome, Status.SKIPPED, change)
-            write_tags(planned.path, fields, keep_mtime=self.options.keep_mtime)
+            in_place = planned.info.st_nlink > 1  # hard links stay one file
+            write_tags(planned.path, fields, keep_mtime=self.options.keep_mtime, in_place=in_place)
         except TagError as error:
             change = moved(planned)  # vanished or rewritten during the write itself
             if change:
