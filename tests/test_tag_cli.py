@@ -185,7 +185,10 @@ def cached_rows(cache: Path) -> dict[bytes, tuple[int, int]]:
     return {bytes(path): (size, mtime) for path, size, mtime in rows}
 
 
-def test_ctrl_c_leaves_every_file_whole_and_resumes(make_audio, model_dir, tmp_path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_leaves_every_file_whole_and_resumes(
+    make_audio, model_dir, tmp_path, signum
+) -> None:
     lib, cache = tmp_path / "lib", tmp_path / "cache"
     songs = make_library(make_audio, lib, n=5, seconds=6.0, formats=("flac", "wav"))
     before = {p: digest(p) for p in songs}
@@ -195,10 +198,10 @@ def test_ctrl_c_leaves_every_file_whole_and_resumes(make_audio, model_dir, tmp_p
         deadline = time.monotonic() + 60
         while len(cached_rows(cache)) < 2 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
-    assert "interrupted" in out.decode()
+    assert proc.returncode == 128 + signum, err  # 130 for Ctrl-C, 143 for SIGTERM
+    assert "interrupted" in out.decode() and b"Traceback" not in err
     rows = cached_rows(cache)
     tagged = {p for p in songs if read_tags(p)}
     assert 2 <= len(tagged) < len(songs)  # it stopped in the middle
@@ -222,6 +225,22 @@ def test_ctrl_c_leaves_every_file_whole_and_resumes(make_audio, model_dir, tmp_p
     assert sum(r["reason"] == "already tagged by this model (cached)" for r in rows) == len(tagged)
     assert sum(r["status"] == "tagged" for r in rows) == len(songs) - len(tagged)
     assert all(read_tags(p) for p in songs)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("delay", [0.3, 1.5])  # imports, then model loading and workers
+def test_a_signal_while_starting_ends_quietly(make_audio, tmp_path, signum, delay) -> None:
+    song = make_audio("a.flac", 3.5)
+    env = {**os.environ, "MER_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [MER, "tag", song.parent, "--jobs", "2"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        time.sleep(delay)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 128 + signum), err  # done before it arrived, or stopped
+    assert b"Traceback" not in err and b"terminate called" not in err, err
+    assert read_tags(song) == {} or read_tags(song)["MER_MODEL"].startswith("mer-4q")
+    assert not [p for p in song.parent.iterdir() if ".mer-" in p.name]
 
 
 # ------------------------------------------------------------------------------ full disk

@@ -80,7 +80,3 @@ app.command("train")(training.train)
 app.command("eval")(training.eval_)
 app.command("plugins")(plugins.plugins)
 app.command("settings")(training.settings)
-
-
-def main() -> None:
-    app()

@@ -1,13 +1,15 @@
 """`mer tag PATH...`: write the emotion of every track of a library into its tags.
 
 Exit status: 0 all done (skipped files included); 1 some files failed, each named on
-stderr with its reason, one line each; 2 usage error; 130 interrupted (Ctrl-C), after the
-summary: every file is fully tagged or untouched, and a rerun resumes.
+stderr with its reason, one line each; 2 usage error; 130 interrupted (Ctrl-C) or 143
+(SIGTERM), after the summary: every file is fully tagged or untouched, the results
+cache has every row, and a rerun resumes.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -21,7 +23,6 @@ from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
 from mer_plugin.tagging.outcomes import HardLinks
 
-INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a Ctrl-C
 USAGE_EXIT = 2  # as typer and click report a bad option
 
 
@@ -143,7 +144,7 @@ def _exit_code(run) -> int:
     for outcome in failed:
         typer.secho(f"failed: {shown(outcome.path)}: {outcome.reason}", err=True, fg="red")
     if run.interrupted:
-        return INTERRUPTED_EXIT
+        return 128 + (run.stop_signal or signal.SIGINT)  # as shells report a signal
     return 1 if failed else 0
 
 

@@ -1,4 +1,4 @@
-"""Ctrl-C during a run: never inside a file's tag write and its cache row."""
+"""Ctrl-C or SIGTERM during a run: never inside a file's tag write and its cache row."""
 
 from __future__ import annotations
 
@@ -7,28 +7,33 @@ import signal
 import threading
 from collections.abc import Iterator
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 class Interrupts:
-    """SIGINT sets a flag that the run checks between steps (`check`); only inside
-    `interruptible()` (decoding inline, predicting: no state shared with anything else) it
-    raises KeyboardInterrupt at once. A tag write and its cache row are never cut."""
+    """SIGINT or SIGTERM sets a flag that the run checks between steps (`check`); only
+    inside `interruptible()` (decoding inline, predicting: no state shared with anything
+    else) it raises KeyboardInterrupt at once. A tag write and its cache row are never
+    cut. `received` is the signal that stopped the run."""
 
     def __init__(self) -> None:
         self.pending = False
         self.raising = False
-        self._previous: object = None
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)  # type: ignore[arg-type]
 
     def _handle(self, signum: int, frame: object) -> None:
         self.pending = True
+        self.received = self.received or signum
         if self.raising:
             self.raising = False
             raise KeyboardInterrupt

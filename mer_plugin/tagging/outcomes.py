@@ -78,6 +78,7 @@ class TagRun:
     dry_run: bool
     outcomes: list[Outcome] = field(default_factory=list)
     interrupted: bool = False
+    stop_signal: int | None = None  # what interrupted it: SIGINT (Ctrl-C) or SIGTERM
     seconds: Counter = field(default_factory=Counter)  # check, analyse, model, write, wall
     warnings: list[str] = field(default_factory=list)
 

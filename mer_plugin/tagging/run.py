@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -83,6 +84,7 @@ class Tagger:
         self.options = options
         self.policy = Policy(model.release, model_id(model), options, cache)
         self.seconds: Counter = self.policy.seconds
+        self.stop_signal: int | None = None  # the signal that ended the last `run` early
 
     def check(self, path: Path) -> Planned | Outcome:
         """The policy: what to do with a file, before anything is decoded."""
@@ -160,6 +162,7 @@ class Tagger:
                             record(self.finish(planned, analysis, interrupts))
                             current.clear()
             except KeyboardInterrupt:
+                self.stop_signal = interrupts.received or signal.SIGINT
                 return _not_done([*current, *pipeline.in_flight()], waiting)
         return []
 
@@ -234,6 +237,7 @@ def tag_library(
         if cache is not None:
             cache.close()
     run.interrupted = bool(left)
+    run.stop_signal = tagger.stop_signal if left else None
     done = {outcome.path for outcome in run.outcomes}
     run.outcomes += [outcome for outcome in left if outcome.path not in done]
     run.seconds.update(tagger.seconds)

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections import deque
 from functools import partial
 from multiprocessing import Pipe, get_context
@@ -37,9 +38,34 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     show_logs()  # --verbose reaches the workers through the environment
     logging.getLogger(plugins.__name__).setLevel(logging.ERROR)
+    parent = os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     import numba
 
     numba.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored while a worker is spawned: an ignored signal stays ignored across
+    exec, so the child never sees a Ctrl-C meant for the main process, not even while it
+    imports (which once printed tracebacks)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _exit_with(parent: int) -> None:
+    """A worker's watch: when the main process is gone (killed with -9, say), leave at
+    once and quietly, even in the middle of decoding a file."""
+    while os.getppid() == parent:
+        time.sleep(_POLL_S)
+    os._exit(0)
 
 
 _POLL_S = 0.1  # how often a wait for the workers looks at Ctrl-C
@@ -54,13 +80,13 @@ def _serve(jobs: Connection, results: Connection) -> None:
     while True:
         try:
             job = jobs.recv()
-        except EOFError:
-            return
-        if job is None:
-            return
-        if crash_on and crash_on in job[0]:
-            os._exit(70)
-        _send(results, analyse(*job, send=partial(_send, results)))
+            if job is None:
+                return
+            if crash_on and crash_on in job[0]:
+                os._exit(70)
+            _send(results, analyse(*job, send=partial(_send, results)))
+        except (EOFError, BrokenPipeError, ConnectionResetError):  # the main process is gone
+            os._exit(0)
 
 
 _CHUNK = 1 << 24  # bytes per message: a receive buffers one message before copying it
@@ -136,7 +162,8 @@ class _Worker:
         context = get_context("spawn")
         args = (child_jobs, child_results)
         self.process = context.Process(target=_serve, args=args, daemon=True)
-        self.process.start()
+        with _sigint_ignored():  # a Ctrl-C while the child starts up is not its to see
+            self.process.start()
         child_jobs.close()
         child_results.close()
         self.task: Planned | None = None
