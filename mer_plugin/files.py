@@ -1,10 +1,16 @@
 """Files as mer meets them in a library: is a path a regular file, asked without ever
-blocking (a FIFO named like a song must not hang a run)."""
+blocking (a FIFO named like a song must not hang a run); and a lock on a file, so two
+mer runs never work on the same one."""
 
 from __future__ import annotations
 
 import os
 import stat
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no file locks
+    fcntl = None
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
@@ -27,6 +33,23 @@ def irregular_reason(path: str | os.PathLike) -> str | None:
         return _reason(os.fstat(fd).st_mode)
     finally:
         os.close(fd)
+
+
+def lock(path: str | os.PathLike) -> int | None:
+    """An open descriptor of `path` holding an exclusive advisory lock (flock), or None
+    when another process holds one. Close it to release. Where locks are not supported
+    (some network file systems), the descriptor comes back unlocked."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    if fcntl is None:
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:  # ENOLCK, EINVAL: no locks here
+        pass
+    return fd
 
 
 def _reason(mode: int) -> str | None:

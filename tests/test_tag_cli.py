@@ -243,6 +243,26 @@ def test_a_signal_while_starting_ends_quietly(make_audio, tmp_path, signum, dela
     assert not [p for p in song.parent.iterdir() if ".mer-" in p.name]
 
 
+def test_two_runs_on_one_library_tag_each_file_once(make_audio, model_dir, tmp_path) -> None:
+    lib = tmp_path / "lib"
+    songs = make_library(make_audio, lib, n=4, seconds=6.0, formats=("flac", "mp3"))
+    env = {**os.environ, "MER_CACHE_DIR": str(tmp_path / "cache")}
+    runs = []
+    for name in ("first", "second"):
+        cmd = [MER, "tag", lib, "--model", model_dir, "--jobs", "1"]
+        cmd += ["--report", tmp_path / f"{name}.json"]
+        runs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env))
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+    reports = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("first", "second")]
+    tagged = [f["path"] for r in reports for f in r["files"] if f["status"] == "tagged"]
+    assert sorted(tagged) == sorted(str(p) for p in songs)  # each file once, by one run
+    reasons = {f["reason"] for r in reports for f in r["files"] if f["status"] == "skipped"}
+    assert reasons <= {"being tagged by another mer run", "already tagged by this model",
+                       "already tagged by this model (cached)"}  # fmt: skip
+
+
 # ------------------------------------------------------------------------------ full disk
 
 

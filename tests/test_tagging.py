@@ -31,6 +31,7 @@ from mer_plugin.library import taggable_extensions, walk
 from mer_plugin.plugins import get_plugins
 from mer_plugin.safe_write import CRASH_IN_WRITE_BACK_ENV, journal_of
 from mer_plugin.tagging import (
+    BUSY,
     CACHE_FILE,
     CACHED,
     CHANGED,
@@ -532,6 +533,18 @@ def test_an_in_place_write_cut_short_is_finished_by_the_next_walk(make_audio: MA
     assert not journal_of(music).exists()
     assert read_tags(music.with_name("other name.flac"))["MER_MODEL"] == "crash 1"
     np.testing.assert_array_equal(decoded(music), audio_before)
+
+
+def test_a_file_another_run_works_on_is_skipped(make_audio: MAKE, model, options) -> None:
+    import fcntl
+
+    path = song(make_audio, "a.flac")
+    with open(path, "rb") as other_run:  # another mer run holds the file's lock
+        fcntl.flock(other_run, fcntl.LOCK_EX)
+        (busy,) = tag([path], model, options).outcomes
+    assert (busy.status, busy.reason) == (Status.SKIPPED, BUSY)
+    (tagged,) = tag([path], model, options).outcomes
+    assert tagged.status == Status.TAGGED
 
 
 def test_file_size_limit_fails_that_file_only(make_audio: MAKE, model, options) -> None:

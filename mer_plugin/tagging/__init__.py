@@ -22,6 +22,7 @@ later run resumes: what was tagged is skipped. Outcomes and reports: `outcomes.p
 from mer_plugin.library import walk
 from mer_plugin.tagging.analysis import analyse
 from mer_plugin.tagging.outcomes import (
+    BUSY,
     CACHED,
     CHANGED,
     HARD_LINKED,
@@ -42,6 +43,7 @@ from mer_plugin.tagging.results_cache import CACHE_FILE
 from mer_plugin.tagging.run import Tagger, load_for_tagging, model_id, tag_fields, tag_library
 
 __all__ = [
+    "BUSY",
     "CACHED",
     "CACHE_FILE",
     "CHANGED",

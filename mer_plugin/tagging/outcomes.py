@@ -35,6 +35,7 @@ SAME_MODEL = "already tagged by this model"
 OWN_MOOD = "has a mood mer did not write (--force replaces it)"
 VANISHED = "vanished during the run"
 CHANGED = "changed while being analysed (still being written?)"
+BUSY = "being tagged by another mer run"
 HARD_LINKED = "has other names (hard links): --hard-links in-place tags the one file"
 # a reason to fail
 WORKER_DIED = "the decoding process died on this file (decoder crash or out of memory)"

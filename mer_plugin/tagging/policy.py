@@ -14,9 +14,10 @@ from pathlib import Path
 
 from mer_plugin.audio import audio_info
 from mer_plugin.errors import MerError
-from mer_plugin.files import irregular_reason
+from mer_plugin.files import irregular_reason, lock
 from mer_plugin.safe_write import FileChange, file_change, read_only_reason
 from mer_plugin.tagging.outcomes import (
+    BUSY,
     CACHED,
     CHANGED,
     HARD_LINKED,
@@ -62,6 +63,17 @@ class Policy:
         self.options = options
         self.cache = cache
         self.seconds: Counter = Counter()
+        self.locks: dict[Path, int] = {}  # the files this run works on, locked
+
+    def unlock(self, path: Path) -> None:
+        """Let other mer runs have the file again."""
+        fd = self.locks.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def unlock_all(self) -> None:
+        for path in list(self.locks):
+            self.unlock(path)
 
     def check(self, path: Path) -> Planned | Outcome:
         start = time.perf_counter()
@@ -96,6 +108,14 @@ class Policy:
             return Outcome(path, Status.FAILED, reason, previous_mood=previous)
         if info.st_nlink > 1 and self.options.hard_links == HardLinks.SKIP:
             return Outcome(path, Status.SKIPPED, HARD_LINKED, previous_mood=previous)
+        try:
+            held = lock(path)
+        except OSError:
+            held = -1  # vanished or unreadable: the analysis will say which
+        if held is None:
+            return Outcome(path, Status.SKIPPED, BUSY, previous_mood=previous)
+        if held >= 0:
+            self.locks[path] = held
         return Planned(path, key, info, previous)
 
     def _cached(self, key: bytes, info: os.stat_result) -> dict | None:

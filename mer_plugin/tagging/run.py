@@ -95,11 +95,14 @@ class Tagger:
     ) -> Outcome:
         """Predict from the analysis (Ctrl-C may cut it), then write the tags (unless a
         dry run), which Ctrl-C never cuts."""
-        with interrupts.interruptible() if interrupts else contextlib.nullcontext():
-            outcome = self.predict(planned, analysis)
-        if outcome.status == Status.WOULD_TAG and not self.options.dry_run:
-            outcome = self.write(planned, outcome)
-        return outcome
+        try:
+            with interrupts.interruptible() if interrupts else contextlib.nullcontext():
+                outcome = self.predict(planned, analysis)
+            if outcome.status == Status.WOULD_TAG and not self.options.dry_run:
+                outcome = self.write(planned, outcome)
+            return outcome
+        finally:
+            self.policy.unlock(planned.path)
 
     def predict(self, planned: Planned, analysis: Analysis | str) -> Outcome:
         """ "would tag" with the prediction, or "failed" with the reason."""
@@ -164,6 +167,8 @@ class Tagger:
             except KeyboardInterrupt:
                 self.stop_signal = interrupts.received or signal.SIGINT
                 return _not_done([*current, *pipeline.in_flight()], waiting)
+            finally:
+                self.policy.unlock_all()
         return []
 
     def _fill(
