@@ -547,6 +547,37 @@ def test_a_file_another_run_works_on_is_skipped(make_audio: MAKE, model, options
     assert tagged.status == Status.TAGGED
 
 
+def test_a_stopped_decoder_fails_its_file_and_the_run_goes_on(
+    make_audio: MAKE, model, options
+) -> None:
+    songs = [song(make_audio, f"{i}.flac", seconds=30.0) for i in range(4)]
+    stopped: list[int] = []
+
+    def stop_the_workers() -> None:  # as a decoder stuck on a dead network share
+        time.sleep(2.0)
+        for pid in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split():
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(int(pid), signal.SIGSTOP)
+                stopped.append(int(pid))
+
+    import threading
+
+    threading.Thread(target=stop_the_workers, daemon=True).start()
+    start = time.monotonic()
+    run = tag(songs, model, options, jobs=2, stall_timeout=3.0)
+    assert stopped and time.monotonic() - start < 120
+    reasons = [o.reason for o in run.outcomes if o.status == Status.FAILED]
+    assert reasons and all(r.startswith("no progress for 3 s") for r in reasons)
+    assert run.count(Status.TAGGED) == len(songs) - len(reasons) >= 1
+    time.sleep(0.5)
+    assert not [
+        p
+        for p in stopped
+        if Path(f"/proc/{p}").exists()
+        and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    ]
+
+
 def test_file_size_limit_fails_that_file_only(make_audio: MAKE, model, options) -> None:
     """EFBIG (RLIMIT_FSIZE below the file's size), the way tests/test_tags.py runs out of
     room without a full disk: the file fails, the original is intact, nothing is cached."""

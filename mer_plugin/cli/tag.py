@@ -94,6 +94,14 @@ def tag(
             "tag the one file in place."
         ),
     ] = HardLinks.SKIP,
+    stall_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            metavar="SECONDS",
+            help="A file whose decoding makes no progress this long fails; the run goes on.",
+        ),
+    ] = 120.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     verbose: Verbose = False,
 ) -> None:
@@ -107,7 +115,9 @@ def tag(
     except MerError as error:  # a model or device that cannot be had: a usage error
         raise fail(error, USAGE_EXIT) from None
     jobs = jobs or os.cpu_count() or 1
-    options = TagOptions(force, dry_run, keep_mtime, jobs, hard_links=hard_links)
+    options = TagOptions(
+        force, dry_run, keep_mtime, jobs, hard_links=hard_links, stall_timeout=stall_timeout
+    )
     library = walk(paths, clean=not dry_run)
     with _progress(quiet, len(library.files) + len(library.problems)) as advance:
         run = tag_library(library, loaded, options, advance)

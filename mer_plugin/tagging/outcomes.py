@@ -52,6 +52,9 @@ class TagOptions:
     cache_dir: Path | None = None  # None: the user cache folder (`cache_folder`)
     use_cache: bool = True
     hard_links: HardLinks = HardLinks.SKIP
+    # seconds a decoding worker may go without progress on a file before the file fails
+    # and the worker is replaced (a decoder stuck on a network share, a stopped process)
+    stall_timeout: float = 120.0
 
 
 @dataclass

@@ -151,7 +151,8 @@ class Tagger:
         files not done, as "not done" outcomes; else an empty list."""
         jobs = max(1, min(self.options.jobs, len(files)))
         model = self.model
-        pipeline = Pipeline(model.spec, model.method == Method.CLIP, extras_key(model), jobs)
+        clip, stall_s = model.method == Method.CLIP, self.options.stall_timeout
+        pipeline = Pipeline(model.spec, clip, extras_key(model), jobs, stall_s)
         waiting: deque[Path] = deque(files)
         current: list[Planned] = []  # the file between the pipeline and `record`
         with Interrupts() as interrupts:

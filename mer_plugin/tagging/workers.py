@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from multiprocessing import Pipe, get_context
 from multiprocessing.connection import Connection
@@ -115,11 +116,13 @@ def _send_raw(conn: Connection, array: np.ndarray) -> None:
         conn.send_bytes(flat[start : start + _CHUNK])
 
 
-def _receive(conn: Connection, spec: FrontEndSpec) -> Analysis | str:
-    """A worker's whole stream for one file, batches gathered as they arrive."""
+def _receive(conn: Connection, spec: FrontEndSpec, heard: Callable[[], None]) -> Analysis | str:
+    """A worker's whole stream for one file, batches gathered as they arrive; `heard` is
+    called on each message (the watchdog's sign of progress)."""
     gather = None
     while True:
         message = conn.recv()
+        heard()
         if isinstance(message, str):
             return message
         if message[0] == "expect":
@@ -167,21 +170,30 @@ class _Worker:
         child_jobs.close()
         child_results.close()
         self.task: Planned | None = None
+        self.heard = time.monotonic()  # when the worker last sent something, or got a file
         self.reader = threading.Thread(target=self._read, args=(done, spec), daemon=True)
         self.reader.start()
 
     def _read(self, done: Done, spec: FrontEndSpec) -> None:
         while True:
             try:
-                result = _receive(self.results, spec)
+                result = _receive(self.results, spec, self._heard)
             except (EOFError, OSError):
                 done.put((self, WORKER_DIED))  # or stopped: then nobody waits for it
                 return
             done.put((self, result))
 
+    def _heard(self) -> None:
+        self.heard = time.monotonic()
+
     def give(self, planned: Planned, args: tuple) -> None:
         self.task = planned
+        self.heard = time.monotonic()
         self.jobs.send((str(planned.path), *args))
+
+    def stalled(self, limit_s: float) -> bool:
+        """Working on a file and silent for more than `limit_s` (stuck, or stopped)."""
+        return self.task is not None and time.monotonic() - self.heard > limit_s
 
     def stop(self, at_once: bool) -> None:
         if not at_once:
@@ -189,7 +201,7 @@ class _Worker:
                 self.jobs.send(None)
             self.process.join(timeout=5)
         if self.process.is_alive():
-            self.process.terminate()
+            self.process.kill()  # SIGKILL: a stopped (SIGSTOP) worker ends too
             self.process.join(timeout=5)
         self.reader.join(timeout=5)  # the pipe's other end is gone: the thread sees EOF
         self.jobs.close()
@@ -200,9 +212,12 @@ class Pipeline:
     """Analyses files in worker processes, one file each and one more queued, or inline
     (one job). Ctrl-C is looked at while waiting; an interrupted run terminates them."""
 
-    def __init__(self, spec: FrontEndSpec, clip: bool, extras: ExtrasKey, jobs: int) -> None:
+    def __init__(
+        self, spec: FrontEndSpec, clip: bool, extras: ExtrasKey, jobs: int, stall_s: float = 120
+    ) -> None:
         self.args = (spec, clip, extras)
         self.jobs = jobs
+        self.stall_s = stall_s  # a worker silent this long on a file is replaced
         self.queued: deque[Planned] = deque()
         self.workers: list[_Worker] = []
         self.ready: deque[tuple[Planned, Analysis | str]] = deque()
@@ -262,13 +277,28 @@ class Pipeline:
         except Empty:
             worker, result = None, None
         interrupts.check()
-        if worker is None or worker.task is None or worker not in self.workers:
-            return  # nothing yet, or a stopped worker's end of stream
+        if worker is None:
+            self._replace_stalled()
+            return
+        if worker.task is None or worker not in self.workers:
+            return  # a stopped worker's end of stream
         self.ready.append((worker.task, result))
         worker.task = None
         if result is WORKER_DIED:
             worker.stop(at_once=True)
             self.workers[self.workers.index(worker)] = self._new_worker()
+        self._dispatch()
+
+    def _replace_stalled(self) -> None:
+        """The watchdog: a file whose worker made no progress for `stall_s` fails, and
+        the worker is killed and replaced."""
+        for i, worker in enumerate(self.workers):
+            if worker.stalled(self.stall_s):
+                reason = f"no progress for {self.stall_s:g} s (a stuck decoder?); skipped"
+                self.ready.append((worker.task, reason))
+                worker.task = None
+                worker.stop(at_once=True)
+                self.workers[i] = self._new_worker()
         self._dispatch()
 
     def _new_worker(self) -> _Worker:
