@@ -64,7 +64,13 @@ _TRUNCATION_TOLERANCE_S = 0.1
 
 
 class AudioWarning(UserWarning):
-    """A file decoded, but not entirely (only with `strict=False`)."""
+    """A file decoded, but not entirely (only with `strict=False`): why, and how many
+    seconds of it did decode."""
+
+    def __init__(self, path: Path, reason: str, decoded_s: float) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+        self.decoded_s = decoded_s
 
 
 def decoders_for(path: str | Path) -> list[Decoder]:
@@ -203,13 +209,16 @@ def _decode(path: Path, source: Source, rate: int, strict: bool) -> Iterator[np.
         raise
     except Exception as e:
         where = _position(done, source.expected_frames, native)
-        _fail(path, f"corrupt or truncated audio data after {where} ({_describe(e)})", strict)
+        reason = f"corrupt or truncated audio data after {where} ({_describe(e)})"
+        _fail(path, reason, strict, done / native)
     if done == 0:
         raise AudioError(path, "no audio samples in the file")
     expected = source.expected_frames
     if expected and expected - done > _TRUNCATION_TOLERANCE_S * native:
         where = _position(done, expected, native)
-        _fail(path, f"truncated: audio stops at {where} declared by its header", strict)
+        _fail(
+            path, f"truncated: audio stops at {where} declared by its header", strict, done / native
+        )
     if resampler:
         yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
 
@@ -228,10 +237,10 @@ def _position(done: int, expected: int | None, rate: int) -> str:
     return f"{done / rate:.2f} s"
 
 
-def _fail(path: Path, reason: str, strict: bool) -> None:
+def _fail(path: Path, reason: str, strict: bool, decoded_s: float) -> None:
     if strict:
         raise AudioError(path, reason)
-    warnings.warn(f"{path}: {reason}", AudioWarning, stacklevel=2)
+    warnings.warn(AudioWarning(path, reason, decoded_s), stacklevel=2)
 
 
 def _describe(exc: Exception) -> str:

@@ -57,15 +57,19 @@ class SegmentStream:
         return padded[None, : spec.segment_frames]
 
 
-def iter_segments(path: str | Path, spec: FrontEndSpec) -> Iterator[np.ndarray]:
+def iter_segments(
+    path: str | Path, spec: FrontEndSpec, *, strict: bool = True
+) -> Iterator[np.ndarray]:
     """Yield batches of log-mel segments (k, segment_frames, n_mels) of a file, as decoded.
 
-    Raises `AudioError` for unreadable files and for files that decode to no samples.
+    Raises `AudioError` for unreadable files and for files that decode to no samples;
+    a file that stops decoding part way raises too unless `strict=False` (then an
+    `audio.AudioWarning` says how much decoded, as `open_stream` does).
     """
     log_mel = LogMelStream(spec)
     segments = SegmentStream(spec)
     n_samples = 0
-    for block in open_stream(path, spec.sample_rate):
+    for block in open_stream(path, spec.sample_rate, strict=strict):
         n_samples += len(block)
         batch = segments.push(log_mel.push(block))
         if len(batch):

@@ -578,6 +578,25 @@ def test_a_stopped_decoder_fails_its_file_and_the_run_goes_on(
     ]
 
 
+def test_trailing_junk_after_most_of_a_file_is_analysed_and_said(
+    make_audio: MAKE, make_broken: MAKE, model, options
+) -> None:
+    junk = song(make_audio, "junk.flac", seconds=30.0)
+    with open(junk, "ab") as f:  # a bad rip, a botched concatenation
+        f.write(bytes(range(256)) * 2000)
+    cut = make_broken("cut.flac", "truncated", seconds=30.0)  # half of it: not enough
+    for jobs in (1, 2):  # inline and in workers
+        run = by_name(tag([junk, cut], model, options, jobs=jobs, use_cache=False, force=True))
+        assert run["junk.flac"].status == Status.TAGGED
+        assert run["junk.flac"].reason.startswith("analysed the 29.")
+        assert (
+            "of 30.0 s that decode (corrupt or truncated audio data after"
+            in run["junk.flac"].reason
+        )
+        assert run["cut.flac"].status == Status.FAILED
+    assert read_tags(junk)["MER_MODEL"] == "tiny-tagger 1"
+
+
 def test_file_size_limit_fails_that_file_only(make_audio: MAKE, model, options) -> None:
     """EFBIG (RLIMIT_FSIZE below the file's size), the way tests/test_tags.py runs out of
     room without a full disk: the file fails, the original is intact, nothing is cached."""

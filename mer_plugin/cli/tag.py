@@ -203,6 +203,8 @@ def _print_summary(run) -> None:
         if o.status == Status.WOULD_TAG:
             was = o.previous_mood or "no mood"
             typer.echo(f"would tag {shown(o.path)}: {was} -> {o.mood} ({o.quadrant})")
+        if o.status in (Status.TAGGED, Status.WOULD_TAG) and o.reason:
+            typer.echo(f"partly decoded: {shown(o.path)}: {o.reason}")
     console = Console(highlight=False)
     table = Table("", "files", title=f"mer tag ({run.model})", title_justify="left")
     table.add_row(

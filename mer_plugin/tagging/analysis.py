@@ -4,6 +4,7 @@ clip models, extractor features for stage 2), in a worker process or inline."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -11,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mer_plugin.audio import audio_info
-from mer_plugin.errors import MerError
+from mer_plugin.audio import AudioWarning, audio_info
+from mer_plugin.errors import AudioError, MerError
 from mer_plugin.features import clip_frames, iter_segments
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.kernels.segments import cut_segments
@@ -31,6 +32,12 @@ class Analysis:
     seconds: float
     frames: np.ndarray | None = None
     extras: np.ndarray | None = None
+    note: str | None = None  # the file decoded only in part: how much was analysed, why
+
+
+# a file that stops decoding (trailing junk, a lost sync) is analysed from what decoded
+# when that is at least this share of its length, and the outcome says so
+MIN_DECODED = 0.9
 
 
 ExtrasKey = tuple[tuple[str, tuple[str, ...]], ...]  # (extractor, features used) pairs
@@ -59,38 +66,53 @@ def analyse(
     never holds a long file's segments, and the analysis it returns has none."""
     start = time.perf_counter()
     try:
-        frames = song = None
+        frames = song = note = None
         if clip:
             frames, segments = _clip_input(path, spec)
         else:
-            segments = _segments(path, spec, send)
+            segments, note = _segments(path, spec, send)
         if extras:
             song = _song_extras(extras)(path)
     except MerError as error:
         return getattr(error, "reason", str(error))
     except Exception as error:  # a decoder's bug must not stop the run
         return f"{type(error).__name__}: {error}"
-    return Analysis(segments, time.perf_counter() - start, frames, song)
+    return Analysis(segments, time.perf_counter() - start, frames, song, note)
 
 
 def _segments(
     path: str, spec: FrontEndSpec, send: Callable[[object], None] | None = None
-) -> np.ndarray | None:
+) -> tuple[np.ndarray | None, str | None]:
     """`features.file_segments` gathered into one array sized from the header's duration,
     so a long file's segments are held once rather than as batches plus their copy; with
-    `send`, the expected count and then each batch are sent instead (None returned)."""
+    `send`, the expected count and then each batch are sent instead (None returned).
+    Second: the note of a file that decoded only in part (`MIN_DECODED`)."""
     duration = audio_info(path).duration or 0.0
     frames = duration * spec.sample_rate / spec.hop_length + 1
     expected = int(frames / spec.segment_hop_frames) + 2 if duration else 0
-    if send is not None:
-        send(("expect", expected))
-        for batch in iter_segments(path, spec):
-            send(batch)
-        return None
-    gather = Gather(expected, spec)
-    for batch in iter_segments(path, spec):
-        gather.add(batch)
-    return gather.array()
+    gather = None if send is not None else Gather(expected, spec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AudioWarning)
+        if send is not None:
+            send(("expect", expected))
+        for batch in iter_segments(path, spec, strict=False):
+            if gather is None:
+                send(batch)
+            else:
+                gather.add(batch)
+    partial = [w.message for w in caught if isinstance(w.message, AudioWarning)]
+    note = _partial(path, partial[0], duration) if partial else None
+    return (None if gather is None else gather.array()), note
+
+
+def _partial(path: str, warning: AudioWarning, duration: float) -> str:
+    """The note for a file that stopped decoding part way; AudioError when too little of
+    it decoded (or its length is unknown)."""
+    if not duration or warning.decoded_s < MIN_DECODED * duration:
+        raise AudioError(path, warning.reason)
+    return (
+        f"analysed the {warning.decoded_s:.1f} s of {duration:.1f} s that decode ({warning.reason})"
+    )
 
 
 class Gather:

@@ -123,7 +123,9 @@ class Tagger:
             return Outcome(planned.path, Status.FAILED, reason, previous_mood=planned.previous_mood)
         finally:
             self.seconds["model"] += time.perf_counter() - start
-        return _predicted(planned, prediction)
+        outcome = _predicted(planned, prediction)
+        outcome.reason = analysis.note or ""  # a file that decoded in part says so
+        return outcome
 
     def write(self, planned: Planned, outcome: Outcome) -> Outcome:
         """Write a predicted outcome's tags and cache it: "tagged", else why not."""

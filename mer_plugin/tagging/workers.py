@@ -103,7 +103,7 @@ def _send(conn: Connection, item: object) -> None:
     elif isinstance(item, Analysis):
         arrays = {name: array for name in _ARRAYS if (array := getattr(item, name)) is not None}
         layouts = [(n, a.shape, a.dtype.str) for n, a in arrays.items()]
-        conn.send(("analysis", item.seconds, layouts))
+        conn.send(("analysis", item.seconds, layouts, item.note))
         for array in arrays.values():
             _send_raw(conn, array)
     else:
@@ -132,11 +132,11 @@ def _receive(conn: Connection, spec: FrontEndSpec, heard: Callable[[], None]) ->
             _, shape, dtype = message
             _receive_into(conn, gather.claim(shape[0]))
         else:
-            _, seconds, layouts = message
+            _, seconds, layouts, note = message
             arrays = {name: _receive_raw(conn, shape, dtype) for name, shape, dtype in layouts}
             if gather is not None:
                 arrays["segments"] = gather.array()
-            return Analysis(seconds=seconds, **arrays)
+            return Analysis(seconds=seconds, note=note, **arrays)
 
 
 def _receive_raw(conn: Connection, shape: tuple, dtype: str) -> np.ndarray:
