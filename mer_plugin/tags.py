@@ -131,8 +131,9 @@ def _check_value(field: Field, value: str | float) -> str:
 
 
 def foreign_mood(tags: Mapping[str, str]) -> bool:
-    """True when `read_tags` found a mood that mer did not write (no MER_MODEL beside it)."""
-    return tags.get(MOOD_SOURCE) == "other"
+    """True for a mood that mer did not write (no MER_MODEL beside it), in what
+    `read_tags` found or any mapping of the logical names."""
+    return bool(tags.get(MOOD)) and not tags.get(MODEL)
 
 
 # ------------------------------------------------------------------ public API

@@ -17,6 +17,10 @@ is decoded inline or predicted; never inside a file's tag write and its cache ro
 every file is fully tagged (and cached) or untouched; worker processes are terminated,
 the run is marked interrupted and the files not reached are listed as "not done". A
 later run resumes: what was tagged is skipped. Outcomes and reports: `outcomes.py`.
+
+An application that keeps the results itself (the beets plugin, `beetsplug/mer.py`)
+decides with `skip_reason` from the fields it holds, and gets predictions through the
+same pipeline, writing nothing, from `predict_files`; `tag_fields` makes them tags.
 """
 
 from mer_plugin.library import walk
@@ -36,8 +40,16 @@ from mer_plugin.tagging.outcomes import (
     shown,
     write_report,
 )
+from mer_plugin.tagging.policy import skip_reason
 from mer_plugin.tagging.results_cache import CACHE_FILE
-from mer_plugin.tagging.run import Tagger, load_for_tagging, model_id, tag_fields, tag_library
+from mer_plugin.tagging.run import (
+    Tagger,
+    load_for_tagging,
+    model_id,
+    predict_files,
+    tag_fields,
+    tag_library,
+)
 
 __all__ = [
     "CACHED",
@@ -56,7 +68,9 @@ __all__ = [
     "analyse",
     "load_for_tagging",
     "model_id",
+    "predict_files",
     "shown",
+    "skip_reason",
     "tag_fields",
     "tag_library",
     "walk",
