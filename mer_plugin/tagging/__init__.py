@@ -23,6 +23,7 @@ decides with `skip_reason` from the fields it holds, and gets predictions throug
 same pipeline, writing nothing, from `predict_files`; `tag_fields` makes them tags.
 """
 
+from mer_plugin.errors import MerError
 from mer_plugin.library import walk
 from mer_plugin.tagging.analysis import analyse
 from mer_plugin.tagging.outcomes import (
@@ -55,6 +56,7 @@ __all__ = [
     "CACHED",
     "CACHE_FILE",
     "CHANGED",
+    "MerError",
     "OWN_MOOD",
     "REPORT_SUFFIXES",
     "SAME_MODEL",
