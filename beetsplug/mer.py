@@ -172,13 +172,21 @@ class MerPlugin(BeetsPlugin):
         super().__init__()
         self.config.add(DEFAULTS)
         self._model: Model | None = None
-        for name, field in media_fields().items():
-            if name not in MediaFile.__dict__:  # registered once per process
-                self.add_media_field(name, field)
+        self._register_media_fields()
         if self.config["auto"].get(bool):
             self.import_stages = [self.imported]
             self.register_listener("import_task_files", self.imported_files)
         self._to_write: set[int] = set()  # items analysed on import, for the importer's write
+
+    def _register_media_fields(self) -> None:
+        """mer's fields as media fields (once per process); also as *tag* fields, which
+        beets computes once from mediafile's own, so that `beet write` compares them."""
+        from beets.library import Item
+
+        for name, field in media_fields().items():
+            if name not in MediaFile.__dict__:
+                self.add_media_field(name, field)
+            getattr(Item, "_media_tag_fields", set()).add(name)
 
     def commands(self) -> list[ui.Subcommand]:
         cmd = ui.Subcommand("mer", help="analyse the mood (valence, arousal) of the audio")
