@@ -39,6 +39,7 @@ from mer_plugin.tagging import (
     Status,
     TagRun,
     load_for_tagging,
+    model_release,
     predict_files,
     skip_reason,
     tag_fields,
@@ -205,25 +206,20 @@ class MerPlugin(BeetsPlugin):
             if getattr(opts, name) is not None:
                 self.config[name] = getattr(opts, name)
         try:
-            model = self._loaded()
+            self.analyse(lib.items(args), write=ui.should_write(opts.write), progress=True)
         except MerError as error:
             raise ui.UserError(f"mer: cannot load the model: {error}") from None
-        self.analyse(model, lib.items(args), write=ui.should_write(opts.write), progress=True)
 
     # ------------------------------------------------------------ import
 
     def imported(self, session: ImportSession, task: ImportTask) -> None:
         """The import stage: analyse the task's items into the database; the importer
         moves or copies the files, then `imported_files` writes their tags."""
-        items = task.imported_items()
-        if not items:
-            return
         try:
-            model = self._loaded()
+            done = self.analyse(task.imported_items(), write=False, progress=False)
         except MerError as error:
             self._log.error("cannot load the model: {}", error)
             return
-        done = self.analyse(model, items, write=False, progress=False)
         self._to_write |= {item.id for item in done}
 
     def imported_files(self, session: ImportSession, task: ImportTask) -> None:
@@ -245,13 +241,13 @@ class MerPlugin(BeetsPlugin):
             self._model = load_for_tagging(self.config["model"].get(), device)
         return self._model
 
-    def analyse(
-        self, model: Model, items: Iterable[Item], write: bool, progress: bool
-    ) -> list[Item]:
+    def analyse(self, items: Iterable[Item], write: bool, progress: bool) -> list[Item]:
         """Analyse the items that need it, store (and write) their results; the items
-        done. A file that fails is logged and the run goes on."""
+        done. A file that fails is logged and the run goes on. The model is loaded only
+        when some item needs it; MerError when it cannot be."""
         quiet = self.config["quiet"].get(bool)
-        todo, skipped = self._todo(model, items, quiet)
+        release = model_release(self.config["model"].get())
+        todo, skipped = self._todo(release, items, quiet)
         done: list[Item] = []
         seen: list[Outcome] = []
 
@@ -259,14 +255,16 @@ class MerPlugin(BeetsPlugin):
             seen.append(outcome)
             item, position = todo[outcome.path], f"[{len(seen)}/{len(todo)}]"
             if outcome.status == Status.WOULD_TAG:
-                self._store(model, item, outcome, write)
+                self._store(item, outcome, release, write)
                 done.append(item)
                 if not quiet:
                     self._log.info("{} {}: {}", position, item.filepath, _result(outcome))
             elif outcome.status != Status.NOT_DONE:
                 self._log.error("{}: {}", item.filepath, outcome.reason)
 
-        run = predict_files(list(todo), model, _workers(self.config), store)
+        run = TagRun(release, dry_run=True)
+        if todo:
+            run = predict_files(list(todo), self._loaded(), _workers(self.config), store)
         if progress or run.interrupted:
             self._log.info("{}", summary(run, skipped))
         if run.interrupted:
@@ -274,14 +272,14 @@ class MerPlugin(BeetsPlugin):
         return done
 
     def _todo(
-        self, model: Model, items: Iterable[Item], quiet: bool
+        self, release: str, items: Iterable[Item], quiet: bool
     ) -> tuple[dict[Path, Item], Counter[str]]:
         """The items to analyse, by path, and the others' reasons to skip them."""
         force = self.config["force"].get(bool)
         todo: dict[Path, Item] = {}
         skipped: Counter[str] = Counter()
         for item in items:
-            if reason := skip_reason(item_fields(item), model.release, force):
+            if reason := skip_reason(item_fields(item), release, force):
                 skipped[reason] += 1
                 if not quiet:
                     self._log.info("skipped {}: {}", item.filepath, reason)
@@ -289,10 +287,10 @@ class MerPlugin(BeetsPlugin):
                 todo[item.filepath] = item
         return todo, skipped
 
-    def _store(self, model: Model, item: Item, outcome: Outcome, write: bool) -> None:
+    def _store(self, item: Item, outcome: Outcome, release: str, write: bool) -> None:
         """A prediction into the item's attributes, its file's tags (`write`) and the
         database."""
-        item.update(item_values(tag_fields(outcome, model.release)))
+        item.update(item_values(tag_fields(outcome, release)))
         if write:
             item.try_write()
         item.store()

@@ -49,6 +49,14 @@ def load_for_tagging(name_or_folder: str | Path | None, device: str = "auto") ->
     return on_device(load_model(resolve_model(name_or_folder)), device)
 
 
+def model_release(name_or_folder: str | Path | None) -> str:
+    """What MER_MODEL says of the model `load_for_tagging` would load, from its card
+    alone: neither the weights nor torch are loaded."""
+    from mer_plugin.inference import read_card, resolve_model
+
+    return read_card(resolve_model(name_or_folder)).release
+
+
 def model_id(model: Model) -> str:
     """The model's release and a digest of its files: what the cache calls the same model."""
     digest = hashlib.sha256()
