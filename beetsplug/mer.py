@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from beets import ui
 from beets.dbcore import types
 from beets.plugins import BeetsPlugin
+from beets.util import displayable_path
 from mediafile import MediaField, MediaFile
 from mediafile.storage import (
     ASFStorageStyle,
@@ -258,9 +259,9 @@ class MerPlugin(BeetsPlugin):
                 self._store(item, outcome, release, write)
                 done.append(item)
                 if not quiet:
-                    self._log.info("{} {}: {}", position, item.filepath, _result(outcome))
+                    self._log.info("{} {}: {}", position, shown(item), _result(outcome))
             elif outcome.status != Status.NOT_DONE:
-                self._log.error("{}: {}", item.filepath, outcome.reason)
+                self._log.error("{}: {}", shown(item), outcome.reason)
 
         run = TagRun(release, dry_run=True)
         if todo:
@@ -282,7 +283,7 @@ class MerPlugin(BeetsPlugin):
             if reason := skip_reason(item_fields(item), release, force):
                 skipped[reason] += 1
                 if not quiet:
-                    self._log.info("skipped {}: {}", item.filepath, reason)
+                    self._log.info("skipped {}: {}", shown(item), reason)
             else:
                 todo[item.filepath] = item
         return todo, skipped
@@ -294,6 +295,11 @@ class MerPlugin(BeetsPlugin):
         if write:
             item.try_write()
         item.store()
+
+
+def shown(item: Item) -> str:
+    """An item's path as beets prints paths (undecodable bytes replaced)."""
+    return displayable_path(item.path)
 
 
 def _workers(config: Any) -> int:

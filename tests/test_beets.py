@@ -143,12 +143,15 @@ def test_beet_mer_tags_a_library_of_several_formats(model_dir, tmp_path) -> None
     beet = Beets(tmp_path, model_dir)
     paths = songs(tmp_path / "music")
     paths.append(songs(tmp_path / "music", ("flac",), stem="café ünïcode")[0])
+    latin = os.fsencode(tmp_path / "music") + b"/caf\xe9.flac"  # a name that is not UTF-8
+    os.rename(songs(tmp_path / "latin", ("flac",))[0], latin)
     beet.import_(tmp_path / "music")
-    assert set(beet.fields()) == {str(p) for p in paths}
+    assert {str(p) for p in paths} < set(beet.fields())
 
     result = beet("mer")
-    assert f"{len(paths)} analysed" in result.stderr and "0 failed" in result.stderr
-    assert f"[{len(paths)}/{len(paths)}]" in result.stderr  # a line per item
+    assert f"{len(paths) + 1} analysed" in result.stderr and "0 failed" in result.stderr
+    assert f"[{len(paths) + 1}/{len(paths) + 1}]" in result.stderr  # a line per item
+    assert read_tags(latin)["MER_MODEL"] == RELEASE
     fields = beet.fields()
     for path in paths:
         got = fields[str(path)]
@@ -186,9 +189,11 @@ def test_a_second_run_skips_and_force_analyses_again(model_dir, tmp_path) -> Non
     quiet = beet("mer", "-q")
     assert "mer: skipped" not in quiet.stderr and "2 skipped" in quiet.stderr
 
-    forced = beet("mer", "--force", "format:MP3")
+    beet("modify", "-y", "-W", "format:MP3", "mer_valence=0.5")
+    forced = beet("mer", "--force", "--nowrite", "format:MP3")
     assert "1 analysed" in forced.stderr and "mer: skipped" not in forced.stderr
-    assert beet.fields()[str(paths[1])]["mer_model"] == RELEASE
+    assert beet.fields()[str(paths[1])]["mer_valence"] == read_tags(paths[1])["MER_VALENCE"]
+    assert {p: digest(p) for p in paths} == tagged  # --nowrite: the database only
 
 
 def test_a_users_own_mood_is_kept_unless_forced(model_dir, tmp_path) -> None:
@@ -203,13 +208,12 @@ def test_a_users_own_mood_is_kept_unless_forced(model_dir, tmp_path) -> None:
     assert beet.fields()[str(path)]["mood"] != "Melancholy"
 
 
-def test_nowrite_keeps_the_files_and_write_follows_the_import_setting(model_dir, tmp_path):
+def test_writing_follows_the_import_setting_and_the_flags(model_dir, tmp_path) -> None:
     beet = Beets(tmp_path, model_dir, **{"import": {"write": False}})
     paths = songs(tmp_path / "music", ("flac", "m4a"))
     beet.import_(tmp_path / "music")
     before = {p: digest(p) for p in paths}
     beet("mer")  # import.write: no
-    beet("mer", "-W", "-f")
     assert {p: digest(p) for p in paths} == before
     assert all(f["mer_model"] == RELEASE for f in beet.fields().values())
     assert not any(read_tags(p) for p in paths)
@@ -334,6 +338,19 @@ def test_a_model_that_cannot_load_is_a_user_error(tmp_path) -> None:
     beet = Beets(tmp_path, tmp_path / "no-such-model")
     result = beet("mer", ok=False)
     assert result.returncode == 1 and "mer: cannot load the model" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_device_cuda_without_a_gpu_is_a_user_error(model_dir, tmp_path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: --device cuda works")
+    beet = Beets(tmp_path, model_dir)
+    songs(tmp_path / "music", ("wav",))
+    beet.import_(tmp_path / "music")
+    result = beet("mer", "--device", "cuda", ok=False)
+    assert result.returncode == 1 and "no CUDA device is available" in result.stderr
     assert "Traceback" not in result.stderr
 
 
