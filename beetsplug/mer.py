@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "workers": 0,  # decoding processes; 0: one per CPU core
 }
 DEVICES = ("auto", "cpu", "cuda")
-DEFAULTS_HELP = {
+HELP = {
     "force": "also analyse items that hold this model's result or a mood mer did not write",
     "quiet": "no line per item: errors and the summary only",
     "device": "where the model runs (default: auto)",
@@ -109,10 +109,12 @@ class MerMediaField(MediaField):
     file has it; reading prefers the ID3v2.4 key."""
 
     def __init__(self, field: Field) -> None:
-        self.id3 = {4: _id3_style(field.id3v24), 3: _id3_style(field.id3v23)}
+        v24 = _id3_style(field.id3v24)
+        v23 = v24 if field.id3v23 == field.id3v24 else _id3_style(field.id3v23)
+        self.id3 = {4: v24, 3: v23}
         places = {"float_places": DECIMALS}
         super().__init__(
-            *dict.fromkeys(self.id3.values()),
+            *dict.fromkeys((v24, v23)),
             MP4StorageStyle(field.mp4, **places),
             _VorbisStyle(field.vorbis, **places),
             _APEStyle(field.ape, **places),
@@ -163,12 +165,21 @@ def item_fields(item: Item) -> dict[str, str]:
     return found
 
 
+class UnitNumber(types.NullFloat):
+    """A number in [0, 1] shown with the file tags' decimals; blank when missing (not
+    "0.000", which is a value)."""
+
+    def __init__(self) -> None:
+        super().__init__(DECIMALS)
+
+    def format(self, value: float | None) -> str:
+        return "" if value is None else super().format(value)
+
+
 class MerPlugin(BeetsPlugin):
     """`beet mer` and the import stage: mer's pipeline over beets items."""
 
-    item_types = {
-        attribute(f): types.NullFloat(DECIMALS) if f.unit_interval else types.STRING for f in FIELDS
-    }
+    item_types = {attribute(f): UnitNumber() if f.unit_interval else types.STRING for f in FIELDS}
 
     def __init__(self) -> None:
         super().__init__()
@@ -193,12 +204,12 @@ class MerPlugin(BeetsPlugin):
     def commands(self) -> list[ui.Subcommand]:
         cmd = ui.Subcommand("mer", help="analyse the mood (valence, arousal) of the audio")
         add = cmd.parser.add_option
-        add("-f", "--force", action="store_true", default=None, help=DEFAULTS_HELP["force"])
-        add("-q", "--quiet", action="store_true", default=None, help=DEFAULTS_HELP["quiet"])
+        add("-f", "--force", action="store_true", default=None, help=HELP["force"])
+        add("-q", "--quiet", action="store_true", default=None, help=HELP["quiet"])
         add("-w", "--write", action="store_true", default=None, help="write tags to files")
         add("-W", "--nowrite", dest="write", action="store_false", help="don't write tags")
-        add("--device", choices=DEVICES, help=DEFAULTS_HELP["device"])
-        add("-j", "--workers", type="int", help=DEFAULTS_HELP["workers"])
+        add("--device", choices=DEVICES, help=HELP["device"])
+        add("-j", "--workers", type="int", help=HELP["workers"])
         cmd.func = self.command
         return [cmd]
 
