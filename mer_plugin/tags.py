@@ -135,7 +135,7 @@ def _check_value(field: Field, value: str | float) -> str:
 def foreign_mood(tags: Mapping[str, str]) -> bool:
     """True when a song's fields (as `read_tags` or a music library holds them) have a
     mood that is not the one mer wrote."""
-    return MOOD in tags and not mer_wrote_mood(tags)
+    return bool(tags.get(MOOD)) and not mer_wrote_mood(tags)
 
 
 # ------------------------------------------------------------------ public API

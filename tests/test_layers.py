@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # the package's source folder, by the dotted prefix it is installed under
-SOURCES = {"mer_plugin": ROOT / "mer_plugin"}
+SOURCES = {"mer_plugin": ROOT / "mer_plugin", "beetsplug": ROOT / "beetsplug"}
 LAYERS: dict[str, int] = {
     "mer_plugin": 0,  # the package's own __init__: its version
     "mer_plugin.models": 0,  # data: the shipped model folders
@@ -39,7 +39,10 @@ LAYERS: dict[str, int] = {
     "mer_plugin.training": 5,
     "mer_plugin.builtin": 6,
     "mer_plugin.cli": 7,
+    "beetsplug": 7,  # the beets plugin: an application over mer's public API
 }
+# what the beets plugin may import from mer: public names of these modules only
+BEETS_PLUGIN_API = {"mer_plugin.tagging", "mer_plugin.inference", "mer_plugin.tags"}
 SIDE_BY_SIDE = {("mer_plugin.tagging", "mer_plugin.training")}
 
 
@@ -113,3 +116,26 @@ def test_every_package_is_installed() -> None:
     )
     packages = {m for m, path in MODULES.items() if path.name == "__init__.py"}
     assert packages <= listed, f"not in pyproject's packages: {sorted(packages - listed)}"
+
+
+def test_every_package_is_installed_with_the_beets_plugin() -> None:
+    """beetsplug is a namespace package (beets' and its plugins' own): listed, no
+    __init__.py of ours to shadow theirs."""
+    import tomllib
+
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "beetsplug" in listed["packages"]
+    assert not (ROOT / "beetsplug" / "__init__.py").exists()
+
+
+def test_the_beets_plugin_uses_the_public_api_only() -> None:
+    """beetsplug/mer.py imports public names of tagging, inference and tags, nothing else
+    of mer's."""
+    tree = ast.parse((ROOT / "beetsplug" / "mer.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            assert not any(a.name.startswith("mer_plugin") for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mer_plugin"):
+            assert node.module in BEETS_PLUGIN_API, f"beetsplug/mer.py imports {node.module}"
+            private = [a.name for a in node.names if a.name.startswith("_")]
+            assert not private, f"beetsplug/mer.py imports private {private}"

@@ -47,6 +47,9 @@ from mer_plugin.tagging import (
     TagRun,
     analyse,
     load_for_tagging,
+    predict_files,
+    skip_reason,
+    tag_fields,
     tag_library,
     write_report,
 )
@@ -393,6 +396,45 @@ def test_reports(make_audio: MAKE, make_broken: MAKE, model, options, tmp_path: 
         rows = list(csv.DictReader(f))
     assert [r["status"] for r in rows] == [Status.TAGGED, Status.FAILED]
     assert rows[0]["mood"] == report["files"][0]["mood"]
+
+
+def test_predict_files_reads_and_writes_nothing(make_audio, make_broken, model, tmp_path) -> None:
+    """What an application that keeps its own results (beets) gets: every readable file
+    predicted, however it is tagged or locked, nothing written, no cache."""
+    mine = song(make_audio, "mine.flac")
+    audio = FLAC(mine)
+    audio["MOOD"] = "Melancholy"
+    audio.save()
+    locked = song(make_audio, "locked.wav")
+    os.chmod(locked, 0o444)
+    paths = [mine, locked, make_broken("bad.mp3", "text"), tmp_path / "gone.flac"]
+    before = [p.read_bytes() for p in paths[:3]]
+    seen = []
+    run = predict_files(paths, model, jobs=2, on_outcome=seen.append)
+    assert [(o.status, o.reason) for o in run.outcomes] == [
+        (Status.WOULD_TAG, ""),
+        (Status.WOULD_TAG, ""),
+        (Status.FAILED, "not a recognised audio file (unknown format or corrupt data)"),
+        (Status.SKIPPED, VANISHED),
+    ]
+    assert sorted(map(id, seen)) == sorted(map(id, run.outcomes))
+    assert [p.read_bytes() for p in paths[:3]] == before
+    expected = predict_file(model, mine)
+    fields = tag_fields(run.outcomes[0], model.release)
+    assert fields["mood"] == expected.mood and fields["MER_MODEL"] == model.release
+    assert fields["MER_VALENCE"] == pytest.approx(expected.valence)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_skip_reason_of_the_fields_a_library_holds() -> None:
+    release = "tiny-tagger 1"
+    assert skip_reason({"mood": "Happy", "MER_MODEL": release}, release) == SAME_MODEL
+    assert skip_reason({"mood": "Blue"}, release) == OWN_MOOD
+    mers = {"mood": "Happy", "MER_QUADRANT": "Q1", "MER_MODEL": "old 0"}
+    assert skip_reason(mers, release) is None  # mer's own mood: a new model replaces it
+    assert skip_reason({**mers, "mood": "Sad"}, release) == OWN_MOOD  # corrected by hand
+    assert skip_reason({}, release) is None
+    assert skip_reason({"mood": "Blue"}, release, force=True) is None
 
 
 # ------------------------------------------------------------------------------ odd cases

@@ -8,7 +8,8 @@
 
 card.py     the model card (`ModelCard`, `Method`)
 heads.py    the head and stage 2 (song features, song classifier) as trained
-folder.py   model folders: save, load, find (`resolve_model`), weight digests
+find.py     finding a model folder (`resolve_model`) and reading its card, without torch
+folder.py   model folders: save, load, weight digests
 predict.py  `predict_file`, `predict_segments`, `Prediction`
 device.py   `--device`: where the backbone runs
 msd_tags.py the 50 MSD tags of MSD-musicnn over time (`mer predict --tags`)
@@ -22,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "Method": "card",
     "ModelCard": "card",
-    "DEFAULT_MODEL": "folder",
+    "DEFAULT_MODEL": "find",
     "Model": "folder",
-    "ModelError": "folder",
+    "ModelError": "find",
     "load_model": "folder",
-    "resolve_model": "folder",
+    "read_card": "find",
+    "resolve_model": "find",
     "save_model": "folder",
     "Prediction": "predict",
     "SegmentResult": "predict",
@@ -44,20 +46,15 @@ __all__ = [
     "load_model",
     "predict_file",
     "predict_segments",
+    "read_card",
     "resolve_model",
     "save_model",
 ]
 
 if TYPE_CHECKING:
     from mer_plugin.inference.card import Method, ModelCard
-    from mer_plugin.inference.folder import (
-        DEFAULT_MODEL,
-        Model,
-        ModelError,
-        load_model,
-        resolve_model,
-        save_model,
-    )
+    from mer_plugin.inference.find import DEFAULT_MODEL, ModelError, read_card, resolve_model
+    from mer_plugin.inference.folder import Model, load_model, save_model
     from mer_plugin.inference.predict import (
         Prediction,
         SegmentResult,

@@ -25,15 +25,18 @@ from torch import nn
 from mer_plugin.backbones import BackboneError, get_backbone
 from mer_plugin.errors import MerError
 from mer_plugin.frontend import FrontEndSpec
-from mer_plugin.inference.card import FORMAT, CardError, Method, ModelCard
+from mer_plugin.inference.card import FORMAT, Method, ModelCard
+from mer_plugin.inference.find import (  # noqa: F401  (re-exported: found here before)
+    DEFAULT_MODEL,
+    ModelError,
+    model_files,
+    read_card,
+    resolve_model,
+    shipped_models_dir,
+)
 from mer_plugin.inference.heads import Head, SongClassifier
-from mer_plugin.models import SHIPPED_MODELS
 from mer_plugin.plugins import get_plugins
 from mer_plugin.song_extras import SongExtras
-
-
-class ModelError(MerError):
-    """A model folder is missing, incomplete or inconsistent."""
 
 
 @dataclass
@@ -125,18 +128,12 @@ def load_model(folder: str | Path) -> Model:
 
 
 def _read(folder: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
-    card_path, weights_path = folder / "model.json", folder / "model.safetensors"
-    if not card_path.is_file() or not weights_path.is_file():
-        raise ModelError(f"{folder}: not a model folder (needs model.json and model.safetensors)")
+    _, weights_path = model_files(folder)
     try:
-        data = json.loads(card_path.read_text(encoding="utf-8"))
         tensors = load_file(weights_path)
     except (OSError, ValueError, SafetensorError) as error:
         raise ModelError(f"{folder}: cannot read the model: {error}") from None
-    try:
-        return ModelCard.from_dict(data), tensors
-    except CardError as error:
-        raise ModelError(f"{folder}: {error}") from None
+    return read_card(folder), tensors
 
 
 def state_digest(module: nn.Module) -> str:
@@ -152,27 +149,3 @@ def state_digest(module: nn.Module) -> str:
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-# ----------------------------------------------------------------------------- finding
-
-DEFAULT_MODEL = "default"  # the folder under mer_plugin/models that `mer tag` uses
-
-
-def shipped_models_dir() -> Path:
-    """The folder of the models shipped inside the package."""
-    return SHIPPED_MODELS
-
-
-def resolve_model(name_or_folder: str | Path | None = None) -> Path:
-    """A model folder from a path, the name of a shipped model, or None for the default."""
-    wanted = str(name_or_folder or DEFAULT_MODEL)
-    folder = Path(wanted).expanduser()
-    if (folder / "model.json").is_file():
-        return folder
-    shipped = shipped_models_dir() / wanted
-    if (shipped / "model.json").is_file() and (shipped / "model.safetensors").is_file():
-        return shipped
-    if name_or_folder is None:
-        raise ModelError("no default model is installed with mer; pass --model FOLDER")
-    raise ModelError(f"{wanted}: not a model folder (model.json) nor a shipped model name")

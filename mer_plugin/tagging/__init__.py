@@ -17,8 +17,13 @@ is decoded inline or predicted; never inside a file's tag write and its cache ro
 every file is fully tagged (and cached) or untouched; worker processes are terminated,
 the run is marked interrupted and the files not reached are listed as "not done". A
 later run resumes: what was tagged is skipped. Outcomes and reports: `outcomes.py`.
+
+An application that keeps the results itself (the beets plugin, `beetsplug/mer.py`)
+decides with `skip_reason` from the fields it holds, and gets predictions through the
+same pipeline, writing nothing, from `predict_files`; `tag_fields` makes them tags.
 """
 
+from mer_plugin.errors import MerError
 from mer_plugin.library import walk
 from mer_plugin.tagging.analysis import analyse
 from mer_plugin.tagging.outcomes import (
@@ -39,8 +44,17 @@ from mer_plugin.tagging.outcomes import (
     shown,
     write_report,
 )
+from mer_plugin.tagging.policy import skip_reason
 from mer_plugin.tagging.results_cache import CACHE_FILE
-from mer_plugin.tagging.run import Tagger, load_for_tagging, model_id, tag_fields, tag_library
+from mer_plugin.tagging.run import (
+    Tagger,
+    load_for_tagging,
+    model_id,
+    model_release,
+    predict_files,
+    tag_fields,
+    tag_library,
+)
 
 __all__ = [
     "BUSY",
@@ -49,6 +63,7 @@ __all__ = [
     "CHANGED",
     "HARD_LINKED",
     "HardLinks",
+    "MerError",
     "OWN_MOOD",
     "REPORT_SUFFIXES",
     "SAME_MODEL",
@@ -62,7 +77,10 @@ __all__ = [
     "analyse",
     "load_for_tagging",
     "model_id",
+    "model_release",
+    "predict_files",
     "shown",
+    "skip_reason",
     "tag_fields",
     "tag_library",
     "walk",

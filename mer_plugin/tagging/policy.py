@@ -9,6 +9,7 @@ import sqlite3
 import stat
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,27 +84,22 @@ class Policy:
             self.seconds["check"] += time.perf_counter() - start
 
     def _check(self, path: Path) -> Planned | Outcome:
-        try:
-            info = os.stat(path)
-        except FileNotFoundError:
-            return Outcome(path, Status.SKIPPED, VANISHED)
-        except OSError as error:
-            return Outcome(path, Status.FAILED, f"cannot read: {error.strerror or error}")
-        if not stat.S_ISREG(info.st_mode):  # replaced by a FIFO or a folder since the walk
-            return Outcome(path, Status.FAILED, irregular_reason(path) or "not a regular file")
-        key = os.fsencode(os.path.realpath(path))
-        force = self.options.force
-        if not force and (hit := self._cached(key, info)) is not None:
+        planned = plan(path)
+        if isinstance(planned, Outcome):
+            return planned
+        key, info = planned.key, planned.info
+        if not self.options.force and (hit := self._cached(key, info)) is not None:
             return Outcome(path, Status.SKIPPED, CACHED, **hit, previous_mood=hit["mood"])
         try:
             tags = read_tags(path)
         except TagError as error:
             return Outcome(path, Status.FAILED, _unreadable(path, error))
         previous = tags.get(MOOD)
-        if not force and tags.get(MODEL) == self.release:
+        skip = skip_reason(tags, self.release, self.options.force)
+        if skip == SAME_MODEL:
             return self._already_tagged(path, key, info, tags)
-        if not force and foreign_mood(tags):
-            return Outcome(path, Status.SKIPPED, OWN_MOOD, previous_mood=previous)
+        if skip:
+            return Outcome(path, Status.SKIPPED, skip, previous_mood=previous)
         if reason := read_only(path):
             return Outcome(path, Status.FAILED, reason, previous_mood=previous)
         if info.st_nlink > 1 and self.options.hard_links == HardLinks.SKIP:
@@ -142,6 +138,33 @@ class Policy:
             return
         with contextlib.suppress(sqlite3.Error):  # the tags are written; a rerun sees them
             self.cache.store(key, info, self.model_id, outcome)
+
+
+def plan(path: Path) -> Planned | Outcome:
+    """The file as it is now, ready to be analysed; or why not (vanished, unreadable)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return Outcome(path, Status.SKIPPED, VANISHED)
+    except OSError as error:
+        return Outcome(path, Status.FAILED, f"cannot read: {error.strerror or error}")
+    if not stat.S_ISREG(info.st_mode):  # replaced by a FIFO or a folder since the walk
+        return Outcome(path, Status.FAILED, irregular_reason(path) or "not a regular file")
+    return Planned(path, os.fsencode(os.path.realpath(path)), info, None)
+
+
+def skip_reason(fields: Mapping[str, str], release: str, force: bool = False) -> str | None:
+    """Why a song whose mer fields are `fields` (logical names, as `read_tags` returns
+    them, or as a music library holds them) is left alone: SAME_MODEL when `release`
+    wrote them, OWN_MOOD for a mood mer did not write; None to analyse it, always so
+    when forced."""
+    if force:
+        return None
+    if fields.get(MODEL) == release:
+        return SAME_MODEL
+    if foreign_mood(fields):
+        return OWN_MOOD
+    return None
 
 
 def _unreadable(path: Path, error: TagError) -> str:

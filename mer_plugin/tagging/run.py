@@ -24,7 +24,7 @@ from mer_plugin.library import Library
 from mer_plugin.tagging.analysis import Analysis, extras_key
 from mer_plugin.tagging.interrupts import Interrupts
 from mer_plugin.tagging.outcomes import Outcome, Status, TagOptions, TagRun
-from mer_plugin.tagging.policy import Planned, Policy, moved
+from mer_plugin.tagging.policy import Planned, Policy, moved, plan
 from mer_plugin.tagging.results_cache import ResultCache, open_cache
 from mer_plugin.tagging.workers import Pipeline
 from mer_plugin.tags import (
@@ -48,6 +48,14 @@ def load_for_tagging(name_or_folder: str | Path | None, device: str = "auto") ->
     from mer_plugin.inference.device import on_device
 
     return on_device(load_model(resolve_model(name_or_folder)), device)
+
+
+def model_release(name_or_folder: str | Path | None) -> str:
+    """What MER_MODEL says of the model `load_for_tagging` would load, from its card
+    alone: neither the weights nor torch are loaded."""
+    from mer_plugin.inference import read_card, resolve_model
+
+    return read_card(resolve_model(name_or_folder)).release
 
 
 def model_id(model: Model) -> str:
@@ -79,16 +87,23 @@ def tag_fields(outcome: Outcome, release: str) -> dict[str, str | float]:
 class Tagger:
     """The per-file steps of a run; `run` drives them through the pipeline."""
 
-    def __init__(self, model: Model, options: TagOptions, cache: ResultCache | None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        options: TagOptions,
+        cache: ResultCache | None,
+        check_tags: bool = True,
+    ) -> None:
         self.model = model
         self.options = options
         self.policy = Policy(model.release, model_id(model), options, cache)
         self.seconds: Counter = self.policy.seconds
         self.stop_signal: int | None = None  # the signal that ended the last `run` early
+        self.check_tags = check_tags  # False: every readable file is analysed
 
     def check(self, path: Path) -> Planned | Outcome:
         """The policy: what to do with a file, before anything is decoded."""
-        return self.policy.check(path)
+        return self.policy.check(path) if self.check_tags else plan(path)
 
     def finish(
         self, planned: Planned, analysis: Analysis | str, interrupts: Interrupts | None = None
@@ -228,6 +243,41 @@ def tag_library(
     package docstring. Outcomes come back in the library's order."""
     options = options or TagOptions()
     run = TagRun(model.release, options.dry_run)
+    problems = [Outcome(p.path, Status.FAILED, p.reason) for p in library.problems]
+    cache = open_cache(options, run.warnings)
+    try:
+        _run(Tagger(model, options, cache), run, library.files, problems, on_outcome)
+    finally:
+        if cache is not None:
+            cache.close()
+    return run
+
+
+def predict_files(
+    files: Sequence[Path],
+    model: Model,
+    jobs: int = 1,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> TagRun:
+    """Each file's prediction through `tag_library`'s pipeline (decoding workers, Ctrl-C
+    between steps), for an application that keeps the results itself (the beets plugin,
+    `beetsplug/mer.py`): no tags are read or written, no results cache is used. Outcomes,
+    in the files' order: "would tag" with the prediction (`tag_fields` turns it into
+    tags), "failed" or "skipped" (vanished) with the reason, "not done" after Ctrl-C."""
+    options = TagOptions(dry_run=True, jobs=jobs, use_cache=False)
+    run = TagRun(model.release, dry_run=True)
+    _run(Tagger(model, options, None, check_tags=False), run, files, [], on_outcome)
+    return run
+
+
+def _run(
+    tagger: Tagger,
+    run: TagRun,
+    files: Sequence[Path],
+    problems: list[Outcome],
+    on_outcome: Callable[[Outcome], None] | None,
+) -> None:
+    """Run `tagger` over `files` into `run`, `problems` first; outcomes sorted in order."""
     start = time.perf_counter()
 
     def record(outcome: Outcome) -> None:
@@ -235,21 +285,14 @@ def tag_library(
         if on_outcome is not None:
             on_outcome(outcome)
 
-    for problem in library.problems:
-        record(Outcome(problem.path, Status.FAILED, problem.reason))
-    cache = open_cache(options, run.warnings)
-    try:
-        tagger = Tagger(model, options, cache)
-        left = tagger.run(library.files, record)
-    finally:
-        if cache is not None:
-            cache.close()
+    for problem in problems:
+        record(problem)
+    left = tagger.run(files, record)
     run.interrupted = bool(left)
     run.stop_signal = tagger.stop_signal if left else None
     done = {outcome.path for outcome in run.outcomes}
     run.outcomes += [outcome for outcome in left if outcome.path not in done]
     run.seconds.update(tagger.seconds)
     run.seconds["wall"] = time.perf_counter() - start
-    order = {path: i for i, path in enumerate([p.path for p in library.problems] + library.files)}
+    order = {path: i for i, path in enumerate([p.path for p in problems] + list(files))}
     run.outcomes.sort(key=lambda o: order.get(o.path, len(order)))
-    return run
