@@ -64,19 +64,23 @@ def is_taggable(path: str | os.PathLike, extensions: frozenset[str] | None = Non
     return suffix in (extensions if extensions is not None else taggable_extensions())
 
 
-def walk(paths: Iterable[str | os.PathLike], *, clean: bool = True) -> Library:
-    """The taggable files under `paths` (files or folders); see the module docstring."""
-    walker = _Walker(clean)
+def walk(
+    paths: Iterable[str | os.PathLike], *, clean: bool = True, decodable: bool = False
+) -> Library:
+    """The taggable files under `paths` (files or folders); see the module docstring.
+    `decodable`: every file a decoder reads, tag writer or not (`mer analyse`)."""
+    walker = _Walker(clean, decodable)
     for path in paths:
         walker.add(Path(os.fsdecode(path)))
     return walker.found
 
 
 class _Walker:
-    def __init__(self, clean: bool) -> None:
+    def __init__(self, clean: bool, decodable: bool = False) -> None:
         self.clean = clean
-        self.extensions = taggable_extensions()
-        self.half_supported = set(supported_extensions()) ^ set(writable_extensions())
+        decoded = frozenset(supported_extensions())
+        self.extensions = decoded if decodable else taggable_extensions()
+        self.half_supported = set() if decodable else decoded ^ set(writable_extensions())
         self.found = Library()
         self._files: set[tuple[int, int]] = set()
         self._folders: set[tuple[int, int]] = set()
@@ -93,7 +97,9 @@ class _Walker:
             self._problem(path, "not a regular file or folder")
         elif not is_taggable(path, self.extensions):
             shown = " ".join(sorted(self.extensions))
-            self._problem(path, f"unsupported format {path.suffix or '(none)'} (mer tags {shown})")
+            self._problem(
+                path, f"unsupported format {path.suffix or '(none)'} (supported: {shown})"
+            )
         else:
             self._file(path, info)
 

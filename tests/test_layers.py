@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "mer_plugin.inference": 4,
     "mer_plugin.tagging": 5,
     "mer_plugin.training": 5,
+    "mer_plugin.catalog": 6,  # builds on tagging's pipeline
     "mer_plugin.builtin": 6,
     "mer_plugin.cli": 7,
     "beetsplug": 7,  # the beets plugin: an application over mer's public API

@@ -72,9 +72,10 @@ def _save_atomically(out: Path, array: np.ndarray) -> None:
         part.unlink(missing_ok=True)
 
 
-from mer_plugin.cli import plugins, predict, tag, training  # noqa: E402
+from mer_plugin.cli import analyse, plugins, predict, tag, training  # noqa: E402
 
 app.command("tag")(tag.tag)
+app.command("analyse")(analyse.analyse)
 app.command("predict")(predict.predict)
 app.command("train")(training.train)
 app.command("eval")(training.eval_)

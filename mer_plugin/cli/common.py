@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mer_plugin.errors import MerError
+
+USAGE_EXIT = 2  # as typer and click report a bad option
 
 
 def fail(error: MerError, code: int = 1) -> typer.Exit:
@@ -21,3 +25,12 @@ Verbose = Annotated[
         "--verbose", "-v", help="Details on stderr: the decoder that read each file, fallbacks."
     ),
 ]
+
+
+def library_paths(values: list[Path]) -> list[Path]:
+    """Paths that exist, or at least their name does (a symlink loop, a dangling link: the
+    run reports that one path as failed and goes on)."""
+    missing = [str(v) for v in values if not os.path.lexists(v)]
+    if missing:
+        raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}")
+    return values

@@ -18,12 +18,10 @@ from typing import Annotated
 
 import typer
 
-from mer_plugin.cli.common import Verbose, fail
+from mer_plugin.cli.common import USAGE_EXIT, Verbose, fail, library_paths
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
 from mer_plugin.tagging.outcomes import HardLinks
-
-USAGE_EXIT = 2  # as typer and click report a bad option
 
 
 class Device(StrEnum):
@@ -48,21 +46,10 @@ def _report_path(value: Path | None) -> Path | None:
     return value
 
 
-def _library_paths(values: list[Path]) -> list[Path]:
-    """Paths that exist, or at least their name does (a symlink loop, a dangling link: the
-    run reports that one path as failed and goes on)."""
-    missing = [str(v) for v in values if not os.path.lexists(v)]
-    if missing:
-        raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}")
-    return values
-
-
 def tag(
     paths: Annotated[
         list[Path],
-        typer.Argument(
-            help="Audio files or folders (walked recursively).", callback=_library_paths
-        ),
+        typer.Argument(help="Audio files or folders (walked recursively).", callback=library_paths),
     ],
     model: Annotated[
         str | None, typer.Option(help="Model folder or shipped model name (default: shipped).")

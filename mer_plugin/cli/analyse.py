@@ -1,0 +1,55 @@
+"""`mer analyse PATH... --out TABLE`: every track's emotion as a row of a table, nothing
+written to the audio files; a rerun keeps the rows of unchanged files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mer_plugin.cli.common import USAGE_EXIT, Verbose, fail, library_paths
+from mer_plugin.errors import MerError
+from mer_plugin.logs import show_logs
+
+
+def analyse(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Audio files or folders (walked recursively).", callback=library_paths),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="The results table: FILE.parquet, FILE.csv or FILE.jsonl.")
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="Model folder or shipped model name (default: shipped).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="Where the model runs: auto, cpu or cuda.")] = "auto",
+    jobs: Annotated[
+        int | None, typer.Option(min=1, help="Decoding processes (default: CPU cores).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Write every track's emotion under PATHS to a table (resumable; audio untouched)."""
+    from mer_plugin.catalog import analyse_to_table
+    from mer_plugin.catalog.table import check_target
+    from mer_plugin.tagging import load_for_tagging
+
+    show_logs(verbose)
+    try:
+        check_target(out)
+        loaded = load_for_tagging(model, device)
+    except MerError as error:
+        raise fail(error, USAGE_EXIT) from None
+    try:
+        run = analyse_to_table(paths, out, loaded, jobs or os.cpu_count() or 1)
+    except MerError as error:
+        raise fail(error) from None
+    if not quiet:
+        typer.echo(
+            f"{out}: {len(run.rows)} rows ({run.analysed} analysed, {run.kept} kept from "
+            f"before, {run.failed} failed)" + (", interrupted" if run.interrupted else "")
+        )
+    raise typer.Exit(130 if run.interrupted else (1 if run.failed else 0))

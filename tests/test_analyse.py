@@ -1,0 +1,88 @@
+"""`mer analyse`: a library's emotions as a table (Parquet, CSV, JSON lines), the audio
+files untouched; a rerun keeps unchanged files' rows and analyses new and changed ones.
+Real files in several formats, the table read back with pyarrow."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mer_cli import mer
+from tiny_model import train_tiny_model
+
+from mer_plugin.catalog import COLUMNS, analyse_to_table, read_rows
+from mer_plugin.inference import Model, predict_file
+from mer_plugin.tagging import load_for_tagging
+
+FORMATS = ("wav", "flac", "mp3", "ogg")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    return load_for_tagging(train_tiny_model(tmp_path_factory.mktemp("tiny")), "cpu")
+
+
+@pytest.fixture
+def library(make_audio, make_broken, tmp_path: Path) -> Path:
+    (tmp_path / "lib" / "sub").mkdir(parents=True)
+    for i, fmt in enumerate(FORMATS):
+        make_audio(f"lib/sub/{i} ünï.{fmt}", 3.5, kind="noise", seed=i)
+    make_broken("lib/broken.flac", "text")
+    return tmp_path / "lib"
+
+
+def digests(folder: Path) -> dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*.*")}
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_every_file_is_a_row_and_the_audio_is_untouched(model, library, tmp_path, suffix) -> None:
+    before = digests(library)
+    out = tmp_path / f"moods{suffix}"
+    run = analyse_to_table([library], out, model, jobs=2)
+    assert digests(library) == before
+    rows = {Path(row["path"]).name: row for row in read_rows(out)}
+    assert len(rows) == len(FORMATS) + 1 and (run.analysed, run.failed) == (len(FORMATS), 1)
+    broken = rows.pop("broken.flac")
+    assert broken["status"] == "failed" and "not a recognised audio file" in broken["reason"]
+    for name, row in rows.items():
+        expected = predict_file(model, library / "sub" / name)
+        assert (row["status"], row["model"], row["quadrant"]) == (
+            "ok",
+            model.release,
+            expected.label,
+        )
+        assert row["valence"] == pytest.approx(expected.valence, abs=1e-6)
+        assert row["size"] == (library / "sub" / name).stat().st_size
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_a_rerun_keeps_unchanged_rows_and_redoes_a_changed_file(model, library, tmp_path) -> None:
+    out = tmp_path / "moods.parquet"
+    analyse_to_table([library], out, model)
+    changed = library / "sub" / "1 ünï.flac"
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    again = analyse_to_table([library], out, model)
+    assert (again.kept, again.analysed) == (len(FORMATS), 1)  # broken.flac's row kept too
+    rows = pq.read_table(out).to_pylist()
+    assert tuple(pq.read_table(out).column_names) == COLUMNS
+    assert [r["mtime_ns"] for r in rows if r["path"] == str(changed)] == [
+        changed.stat().st_mtime_ns
+    ]
+
+
+def test_mer_analyse_on_the_shipped_model(library, tmp_path: Path) -> None:
+    out = tmp_path / "moods.csv"
+    result = mer("analyse", library, "--out", out, env={"MER_CACHE_DIR": str(tmp_path / "c")})
+    assert result.returncode == 1, result.stderr  # the broken file is a failed row
+    assert f"{out}: {len(FORMATS) + 1} rows ({len(FORMATS)} analysed" in result.stdout
+    assert {r["model"] for r in read_rows(out)} == {"mer-4q 1"}
+
+
+@pytest.mark.parametrize("name", ["moods.xlsx", "missing/moods.parquet"])
+def test_a_bad_table_is_refused_before_any_work(library, tmp_path: Path, name) -> None:
+    result = mer("analyse", library, "--out", tmp_path / name)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
