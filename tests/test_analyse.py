@@ -86,3 +86,31 @@ def test_mer_analyse_on_the_shipped_model(library, tmp_path: Path) -> None:
 def test_a_bad_table_is_refused_before_any_work(library, tmp_path: Path, name) -> None:
     result = mer("analyse", library, "--out", tmp_path / name)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason='Ray is not installed (pip install ".[ray]")')
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_the_ray_engine_gives_the_local_engines_rows(model, library, tmp_path, local_ray) -> None:
+    from mer_plugin.catalog.ray_engine import analyse_on_ray
+
+    analyse_to_table([library], tmp_path / "local.parquet", model)
+    local = {r["path"]: r for r in read_rows(tmp_path / "local.parquet")}
+    out = tmp_path / "ray.parquet"
+    run = analyse_on_ray([library], out, model, device="cpu")
+    assert out.is_dir() and (run.analysed, run.failed) == (len(FORMATS), 1)
+    remote = {r["path"]: r for r in pq.read_table(out).to_pylist()}
+    assert remote.keys() == local.keys()
+    for path, row in remote.items():  # the failed file too: it loses none of the others
+        assert {k: row[k] for k in ("status", "quadrant", "mood", "size", "mtime_ns")} == {
+            k: local[path][k] for k in ("status", "quadrant", "mood", "size", "mtime_ns")
+        }
+        for name in ("valence", "arousal", "confidence"):
+            assert row[name] == pytest.approx(local[path][name], abs=1e-5)
+    again = analyse_on_ray([library], out, model, device="cpu")
+    assert (again.kept, again.analysed) == (len(FORMATS) + 1, 0)

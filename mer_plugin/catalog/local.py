@@ -35,18 +35,7 @@ def analyse_to_table(
 ) -> AnalyseRun:
     """Analyse the files under `paths` that `out` has no current row for, and write the
     whole table to `out` (also when interrupted: what was done is kept)."""
-    library = walk(paths, clean=False, decodable=True)
-    previous = {key_of(row): row for row in read_rows(out)}
-    run = AnalyseRun()
-    todo = []
-    for path in library.files:
-        key = file_key(path, model.release)
-        if key in previous:
-            run.rows.append(previous[key])
-            run.kept += 1
-        else:
-            todo.append(path)
-    run.rows += [_problem_row(p.path, p.reason, model.release) for p in library.problems]
+    run, todo = split_done(paths, read_rows(out), model)
     predicted = predict_files(todo, model, jobs, on_outcome=lambda _: on_file and on_file())
     run.interrupted = predicted.interrupted
     for outcome in predicted.outcomes:  # not done (interrupted), vanished: no row
@@ -57,6 +46,26 @@ def analyse_to_table(
     run.rows.sort(key=lambda row: row["path"])
     write_rows(out, run.rows)
     return run
+
+
+def split_done(
+    paths: Iterable[Path], previous_rows: list[dict], model: Model
+) -> tuple[AnalyseRun, list[Path]]:
+    """A run holding the rows still good (unchanged files) and the listing's problems as
+    failed rows; and the files left to analyse."""
+    library = walk(paths, clean=False, decodable=True)
+    previous = {key_of(row): row for row in previous_rows}
+    run = AnalyseRun()
+    todo = []
+    for path in library.files:
+        key = file_key(path, model.release)
+        if key in previous:
+            run.rows.append(previous[key])
+            run.kept += 1
+        else:
+            todo.append(path)
+    run.rows += [_problem_row(p.path, p.reason, model.release) for p in library.problems]
+    return run, todo
 
 
 def _row(outcome: Outcome, model: str) -> dict:

@@ -4,6 +4,7 @@ written to the audio files; a rerun keeps the rows of unchanged files."""
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,11 @@ import typer
 from mer_plugin.cli.common import USAGE_EXIT, Verbose, fail, library_paths
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
+
+
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
 
 
 def analyse(
@@ -29,22 +35,36 @@ def analyse(
     jobs: Annotated[
         int | None, typer.Option(min=1, help="Decoding processes (default: CPU cores).")
     ] = None,
+    engine: Annotated[
+        Engine, typer.Option(help='local: this machine; ray: Ray Data (pip install ".[ray]").')
+    ] = Engine.local,
+    address: Annotated[
+        str | None, typer.Option(help="With --engine ray: the cluster (default: a local Ray).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     verbose: Verbose = False,
 ) -> None:
     """Write every track's emotion under PATHS to a table (resumable; audio untouched)."""
     from mer_plugin.catalog import analyse_to_table
+    from mer_plugin.catalog.ray_engine import analyse_on_ray, ray_module
     from mer_plugin.catalog.table import check_target
     from mer_plugin.tagging import load_for_tagging
 
     show_logs(verbose)
     try:
         check_target(out)
+        if engine == Engine.ray:
+            if out.suffix != ".parquet":
+                raise MerError(f"{out}: Ray writes a Parquet dataset: name it FOLDER.parquet")
+            ray_module()
         loaded = load_for_tagging(model, device)
     except MerError as error:
         raise fail(error, USAGE_EXIT) from None
     try:
-        run = analyse_to_table(paths, out, loaded, jobs or os.cpu_count() or 1)
+        if engine == Engine.ray:
+            run = analyse_on_ray(paths, out, loaded, device, address)
+        else:
+            run = analyse_to_table(paths, out, loaded, jobs or os.cpu_count() or 1)
     except MerError as error:
         raise fail(error) from None
     if not quiet:

@@ -138,7 +138,7 @@ class Tagger:
             return Outcome(planned.path, Status.FAILED, reason, previous_mood=planned.previous_mood)
         finally:
             self.seconds["model"] += time.perf_counter() - start
-        outcome = _predicted(planned, prediction)
+        outcome = outcome_of(planned.path, prediction, planned.previous_mood)
         outcome.reason = analysis.note or ""  # a file that decoded in part says so
         return outcome
 
@@ -215,16 +215,17 @@ def _unit(x: float) -> float:
     return min(1.0, max(0.0, float(x)))  # sums of probabilities can be 1 + 1e-16
 
 
-def _predicted(planned: Planned, p: Prediction) -> Outcome:
+def outcome_of(path: Path, p: Prediction, previous_mood: str | None = None) -> Outcome:
+    """A prediction as the "would tag" outcome of `path` (numbers clipped to [0, 1])."""
     return Outcome(
-        planned.path,
+        path,
         Status.WOULD_TAG,
         quadrant=p.label,
         mood=p.mood or p.label,
         valence=None if p.valence is None else _unit(p.valence),
         arousal=None if p.arousal is None else _unit(p.arousal),
         confidence=_unit(p.confidence),
-        previous_mood=planned.previous_mood,
+        previous_mood=previous_mood,
     )
 
 

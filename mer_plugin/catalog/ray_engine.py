@@ -1,0 +1,195 @@
+"""The Ray engine: the same analysis as the local engine, on Ray Data, for catalogs beyond
+one machine (docs/scale.md).
+
+File listing (here) -> decoding into log-mel segments (Ray tasks, one CPU each) -> the
+model (an actor pool: one actor per GPU with `--device cuda`, else per CPU) -> rows ->
+one Parquet dataset written by Ray. Ray Data streams: decoded files flow to the model as
+they are made and its back-pressure bounds how many wait in the object store, so a
+catalog of any size never holds more than a few hundred decoded files at once. A task
+that raises is retried by Ray; a file that cannot be decoded is a failed row.
+
+The output is a folder (a Parquet dataset); a rerun keeps the rows of unchanged files
+and analyses only new and changed ones, then replaces the folder whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mer_plugin.catalog.local import AnalyseRun, split_done
+from mer_plugin.catalog.table import FAILED, OK, SCHEMA, TableError, file_key
+from mer_plugin.errors import MerError
+from mer_plugin.tagging import Outcome, Status, shown
+
+if TYPE_CHECKING:
+    from mer_plugin.inference import Model
+
+INSTALL = 'Ray is not installed: pip install "mer-plugin[ray]"'
+BATCH_FILES = 8  # files per model call: their segments go through the backbone together
+
+
+def ray_module() -> Any:
+    """Ray, or a one-line MerError saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise MerError(INSTALL) from None
+    return ray
+
+
+def analyse_on_ray(
+    paths: Iterable[Path],
+    out: Path,
+    model: Model,
+    device: str = "auto",
+    address: str | None = None,
+) -> AnalyseRun:
+    """Analyse the files under `paths` on Ray (a running cluster at `address`, else a
+    local instance) into the Parquet dataset folder `out`."""
+    ray = ray_module()
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
+    _quiet(ray)
+    run, todo = split_done(paths, _read_dataset(out), model)
+    rows = _analyse(ray, [_item(path, model) for path in todo], model, device) if todo else []
+    run.rows += rows
+    run.analysed = sum(row["status"] == OK for row in rows)
+    run.failed = sum(row["status"] == FAILED for row in run.rows)
+    run.rows.sort(key=lambda row: row["path"])
+    _write_dataset(ray, out, run.rows)
+    return run
+
+
+def _quiet(ray: Any) -> None:
+    """Ray Data's progress lines only with --verbose (mer's own summary says the rest)."""
+    verbose = logging.getLogger("mer_plugin").isEnabledFor(logging.INFO)
+    ray.data.DataContext.get_current().enable_progress_bars = verbose
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _analyse(ray: Any, todo: list[dict], model: Model, device: str) -> list[dict]:
+    from mer_plugin.inference.device import pick_device
+    from mer_plugin.tagging.analysis import extras_key
+
+    on_gpu = pick_device(device) == "cuda"
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if on_gpu else 0
+    decode_args = {"spec": model.spec, "clip": False, "extras": extras_key(model)}
+    actor_args = {"folder": str(model.folder), "device": device}
+    dataset = ray.data.from_items(todo)
+    decoded = dataset.map(_decode, fn_kwargs=decode_args, num_cpus=1)
+    cpus = max(1, int(ray.available_resources().get("CPU", 1)))
+    pool = (
+        ray.data.ActorPoolStrategy(size=gpus)
+        if gpus
+        else ray.data.ActorPoolStrategy(min_size=1, max_size=cpus)
+    )
+    predicted = decoded.map_batches(
+        _Predictor,
+        fn_constructor_kwargs=actor_args,
+        batch_size=BATCH_FILES,
+        batch_format="pandas",
+        compute=pool,
+        num_gpus=1 if gpus else 0,
+    )
+    return predicted.take_all()
+
+
+def _decode(row: dict, spec: Any, clip: bool, extras: Any) -> dict:
+    """A Ray task: one file decoded into its log-mel segments, or the reason it failed."""
+    from mer_plugin.tagging.analysis import analyse
+
+    result = analyse(row["local_path"], spec, clip, extras)
+    if isinstance(result, str):
+        return {**row, "segments": None, "extras": None, "reason": result}
+    return {**row, "segments": result.segments, "extras": result.extras, "reason": result.note}
+
+
+class _Predictor:
+    """A Ray actor holding the model: rows of decoded files in, result rows out."""
+
+    def __init__(self, folder: str, device: str) -> None:
+        from mer_plugin.tagging import load_for_tagging
+
+        self.model = load_for_tagging(folder, device)
+
+    def __call__(self, batch: Any) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([self._row(row) for row in batch.to_dict("records")])
+
+    def _row(self, row: dict) -> dict:
+        from mer_plugin.inference import predict_segments
+        from mer_plugin.tagging.run import outcome_of
+
+        base = {k: row[k] for k in ("path", "size", "mtime_ns")} | {"model": self.model.release}
+        if row["segments"] is None:
+            return {**base, **_empty(FAILED, row["reason"])}
+        try:
+            prediction = predict_segments(self.model, row["segments"], None, row["extras"])
+        except Exception as error:  # ModelError (no segments), a backbone's error
+            return {**base, **_empty(FAILED, str(error))}
+        outcome = outcome_of(Path(row["local_path"]), prediction)
+        return {**base, **_result(outcome, row["reason"])}
+
+
+def _empty(status: str, reason: str | None) -> dict:
+    names = ("quadrant", "mood", "valence", "arousal", "confidence")
+    return {"status": status, "reason": reason, **dict.fromkeys(names)}
+
+
+def _result(outcome: Outcome, note: str | None) -> dict:
+    assert outcome.status == Status.WOULD_TAG
+    return {
+        "status": OK,
+        "reason": note,
+        "quadrant": outcome.quadrant,
+        "mood": outcome.mood,
+        "valence": outcome.valence,
+        "arousal": outcome.arousal,
+        "confidence": outcome.confidence,
+    }
+
+
+def _read_dataset(out: Path) -> list[dict]:
+    if not out.exists():
+        return []
+    import pyarrow.dataset as pa_dataset
+
+    try:
+        return pa_dataset.dataset(out, format="parquet", schema=SCHEMA).to_table().to_pylist()
+    except Exception as error:
+        raise TableError(f"{out}: cannot read the results dataset ({error})") from None
+
+
+def _write_dataset(ray: Any, out: Path, rows: list[dict]) -> None:
+    """Written by Ray into a sibling folder, then swapped in whole."""
+    import pyarrow as pa
+
+    part, old = out.with_name(f".{out.name}.part"), out.with_name(f".{out.name}.old")
+    shutil.rmtree(part, ignore_errors=True)
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    ray.data.from_arrow(table).write_parquet(str(part))
+    if out.exists():
+        out.rename(old)
+    part.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _item(path: Path, model: Model) -> dict:
+    """What a decoding task gets: the path to open, and the row's key."""
+    key = file_key(path, model.release)
+    size, mtime_ns = (key[1], key[2]) if key else (None, None)
+    return {"path": shown(path), "local_path": str(path), "size": size, "mtime_ns": mtime_ns}
