@@ -114,3 +114,15 @@ def test_the_ray_engine_gives_the_local_engines_rows(model, library, tmp_path, l
             assert row[name] == pytest.approx(local[path][name], abs=1e-5)
     again = analyse_on_ray([library], out, model, device="cpu")
     assert (again.kept, again.analysed) == (len(FORMATS) + 1, 0)
+
+
+def test_the_ray_engine_without_ray_says_how_to_install_it(library, tmp_path: Path) -> None:
+    blocker = tmp_path / "no-ray"
+    (blocker / "ray").mkdir(parents=True)
+    (blocker / "ray" / "__init__.py").write_text("raise ImportError('no Ray here')\n")
+    out = tmp_path / "moods.parquet"
+    result = mer(
+        "analyse", library, "--out", out, "--engine", "ray", env={"PYTHONPATH": str(blocker)}
+    )
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr == 'error: Ray is not installed: pip install "mer-plugin[ray]"\n'
