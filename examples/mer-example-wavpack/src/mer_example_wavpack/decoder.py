@@ -24,28 +24,29 @@ NAME = "example-wavpack"
 @contextmanager
 def open_wavpack(path: Path, block_frames: int) -> Iterator[Source]:
     """The file as a `Source`; `block_frames` is a hint this decoder does not need."""
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as error:
-        raise AudioError(path, f"not a WavPack file FFmpeg can read ({error.strerror})") from error
-    with container:
-        stream = _audio_stream(path, container)
+    with _opened(path) as (container, stream):
         ctx = stream.codec_context
         yield Source(ctx.sample_rate, ctx.channels, _blocks(container, stream), _frames(stream))
 
 
 def info(path: Path) -> AudioInfo:
     """What the headers say, nothing decoded."""
+    with _opened(path) as (_, stream):
+        ctx = stream.codec_context
+        frames = _frames(stream)
+        duration = frames / ctx.sample_rate if frames else None
+        return AudioInfo(path, duration, ctx.sample_rate, ctx.channels, "wavpack", "wv", NAME)
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[tuple[av.container.InputContainer, av.AudioStream]]:
+    """The file's container and its audio stream; AudioError when it is not WavPack."""
     try:
         container = av.open(str(path))
     except av.FFmpegError as error:
         raise AudioError(path, f"not a WavPack file FFmpeg can read ({error.strerror})") from error
     with container:
-        stream = _audio_stream(path, container)
-        ctx = stream.codec_context
-        frames = _frames(stream)
-        duration = frames / ctx.sample_rate if frames else None
-        return AudioInfo(path, duration, ctx.sample_rate, ctx.channels, "wavpack", "wv", NAME)
+        yield container, _audio_stream(path, container)
 
 
 def _audio_stream(path: Path, container: av.container.InputContainer) -> av.AudioStream:
