@@ -91,11 +91,7 @@ def _analyse(ray: Any, todo: list[dict], model: Model, device: str) -> list[dict
     dataset = ray.data.from_items(todo)
     decoded = dataset.map(_decode, fn_kwargs=decode_args, num_cpus=1)
     cpus = max(1, int(ray.available_resources().get("CPU", 1)))
-    pool = (
-        ray.data.ActorPoolStrategy(size=gpus)
-        if gpus
-        else ray.data.ActorPoolStrategy(min_size=1, max_size=cpus)
-    )
+    pool = ray.data.ActorPoolStrategy(size=gpus or cpus)  # every GPU, else every core
     predicted = decoded.map_batches(
         _Predictor,
         fn_constructor_kwargs=actor_args,
