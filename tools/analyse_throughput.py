@@ -35,6 +35,9 @@ def main() -> None:
     cpus = os.cpu_count() or 1
     model = load_for_tagging(None, "cpu")
     ray = ray_module()
+    # Ray runs its workers at nice 15 by default: on a machine shared with other jobs
+    # that alone would slow them; the local engine's workers run at normal priority
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory(prefix="mer-throughput-") as tmp:
         results = {}
