@@ -15,6 +15,7 @@ stream is never decoded or rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import stat
@@ -245,7 +246,9 @@ def _real_file(path: Path) -> Path:
     except OSError as error:
         raise TagError(path, error_reason(error)) from error
     if not stat.S_ISREG(info.st_mode):
-        raise TagError(path, irregular_reason(real) or "not a regular file")
+        with contextlib.suppress(OSError):
+            raise TagError(path, irregular_reason(real) or "not a regular file")
+        raise TagError(path, "not a regular file")
     return real
 
 

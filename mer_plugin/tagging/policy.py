@@ -104,15 +104,19 @@ class Policy:
             return Outcome(path, Status.FAILED, reason, previous_mood=previous)
         if info.st_nlink > 1 and self.options.hard_links == HardLinks.SKIP:
             return Outcome(path, Status.SKIPPED, HARD_LINKED, previous_mood=previous)
+        if not self._claim(path):
+            return Outcome(path, Status.SKIPPED, BUSY, previous_mood=previous)
+        return Planned(path, key, info, previous)
+
+    def _claim(self, path: Path) -> bool:
+        """Lock the file for this run; False when another mer run holds it."""
         try:
             held = lock(path)
-        except OSError:
-            held = -1  # vanished or unreadable: the analysis will say which
-        if held is None:
-            return Outcome(path, Status.SKIPPED, BUSY, previous_mood=previous)
-        if held >= 0:
+        except OSError:  # vanished or unreadable: the analysis will say which
+            return True
+        if held is not None:
             self.locks[path] = held
-        return Planned(path, key, info, previous)
+        return held is not None
 
     def _cached(self, key: bytes, info: os.stat_result) -> dict | None:
         if self.cache is None:
@@ -149,7 +153,9 @@ def plan(path: Path) -> Planned | Outcome:
     except OSError as error:
         return Outcome(path, Status.FAILED, f"cannot read: {error.strerror or error}")
     if not stat.S_ISREG(info.st_mode):  # replaced by a FIFO or a folder since the walk
-        return Outcome(path, Status.FAILED, irregular_reason(path) or "not a regular file")
+        with contextlib.suppress(OSError):
+            return Outcome(path, Status.FAILED, irregular_reason(path) or "not a regular file")
+        return Outcome(path, Status.SKIPPED, VANISHED)
     return Planned(path, os.fsencode(os.path.realpath(path)), info, None)
 
 
