@@ -21,7 +21,11 @@ import typer
 from mer_plugin.cli.common import USAGE_EXIT, Verbose, fail, library_paths
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
-from mer_plugin.tagging.outcomes import HardLinks
+
+
+class HardLinksChoice(StrEnum):  # tagging.HardLinks, without importing tagging for --help
+    skip = "skip"
+    in_place = "in-place"
 
 
 class Device(StrEnum):
@@ -75,12 +79,12 @@ def tag(
         ),
     ] = None,
     hard_links: Annotated[
-        HardLinks,
+        HardLinksChoice,
         typer.Option(
             help="A file with several names: skip it (its other names stay untouched), or "
             "tag the one file in place."
         ),
-    ] = HardLinks.SKIP,
+    ] = HardLinksChoice.skip,
     stall_timeout: Annotated[
         float,
         typer.Option(
@@ -95,7 +99,13 @@ def tag(
     """Tag every track under PATHS with its mood (MOOD) and valence/arousal (MER_*)."""
     show_logs(verbose)
     from mer_plugin.library import walk
-    from mer_plugin.tagging import TagOptions, load_for_tagging, tag_library, write_report
+    from mer_plugin.tagging import (
+        HardLinks,
+        TagOptions,
+        load_for_tagging,
+        tag_library,
+        write_report,
+    )
 
     try:
         loaded = load_for_tagging(model, device.value)
@@ -103,7 +113,12 @@ def tag(
         raise fail(error, USAGE_EXIT) from None
     jobs = jobs or os.cpu_count() or 1
     options = TagOptions(
-        force, dry_run, keep_mtime, jobs, hard_links=hard_links, stall_timeout=stall_timeout
+        force,
+        dry_run,
+        keep_mtime,
+        jobs,
+        hard_links=HardLinks(hard_links.value),
+        stall_timeout=stall_timeout,
     )
     library = walk(paths, clean=not dry_run)
     with _progress(quiet, len(library.files) + len(library.problems)) as advance:
