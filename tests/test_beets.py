@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ class Beets:
         self.root = root
         self.dir = root / "beetsdir"
         self.dir.mkdir(parents=True)
+        self.command: list[str | Path] = [BEET]
         settings = {
             "directory": str(root / "library"),
             "library": str(self.dir / "library.db"),
@@ -62,7 +64,7 @@ class Beets:
 
     def __call__(self, *args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "BEETSDIR": str(self.dir), "MER_CACHE_DIR": str(self.root / "c")}
-        command = [BEET, *map(os.fsencode, args)]
+        command = [*self.command, *map(os.fsencode, args)]
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
         if ok:
             assert done.returncode == 0, done.stderr
@@ -251,6 +253,28 @@ def test_a_broken_file_is_logged_and_the_run_goes_on(model_dir, tmp_path) -> Non
     fields = beet.fields()
     assert fields[str(paths[0])]["mer_model"] == RELEASE
     assert fields[str(paths[1])]["mood"] == ""
+
+
+def test_a_read_only_file_keeps_its_tags_and_the_run_goes_on(model_dir, tmp_path) -> None:
+    """beets cannot write a read-only file: it says so, the result is stored in the
+    database, the other files are tagged. (Read-only even for root: the file belongs to
+    a user that a user namespace does not map.)"""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1): root writes any file")
+    beet = Beets(tmp_path, model_dir)
+    locked, free = songs(tmp_path / "music", ("flac", "ogg"))
+    beet.import_(tmp_path / "music")
+    os.chown(locked, 12345, 12345)
+    os.chmod(locked, 0o444)
+    before = digest(locked)
+    beet.command = ["unshare", "--user", "--map-root-user", BEET]
+    result = beet("mer")
+    if "unshare:" in result.stderr:
+        pytest.skip(f"no user namespaces here: {result.stderr.strip()}")
+    assert f"error writing {locked}" in result.stderr
+    assert "2 analysed" in result.stderr and "1 in the database only" in result.stderr
+    assert digest(locked) == before and read_tags(free)["MER_MODEL"] == RELEASE
+    assert beet.fields()[str(locked)]["mer_model"] == RELEASE
 
 
 def test_the_import_stage(model_dir, tmp_path) -> None:
