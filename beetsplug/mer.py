@@ -262,12 +262,14 @@ class MerPlugin(BeetsPlugin):
         todo, skipped = self._todo(release, items, quiet)
         done: list[Item] = []
         seen: list[Outcome] = []
+        unwritten: list[Item] = []  # stored, but beets could not write the file (logged)
 
         def store(outcome: Outcome) -> None:
             seen.append(outcome)
             item, position = todo[outcome.path], f"[{len(seen)}/{len(todo)}]"
             if outcome.status == Status.WOULD_TAG:
-                self._store(item, outcome, release, write)
+                if not self._store(item, outcome, release, write):
+                    unwritten.append(item)
                 done.append(item)
                 if not quiet:
                     self._log.info("{} {}: {}", position, shown(item), _result(outcome))
@@ -278,7 +280,7 @@ class MerPlugin(BeetsPlugin):
         if todo:
             run = predict_files(list(todo), self._loaded(), _workers(self.config), store)
         if progress or run.interrupted:
-            self._log.info("{}", summary(run, skipped))
+            self._log.info("{}", summary(run, skipped, len(unwritten)))
         if run.interrupted:
             raise ui.UserError("mer: interrupted; run `beet mer` again to resume")
         return done
@@ -299,13 +301,13 @@ class MerPlugin(BeetsPlugin):
                 todo[item.filepath] = item
         return todo, skipped
 
-    def _store(self, item: Item, outcome: Outcome, release: str, write: bool) -> None:
+    def _store(self, item: Item, outcome: Outcome, release: str, write: bool) -> bool:
         """A prediction into the item's attributes, its file's tags (`write`) and the
-        database."""
+        database; False when the file could not be written (beets logs why)."""
         item.update(item_values(tag_fields(outcome, release)))
-        if write:
-            item.try_write()
+        written = item.try_write() if write else True
         item.store()
+        return written
 
 
 def shown(item: Item) -> str:
@@ -328,10 +330,13 @@ def _result(outcome: Outcome) -> str:
     return f"{outcome.mood} ({outcome.quadrant}; {numbers})"
 
 
-def summary(run: TagRun, skipped: Counter[str]) -> str:
-    """The run in one line: analysed (by mood), skipped (by reason), failed, not done."""
+def summary(run: TagRun, skipped: Counter[str], unwritten: int = 0) -> str:
+    """The run in one line: analysed (by mood), files not written, skipped (by reason),
+    failed, not done."""
     moods = ", ".join(f"{mood} {n}" for mood, n in run.moods().most_common())
     parts = [f"{run.count(Status.WOULD_TAG)} analysed" + (f" ({moods})" if moods else "")]
+    if unwritten:
+        parts.append(f"{unwritten} in the database only (file not written)")
     skipped = skipped + run.reasons(Status.SKIPPED)
     if skipped:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in skipped.most_common())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,12 +20,13 @@ import pytest
 import yaml
 from audio_factory import write_broken
 from mediafile import MediaFile
+from mutagen.apev2 import APEv2
 from mutagen.id3 import ID3
 from mutagen.mp4 import MP4
 from tiny_model import train_tiny_model
 
 from beetsplug.mer import DEFAULTS, media_fields
-from mer_plugin.tags import FIELDS, read_tags
+from mer_plugin.tags import FIELDS, read_tags, write_tags
 
 BEET = Path(sys.executable).with_name("beet")
 MER = Path(sys.executable).with_name("mer")
@@ -46,6 +48,7 @@ class Beets:
         self.root = root
         self.dir = root / "beetsdir"
         self.dir.mkdir(parents=True)
+        self.command: list[str | Path] = [BEET]
         settings = {
             "directory": str(root / "library"),
             "library": str(self.dir / "library.db"),
@@ -62,7 +65,7 @@ class Beets:
 
     def __call__(self, *args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "BEETSDIR": str(self.dir), "MER_CACHE_DIR": str(self.root / "c")}
-        command = [BEET, *map(os.fsencode, args)]
+        command = [*self.command, *map(os.fsencode, args)]
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
         if ok:
             assert done.returncode == 0, done.stderr
@@ -124,6 +127,9 @@ def raw_tags(path: Path) -> list[tuple]:
         return sorted(
             (k, v.dataformat, bytes(v)) for k, vs in tags.items() if k in _MP4_KEYS for v in vs
         )
+    if isinstance(tags, APEv2):
+        names = {field.ape.lower() for field in FIELDS}
+        return sorted((k, v.kind, str(v)) for k, v in tags.items() if k.lower() in names)
     names = {field.vorbis.lower() for field in FIELDS}
     return sorted((k, v) for k, v in tags if k.lower() in names)
 
@@ -253,6 +259,28 @@ def test_a_broken_file_is_logged_and_the_run_goes_on(model_dir, tmp_path) -> Non
     assert fields[str(paths[1])]["mood"] == ""
 
 
+def test_a_read_only_file_keeps_its_tags_and_the_run_goes_on(model_dir, tmp_path) -> None:
+    """beets cannot write a read-only file: it says so, the result is stored in the
+    database, the other files are tagged. (Read-only even for root: the file belongs to
+    a user that a user namespace does not map.)"""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1): root writes any file")
+    beet = Beets(tmp_path, model_dir)
+    locked, free = songs(tmp_path / "music", ("flac", "ogg"))
+    beet.import_(tmp_path / "music")
+    os.chown(locked, 12345, 12345)
+    os.chmod(locked, 0o444)
+    before = digest(locked)
+    beet.command = ["unshare", "--user", "--map-root-user", BEET]
+    result = beet("mer")
+    if "unshare:" in result.stderr:
+        pytest.skip(f"no user namespaces here: {result.stderr.strip()}")
+    assert f"error writing {locked}" in result.stderr
+    assert "2 analysed" in result.stderr and "1 in the database only" in result.stderr
+    assert digest(locked) == before and read_tags(free)["MER_MODEL"] == RELEASE
+    assert beet.fields()[str(locked)]["mer_model"] == RELEASE
+
+
 def test_the_import_stage(model_dir, tmp_path) -> None:
     """`auto: yes`: items are analysed on import; copied files are tagged in the library
     and the originals left alone."""
@@ -304,6 +332,26 @@ def test_beet_mer_and_mer_tag_write_the_same_tags(model_dir, tmp_path) -> None:
     assert f"0 analysed, {len(formats)} skipped" in other("mer").stderr
     other("write", "-f")
     assert [raw_tags(p) for p in by_mer] == [raw_tags(p) for p in by_beets]
+
+
+def test_beet_write_writes_what_mer_writes_in_every_container(tmp_path) -> None:
+    """No model: values set with `beet modify`, written by `beet write`, against mer's
+    own writer on a twin file, for each container both write (WavPack for APEv2)."""
+    formats = (*FORMATS, "wv")
+    by_beets = songs(tmp_path / "beets", formats)
+    by_mer = songs(tmp_path / "mer", formats)
+    values = {"mood": "Calm", "MER_VALENCE": 0.25, "MER_AROUSAL": 0.125, "MER_QUADRANT": "Q4"}
+    values |= {"MER_CONFIDENCE": 0.5, "MER_MODEL": "some-model 2"}
+    for path in by_mer:
+        write_tags(path, values)
+    beet = Beets(tmp_path / "lib", None)
+    beet.import_(tmp_path / "beets")
+    assert len(beet.fields()) == len(formats)
+    beet("modify", "-y", "-W", *(f"{name.lower()}={value}" for name, value in values.items()))
+    beet("write")
+    for ours, theirs in zip(by_beets, by_mer, strict=True):
+        assert raw_tags(ours) == raw_tags(theirs) != [], ours.suffix
+        assert read_tags(ours) == read_tags(theirs)
 
 
 def test_id3v23_under_beets_and_mer_tag_agree(model_dir, tmp_path) -> None:

@@ -19,8 +19,9 @@ the run is marked interrupted and the files not reached are listed as "not done"
 later run resumes: what was tagged is skipped. Outcomes and reports: `outcomes.py`.
 
 An application that keeps the results itself (the beets plugin, `beetsplug/mer.py`)
-decides with `skip_reason` from the fields it holds, and gets predictions through the
-same pipeline, writing nothing, from `predict_files`; `tag_fields` makes them tags.
+decides with `skip_reason` from the fields it holds and the model's `model_release`
+(read without loading the model), and gets predictions through the same pipeline,
+writing nothing, from `predict_files`; `tag_fields` makes them tags.
 """
 
 from mer_plugin.errors import MerError
