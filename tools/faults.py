@@ -135,6 +135,13 @@ def check_files(library: Path, before: dict, counts: Counter) -> None:
         counts["half-tagged"] += len(ours) not in (0, FIELDS)
 
 
+def _traceback(err: bytes, what: str, counts: Counter) -> None:
+    """Count a traceback (or a C++ abort) on the terminal, and print it for the record."""
+    if b"Traceback" in err or b"terminate called" in err:
+        counts["tracebacks"] += 1
+        print(f"--- traceback, {what}:\n{err.decode(errors='replace')}", flush=True)
+
+
 def one_round(args, work: Path, pristine: Path, before_names: dict, counts: Counter) -> None:
     library, cache = work / "library", work / "cache"
     shutil.rmtree(library, ignore_errors=True)
@@ -142,18 +149,19 @@ def one_round(args, work: Path, pristine: Path, before_names: dict, counts: Coun
     shutil.copytree(pristine, library)
     before = {library / name: value for name, value in before_names.items()}
     fault = random.choice(FAULTS)
+    delay = random.uniform(0.05, args.window)
     proc = run_tag(library, cache)
-    family = inject(proc, fault, random.uniform(0.05, args.window))
+    family = inject(proc, fault, delay)
     _, err = proc.communicate(timeout=300)
     time.sleep(2)
     counts[f"fault: {fault}"] += 1
     counts["orphans after 2 s"] += len(alive(family[1:]))
-    counts["tracebacks"] += b"Traceback" in err or b"terminate called" in err
+    _traceback(err, f"{fault} after {delay:.2f} s", counts)
     check_files(library, before, counts)
     rerun = run_tag(library, cache)
     _, err = rerun.communicate(timeout=300)
     counts["reruns failed"] += rerun.returncode != 0
-    counts["tracebacks"] += b"Traceback" in err
+    _traceback(err, f"the rerun after {fault} at {delay:.2f} s", counts)
     counts["untagged after rerun"] += sum(len(snapshot(p)[2]) != FIELDS for p in before)
     counts["temp copies after rerun"] += sum(".mer-" in p.name for p in library.iterdir())
     check_files(library, before, counts)
