@@ -22,12 +22,14 @@ import torch.nn.functional as F
 from mer_plugin.backbones import (
     BackboneError,
     create_backbone,
+    fused_parts,
     get_backbone,
     list_backbones,
     weights_card,
 )
 from mer_plugin.backbones.musicnn import ConvPoolBlock, MusiCNN
 from mer_plugin.frontend import MUSICNN
+from mer_plugin.plugins import get_plugins
 from mer_plugin.training.backbone import build_backbone
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
@@ -188,7 +190,7 @@ def test_registry_lists_the_builtin_backbones() -> None:
 BUILT_IN = ["musicnn-msd", "musicnn-msd-pool", "musicnn-mtt", "vgg-msd", "vgg-mtt"]
 
 
-@pytest.mark.parametrize("name", [*BUILT_IN, "shortchunk-cnn"])
+@pytest.mark.parametrize("name", [*BUILT_IN, "shortchunk-cnn", "musicnn-msd+mtt+vgg-msd"])
 def test_backbones_build_and_embed(name: str) -> None:
     info = get_backbone(name)
     model = create_backbone(name, pretrained=False)
@@ -261,3 +263,42 @@ def test_finetune_freezes_all_but_the_last_groups_the_embedding_uses() -> None:
     assert not any(p.requires_grad for p in model.frontend.parameters())
     with pytest.raises(BackboneError, match="cannot fine-tune 4"):
         build_backbone(backbone, pretrained=False, finetune=4, seed=0)
+
+
+# ---------------------------------------------------------------- fused backbones
+
+
+def test_fused_names_borrow_the_family_of_the_part_before() -> None:
+    known = get_plugins().backbones()
+    assert fused_parts("musicnn-msd+mtt", known) == ["musicnn-msd", "musicnn-mtt"]
+    assert fused_parts("vgg-msd+mtt+musicnn-msd", known) == ["vgg-msd", "vgg-mtt", "musicnn-msd"]
+    with pytest.raises(BackboneError, match="unknown backbone 'musicnn-xyz'"):
+        get_backbone("musicnn-msd+xyz")
+    with pytest.raises(BackboneError, match="fused with itself"):
+        get_backbone("vgg-mtt+mtt")
+    with pytest.raises(BackboneError, match="differ in front-end or layer groups"):
+        get_backbone("musicnn-msd+shortchunk-cnn")
+
+
+def test_fused_embedding_is_the_parts_side_by_side() -> None:
+    """Each part loads its own shipped weights; the embedding is theirs concatenated."""
+    info = get_backbone("musicnn-msd+mtt+vgg-mtt")
+    assert info.embedding_size == 200 + 200 + 256
+    x = torch.from_numpy(fixture("patches"))
+    with torch.inference_mode():
+        fused = create_backbone(info.name)(x).numpy()
+    parts = [fixture(f"{name}/embedding") for name in ("musicnn-msd", "musicnn-mtt", "vgg-mtt")]
+    assert relative_error(fused, np.concatenate(parts, axis=1)) <= EMBEDDING_RTOL
+
+
+def test_fused_finetune_unfreezes_the_same_groups_of_every_part() -> None:
+    """`--finetune 1` on musicnn-msd+vgg-mtt: both back-ends learn, nothing else."""
+    built = build_backbone(get_backbone("musicnn-msd+vgg-mtt"), pretrained=True, finetune=1, seed=0)
+    assert built.trainable_groups == ("backend",)
+    parts = dict(built.module.parts)
+    expected = {id(p) for part in parts.values() for p in part.backend.parameters()}
+    assert {id(p) for p in built.trainable_parameters()} == expected
+    built.set_mode(True)
+    assert all(part.backend.training and not part.frontend.training for part in parts.values())
+    with pytest.raises(BackboneError, match="cannot fine-tune 4"):
+        build_backbone(get_backbone("musicnn-msd+mtt"), pretrained=False, finetune=4, seed=0)

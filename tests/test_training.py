@@ -13,12 +13,15 @@ import torch
 from synthetic_music import TINY, TINY_SPEC, TinyPlugin
 from typer.testing import CliRunner
 
+from mer_plugin.backbones import get_backbone
 from mer_plugin.cli.app import app
 from mer_plugin.datasets import grouped_folds, load_dataset
 from mer_plugin.frontend import MUSICNN, FrontEndSpec
+from mer_plugin.hookspecs import Backbone, hookimpl
 from mer_plugin.plugins import get_plugins
 from mer_plugin.training.augment import augment, from_power, to_power
-from mer_plugin.training.cache import SegmentTable, frame_cache
+from mer_plugin.training.backbone import build_backbone
+from mer_plugin.training.cache import SegmentTable, _segments_view, embedding_cache, frame_cache
 from mer_plugin.training.evaluate import EvalOptions, evaluate, gmm_check, metrics
 from mer_plugin.training.methods import fit, predict
 from mer_plugin.training.prepare import prepare
@@ -40,6 +43,17 @@ def tiny_plugin():
     plugin = plugins.register(TinyPlugin(), name="tiny-test-plugin")
     yield plugin
     plugins.unregister("tiny-test-plugin")
+
+
+class TwoTiny:
+    """tiny-test and a second copy under another name, to fuse."""
+
+    def __init__(self, other: Backbone) -> None:
+        self.other = other
+
+    @hookimpl
+    def mer_backbones(self) -> list[Backbone]:
+        return [TINY, self.other]
 
 
 # ------------------------------------------------------------------------------ pieces
@@ -147,6 +161,32 @@ def test_gmm_split_finds_flipped_segments(prepared) -> None:
     check = gmm_check(ctx, rows, 0.3, seed=0)
     assert check["noisy_share_of_flipped"] > 2 * check["noisy_share_of_kept"]
     assert check["auc"] > 0.8 and check["auc_plain_loss"] > 0.8
+
+
+def test_fused_embeddings_are_the_parts_cached_side_by_side(
+    dataset_dir: Path, tmp_path: Path
+) -> None:
+    """A frozen fused backbone's cache is its parts' caches concatenated (each part's reused
+    as if built alone), and equals running the fused module on the same views."""
+    other = replace(TINY, name="tiny-test-b")
+    plugins = get_plugins()
+    plugins.register(TwoTiny(other), name="two-tiny-test-plugin")
+    try:
+        info = get_backbone("tiny-test+tiny-test-b")
+        built = build_backbone(info, pretrained=None, finetune=0, seed=0)
+        frames = frame_cache(load_dataset(dataset_dir, "Artist"), TINY_SPEC, tmp_path)
+        table = SegmentTable.of(frames.lengths, TINY_SPEC)
+        args = (frames, table, built, 2, FAST.augment, 0, torch.device("cpu"), tmp_path)
+        fused = embedding_cache(*args)
+        names = sorted(p.name for p in (tmp_path / "embeddings").iterdir())
+        assert fused.shape == (2, len(table), 32) and len(names) == 2  # one cache per part
+        for view in range(2):
+            direct = _segments_view(
+                frames, table, built, view, FAST.augment, 0, torch.device("cpu"), print, 64
+            )
+            np.testing.assert_allclose(fused[view], direct, rtol=1e-5, atol=1e-6)
+    finally:
+        plugins.unregister("two-tiny-test-plugin")
 
 
 def test_finetune_trains_only_the_last_groups(dataset_dir: Path, cache_dir: Path) -> None:
