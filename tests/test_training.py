@@ -18,6 +18,7 @@ from mer_plugin.cli.app import app
 from mer_plugin.datasets import grouped_folds, load_dataset
 from mer_plugin.frontend import MUSICNN, FrontEndSpec
 from mer_plugin.hookspecs import Backbone, hookimpl
+from mer_plugin.inference.folder import load_model
 from mer_plugin.plugins import get_plugins
 from mer_plugin.training.augment import augment, from_power, to_power
 from mer_plugin.training.backbone import build_backbone
@@ -26,6 +27,7 @@ from mer_plugin.training.evaluate import EvalOptions, evaluate, gmm_check, metri
 from mer_plugin.training.methods import fit, predict
 from mer_plugin.training.prepare import prepare
 from mer_plugin.training.settings import AugmentSettings, Settings, SettingsError
+from mer_plugin.training.train import train_model
 
 # enough steps for a head to separate the four generated classes, still under a second
 FAST = Settings(epochs=25, warmup_epochs=5, clip_epochs=60, rampup_epochs=5, stage2_folds=2)
@@ -163,30 +165,42 @@ def test_gmm_split_finds_flipped_segments(prepared) -> None:
     assert check["auc"] > 0.8 and check["auc_plain_loss"] > 0.8
 
 
+@pytest.fixture
+def two_tiny():
+    """tiny-test and a copy of it as tiny-test-b, registered, to fuse."""
+    plugins = get_plugins()
+    plugins.register(TwoTiny(replace(TINY, name="tiny-test-b")), name="two-tiny-test-plugin")
+    yield "tiny-test+tiny-test-b"
+    plugins.unregister("two-tiny-test-plugin")
+
+
 def test_fused_embeddings_are_the_parts_cached_side_by_side(
-    dataset_dir: Path, tmp_path: Path
+    dataset_dir: Path, tmp_path: Path, two_tiny: str
 ) -> None:
     """A frozen fused backbone's cache is its parts' caches concatenated (each part's reused
     as if built alone), and equals running the fused module on the same views."""
-    other = replace(TINY, name="tiny-test-b")
-    plugins = get_plugins()
-    plugins.register(TwoTiny(other), name="two-tiny-test-plugin")
-    try:
-        info = get_backbone("tiny-test+tiny-test-b")
-        built = build_backbone(info, pretrained=None, finetune=0, seed=0)
-        frames = frame_cache(load_dataset(dataset_dir, "Artist"), TINY_SPEC, tmp_path)
-        table = SegmentTable.of(frames.lengths, TINY_SPEC)
-        args = (frames, table, built, 2, FAST.augment, 0, torch.device("cpu"), tmp_path)
-        fused = embedding_cache(*args)
-        names = sorted(p.name for p in (tmp_path / "embeddings").iterdir())
-        assert fused.shape == (2, len(table), 32) and len(names) == 2  # one cache per part
-        for view in range(2):
-            direct = _segments_view(
-                frames, table, built, view, FAST.augment, 0, torch.device("cpu"), print, 64
-            )
-            np.testing.assert_allclose(fused[view], direct, rtol=1e-5, atol=1e-6)
-    finally:
-        plugins.unregister("two-tiny-test-plugin")
+    built = build_backbone(get_backbone(two_tiny), pretrained=None, finetune=0, seed=0)
+    frames = frame_cache(load_dataset(dataset_dir, "Artist"), TINY_SPEC, tmp_path)
+    table = SegmentTable.of(frames.lengths, TINY_SPEC)
+    cpu = torch.device("cpu")
+    fused = embedding_cache(frames, table, built, 2, FAST.augment, 0, cpu, tmp_path)
+    assert fused.shape == (2, len(table), 32)
+    assert len(list((tmp_path / "embeddings").iterdir())) == 2  # one cache per part
+    for view in range(2):
+        direct = _segments_view(frames, table, built, view, FAST.augment, 0, cpu, print, 64)
+        np.testing.assert_allclose(fused[view], direct, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_model_trains_saves_and_loads(
+    dataset_dir: Path, cache_dir: Path, tmp_path: Path, two_tiny: str
+) -> None:
+    data = load_dataset(dataset_dir, "Artist")
+    out = train_model(data, two_tiny, "segment", FAST, tmp_path / "model", cache_dir)
+    card = json.loads((out / "model.json").read_text())
+    assert card["backbone"]["name"] == two_tiny and card["backbone"]["embedding_size"] == 32
+    model = load_model(out)
+    with torch.inference_mode():
+        assert model.backbone(torch.randn(3, 32, 32)).shape == (3, 32)
 
 
 def test_finetune_trains_only_the_last_groups(dataset_dir: Path, cache_dir: Path) -> None:

@@ -67,6 +67,12 @@ def fused_parts(name: str, known: Mapping[str, Backbone]) -> list[str]:
     return parts
 
 
+def backbone_parts(name: str) -> list[str]:
+    """The backbones a name is made of: itself, or a fused name's parts."""
+    found = get_plugins().backbones()
+    return fused_parts(name, found) if name not in found and FUSE in name else [name]
+
+
 def fused_backbone(name: str, known: Mapping[str, Backbone]) -> Backbone:
     """The record of backbones fused side by side: same front-end and layer groups required;
     the embedding is their embeddings concatenated, `--finetune k` unfreezes the last k
@@ -140,6 +146,7 @@ def build(
 
 __all__ = [
     "BackboneError",
+    "backbone_parts",
     "build",
     "create_backbone",
     "fused_backbone",
