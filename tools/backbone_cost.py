@@ -7,8 +7,9 @@ GFLOP are counted by `torch.utils.flop_counter` on one segment: 2 per multiply-a
 convolutions and dense layers (batch norm, ReLU and pooling are left out, a few percent at
 most). Milliseconds are the median over `--repeats` timed batches of `--batch` random
 log-mel segments, inference mode, after one warm-up batch, divided by the batch size, with
-torch's threads as set (`--threads`, default torch's own). All backbones are measured in
-one run, so on a shared machine they share its load; compare them with each other.
+torch's threads as set (`--threads`, default torch's own): wall time, and the CPU time of
+the process (all its threads), which other jobs on a shared machine inflate much less. All
+backbones are measured in one run, so they share its load; compare them with each other.
 """
 
 from __future__ import annotations
@@ -39,15 +40,17 @@ def gflop(model: torch.nn.Module, x: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def ms_per_segment(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
-    times = []
+def ms_per_segment(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU milliseconds per segment."""
+    wall, cpu = [], []
     with torch.inference_mode():
         model(x)  # warm-up: oneDNN picks its kernels
         for _ in range(repeats):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             model(x)
-            times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times) / len(x)
+            wall.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - cpu_started)
+    return tuple(1000 * statistics.median(t) / len(x) for t in (wall, cpu))
 
 
 def main() -> None:
@@ -60,14 +63,15 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
-    print("| backbone | embedding | GFLOP / segment | ms / segment | s / 4-min track |")
-    print("|---|---|---|---|---|")
+    columns = ["backbone", "embedding", "GFLOP / segment", "ms / segment", "CPU ms / segment"]
+    columns.append("s / 4-min track")
+    print("| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|")
     for name in args.backbones:
         model, x = create_backbone(name), segments(name, args.batch)
-        ms = ms_per_segment(model, x, args.repeats)
-        size = get_backbone(name).embedding_size
-        track = ms * TRACK_SEGMENTS / 1000
-        print(f"| {name} | {size} | {gflop(model, x):.2f} | {ms:.1f} | {track:.2f} |", flush=True)
+        wall, cpu = ms_per_segment(model, x, args.repeats)
+        size, track = get_backbone(name).embedding_size, wall * TRACK_SEGMENTS / 1000
+        row = f"{name} | {size} | {gflop(model, x):.2f} | {wall:.1f} | {cpu:.1f} | {track:.2f}"
+        print(f"| {row} |", flush=True)
 
 
 if __name__ == "__main__":
