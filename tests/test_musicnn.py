@@ -1,8 +1,10 @@
-"""MSD-musicnn port: parity with the original TensorFlow model, and the backbone registry.
+"""The musicnn ports (MSD- and MTT-musicnn, MSD- and MTT-vgg): parity with the original
+TensorFlow models, the backbone registry, and fused backbones.
 
-The fixtures in tests/fixtures/musicnn/ come from the original musicnn 0.1.0 graph
-(tools/make_musicnn_fixtures.py, run once in a throwaway TensorFlow venv); these tests need
-no TensorFlow.
+The fixtures in tests/fixtures/musicnn/ come from the original musicnn 0.1.0 graphs
+(tools/make_musicnn_fixtures.py, run once in a throwaway TensorFlow venv): the patches and
+signals are shared, each model's outputs are in its own folder. These tests need no
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import torch.nn.functional as F
 from mer_plugin.backbones import (
     BackboneError,
     create_backbone,
+    fused_parts,
     get_backbone,
     list_backbones,
     weights_card,
 )
 from mer_plugin.backbones.musicnn import ConvPoolBlock, MusiCNN
 from mer_plugin.frontend import MUSICNN
+from mer_plugin.plugins import get_plugins
 from mer_plugin.training.backbone import build_backbone
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
@@ -33,23 +37,31 @@ TAG_ATOL = 1e-3  # absolute, on probabilities
 EMBEDDING_RTOL = 1e-3  # relative to each reference vector's largest magnitude
 
 
+def index() -> dict:
+    return json.loads((FIXTURES / "index.json").read_text())
+
+
+TAGGERS = sorted(index()["models"])  # our backbone names of the wheel's four taggers
+
+
 @cache
-def pretrained() -> MusiCNN:
-    return create_backbone("musicnn-msd")
+def pretrained(backbone: str = "musicnn-msd") -> MusiCNN:
+    return create_backbone(backbone)
 
 
 @cache
 def fixture(name: str) -> np.ndarray:
+    """A shared fixture (patches.npy, signal_*.npy) or one model's ("vgg-mtt/tags")."""
     return np.load(FIXTURES / f"{name}.npy")
 
 
 def signals() -> dict[str, dict]:
-    return json.loads((FIXTURES / "index.json").read_text())["signals"]
+    return index()["signals"]
 
 
-def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def run(x: np.ndarray, backbone: str = "musicnn-msd") -> tuple[np.ndarray, np.ndarray]:
     with torch.inference_mode():
-        embedding, tags = pretrained().embed_and_tag(torch.from_numpy(x))
+        embedding, tags = pretrained(backbone).embed_and_tag(torch.from_numpy(x))
     return embedding.numpy(), tags.numpy()
 
 
@@ -58,25 +70,32 @@ def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
     return float((np.abs(got - ref) / scale).max())
 
 
-def assert_parity(embedding: np.ndarray, tags: np.ndarray, rows: slice) -> None:
-    tag_err = np.abs(tags - fixture("tags")[rows]).max()
-    emb_err = relative_error(embedding, fixture("penultimate")[rows])
+def assert_parity(embedding: np.ndarray, tags: np.ndarray, rows: slice, backbone: str) -> None:
+    tag_err = np.abs(tags - fixture(f"{backbone}/tags")[rows]).max()
+    emb_err = relative_error(embedding, fixture(f"{backbone}/embedding")[rows])
     assert tag_err <= TAG_ATOL, f"tag probabilities off by {tag_err:.2e}"
-    assert emb_err <= EMBEDDING_RTOL, f"penultimate off by {emb_err:.2e} (relative)"
+    assert emb_err <= EMBEDDING_RTOL, f"embedding off by {emb_err:.2e} (relative)"
 
 
 # ---------------------------------------------------------------- parity
 
 
-def test_stored_patches_reproduce_original_outputs() -> None:
-    embedding, tags = run(fixture("patches"))
-    assert tags.shape == (len(fixture("patches")), 50)
-    assert embedding.shape == (len(fixture("patches")), 200)
-    assert_parity(embedding, tags, slice(None))
+def test_fixtures_cover_the_four_taggers() -> None:
+    assert TAGGERS == ["musicnn-msd", "musicnn-mtt", "vgg-msd", "vgg-mtt"]
 
 
+@pytest.mark.parametrize("backbone", TAGGERS)
+def test_stored_patches_reproduce_original_outputs(backbone: str) -> None:
+    embedding, tags = run(fixture("patches"), backbone)
+    n = len(fixture("patches"))
+    assert tags.shape == (n, 50)
+    assert embedding.shape == (n, get_backbone(backbone).embedding_size)
+    assert_parity(embedding, tags, slice(None), backbone)
+
+
+@pytest.mark.parametrize("backbone", TAGGERS)
 @pytest.mark.parametrize("name", sorted(signals()))
-def test_our_frontend_end_to_end(name: str) -> None:
+def test_our_frontend_end_to_end(name: str, backbone: str) -> None:
     try:
         from mer_plugin.logmel import log_mel
     except ImportError as exc:
@@ -89,8 +108,8 @@ def test_our_frontend_end_to_end(name: str) -> None:
     patches = cut_segments(frames, MUSICNN.segment_frames, MUSICNN.segment_hop_frames)
     start, stop = entry["patches"]
     assert len(patches) == stop - start
-    embedding, tags = run(patches)
-    assert_parity(embedding, tags, slice(start, stop))
+    embedding, tags = run(patches, backbone)
+    assert_parity(embedding, tags, slice(start, stop), backbone)
 
 
 def test_predict_tags_from_a_file(tmp_path: Path) -> None:
@@ -104,9 +123,10 @@ def test_predict_tags_from_a_file(tmp_path: Path) -> None:
     timeline = predict_tags(path, batch_size=1)
     start, stop = entry["patches"]
     assert timeline.probs.shape == (stop - start, 50)
-    np.testing.assert_allclose(timeline.probs, fixture("tags")[start:stop], atol=TAG_ATOL)
+    reference = fixture("musicnn-msd/tags")[start:stop]
+    np.testing.assert_allclose(timeline.probs, reference, atol=TAG_ATOL)
     np.testing.assert_allclose(timeline.starts, [0.0, MUSICNN.segment_hop_seconds])
-    assert timeline.top(1)[0][0] == timeline.tags[int(fixture("tags")[start:stop].mean(0).argmax())]
+    assert timeline.top(1)[0][0] == timeline.tags[int(reference.mean(0).argmax())]
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
@@ -149,17 +169,28 @@ def test_any_number_of_frames() -> None:
         assert pretrained().tag_probs(x).shape == (2, 50)
 
 
+@pytest.mark.parametrize("frames", [100, 187, 1875])
+def test_vgg_embeds_any_length_to_the_same_size(frames: int) -> None:
+    """Whole clips (the `clip` method) give vgg's 256-d embedding too."""
+    with torch.inference_mode():
+        assert pretrained("vgg-mtt")(torch.randn(2, frames, 96)).shape == (2, 256)
+
+
 # ---------------------------------------------------------------- registry
 
 
-def test_registry_lists_both_backbones() -> None:
-    assert {"musicnn-msd", "shortchunk-cnn"} <= set(list_backbones())
-    assert list_backbones("musicnn*") == ["musicnn-msd", "musicnn-msd-pool"]
+def test_registry_lists_the_builtin_backbones() -> None:
+    assert {"musicnn-msd", "shortchunk-cnn", *TAGGERS} <= set(list_backbones())
+    assert list_backbones("musicnn*") == ["musicnn-msd", "musicnn-msd-pool", "musicnn-mtt"]
+    assert list_backbones("vgg*") == ["vgg-msd", "vgg-mtt"]
     with pytest.raises(BackboneError, match="unknown backbone"):
         get_backbone("no-such-backbone")
 
 
-@pytest.mark.parametrize("name", ["musicnn-msd", "musicnn-msd-pool", "shortchunk-cnn"])
+BUILT_IN = ["musicnn-msd", "musicnn-msd-pool", "musicnn-mtt", "vgg-msd", "vgg-mtt"]
+
+
+@pytest.mark.parametrize("name", [*BUILT_IN, "shortchunk-cnn", "musicnn-msd+mtt+vgg-msd"])
 def test_backbones_build_and_embed(name: str) -> None:
     info = get_backbone(name)
     model = create_backbone(name, pretrained=False)
@@ -174,23 +205,31 @@ def test_backbones_build_and_embed(name: str) -> None:
     assert grouped == {id(p) for p in model.parameters()}, "a parameter outside every group"
 
 
-def test_pretrained_loads_from_package_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
+LAST_TAG = {"msd": "happy", "mtt": "choral"}
+
+
+@pytest.mark.parametrize("backbone", TAGGERS)
+def test_pretrained_loads_from_package_without_network(
+    monkeypatch: pytest.MonkeyPatch, backbone: str
+) -> None:
     import mer_plugin
 
     def no_network(*args: object, **kwargs: object) -> None:
         raise AssertionError("network access")
 
     monkeypatch.setattr(socket, "socket", no_network)
-    model = create_backbone("musicnn-msd")
-    random = create_backbone("musicnn-msd", pretrained=False)
+    model = create_backbone(backbone)
+    random = create_backbone(backbone, pretrained=False)
     assert not model.training
     weights = model.state_dict()["head.1.weight"]
     assert not torch.equal(weights, random.state_dict()["head.1.weight"])
-    card = weights_card("musicnn-msd")
-    assert len(card["tags"]) == 50 and card["tags"][-1] == "happy"
+    card = weights_card(backbone)
+    assert len(card["tags"]) == 50 and card["tags"][-1] == LAST_TAG[backbone.split("-")[1]]
     assert card["frontend"] == MUSICNN.to_dict()
+    assert card["embedding_size"] == get_backbone(backbone).embedding_size
+    assert card["layer_groups"] == list(get_backbone(backbone).finetune_groups)
     assert card["licence"]["spdx"] == "ISC"
-    shipped = Path(mer_plugin.__file__).parent / "models" / "musicnn-msd"
+    shipped = Path(mer_plugin.__file__).parent / "models" / backbone
     assert (shipped / card["licence"]["file"]).is_file()
 
 
@@ -224,3 +263,42 @@ def test_finetune_freezes_all_but_the_last_groups_the_embedding_uses() -> None:
     assert not any(p.requires_grad for p in model.frontend.parameters())
     with pytest.raises(BackboneError, match="cannot fine-tune 4"):
         build_backbone(backbone, pretrained=False, finetune=4, seed=0)
+
+
+# ---------------------------------------------------------------- fused backbones
+
+
+def test_fused_names_borrow_the_family_of_the_part_before() -> None:
+    known = get_plugins().backbones()
+    assert fused_parts("musicnn-msd+mtt", known) == ["musicnn-msd", "musicnn-mtt"]
+    assert fused_parts("vgg-msd+mtt+musicnn-msd", known) == ["vgg-msd", "vgg-mtt", "musicnn-msd"]
+    with pytest.raises(BackboneError, match="unknown backbone 'musicnn-xyz'"):
+        get_backbone("musicnn-msd+xyz")
+    with pytest.raises(BackboneError, match="fused with itself"):
+        get_backbone("vgg-mtt+mtt")
+    with pytest.raises(BackboneError, match="differ in front-end or layer groups"):
+        get_backbone("musicnn-msd+shortchunk-cnn")
+
+
+def test_fused_embedding_is_the_parts_side_by_side() -> None:
+    """Each part loads its own shipped weights; the embedding is theirs concatenated."""
+    info = get_backbone("musicnn-msd+mtt+vgg-mtt")
+    assert info.embedding_size == 200 + 200 + 256
+    x = torch.from_numpy(fixture("patches"))
+    with torch.inference_mode():
+        fused = create_backbone(info.name)(x).numpy()
+    parts = [fixture(f"{name}/embedding") for name in ("musicnn-msd", "musicnn-mtt", "vgg-mtt")]
+    assert relative_error(fused, np.concatenate(parts, axis=1)) <= EMBEDDING_RTOL
+
+
+def test_fused_finetune_unfreezes_the_same_groups_of_every_part() -> None:
+    """`--finetune 1` on musicnn-msd+vgg-mtt: both back-ends learn, nothing else."""
+    built = build_backbone(get_backbone("musicnn-msd+vgg-mtt"), pretrained=True, finetune=1, seed=0)
+    assert built.trainable_groups == ("backend",)
+    parts = dict(built.module.parts)
+    expected = {id(p) for part in parts.values() for p in part.backend.parameters()}
+    assert {id(p) for p in built.trainable_parameters()} == expected
+    built.set_mode(True)
+    assert all(part.backend.training and not part.frontend.training for part in parts.values())
+    with pytest.raises(BackboneError, match="cannot fine-tune 4"):
+        build_backbone(get_backbone("musicnn-msd+mtt"), pretrained=False, finetune=4, seed=0)

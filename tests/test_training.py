@@ -14,16 +14,21 @@ from mer_cli import mer
 from synthetic_music import TINY, TINY_SPEC, TinyPlugin
 from typer.testing import CliRunner
 
+from mer_plugin.backbones import get_backbone
 from mer_plugin.cli.app import app
 from mer_plugin.datasets import grouped_folds, load_dataset
 from mer_plugin.frontend import MUSICNN, FrontEndSpec
+from mer_plugin.hookspecs import Backbone, hookimpl
+from mer_plugin.inference.folder import load_model
 from mer_plugin.plugins import get_plugins
 from mer_plugin.training.augment import augment, from_power, to_power
-from mer_plugin.training.cache import SegmentTable, frame_cache
+from mer_plugin.training.backbone import build_backbone
+from mer_plugin.training.cache import SegmentTable, _segments_view, embedding_cache, frame_cache
 from mer_plugin.training.evaluate import EvalOptions, evaluate, gmm_check, metrics
 from mer_plugin.training.methods import fit, predict
 from mer_plugin.training.prepare import prepare
 from mer_plugin.training.settings import AugmentSettings, Settings, SettingsError
+from mer_plugin.training.train import train_model
 
 # enough steps for a head to separate the four generated classes, still under a second
 FAST = Settings(epochs=25, warmup_epochs=5, clip_epochs=60, rampup_epochs=5, stage2_folds=2)
@@ -41,6 +46,17 @@ def tiny_plugin():
     plugin = plugins.register(TinyPlugin(), name="tiny-test-plugin")
     yield plugin
     plugins.unregister("tiny-test-plugin")
+
+
+class TwoTiny:
+    """tiny-test and a second copy under another name, to fuse."""
+
+    def __init__(self, other: Backbone) -> None:
+        self.other = other
+
+    @hookimpl
+    def mer_backbones(self) -> list[Backbone]:
+        return [TINY, self.other]
 
 
 # ------------------------------------------------------------------------------ pieces
@@ -162,6 +178,44 @@ def test_gmm_split_finds_flipped_segments(prepared) -> None:
     check = gmm_check(ctx, rows, 0.3, seed=0)
     assert check["noisy_share_of_flipped"] > 2 * check["noisy_share_of_kept"]
     assert check["auc"] > 0.8 and check["auc_plain_loss"] > 0.8
+
+
+@pytest.fixture
+def two_tiny():
+    """tiny-test and a copy of it as tiny-test-b, registered, to fuse."""
+    plugins = get_plugins()
+    plugins.register(TwoTiny(replace(TINY, name="tiny-test-b")), name="two-tiny-test-plugin")
+    yield "tiny-test+tiny-test-b"
+    plugins.unregister("two-tiny-test-plugin")
+
+
+def test_fused_embeddings_are_the_parts_cached_side_by_side(
+    dataset_dir: Path, tmp_path: Path, two_tiny: str
+) -> None:
+    """A frozen fused backbone's cache is its parts' caches concatenated (each part's reused
+    as if built alone), and equals running the fused module on the same views."""
+    built = build_backbone(get_backbone(two_tiny), pretrained=None, finetune=0, seed=0)
+    frames = frame_cache(load_dataset(dataset_dir, "Artist"), TINY_SPEC, tmp_path)
+    table = SegmentTable.of(frames.lengths, TINY_SPEC)
+    cpu = torch.device("cpu")
+    fused = embedding_cache(frames, table, built, 2, FAST.augment, 0, cpu, tmp_path)
+    assert fused.shape == (2, len(table), 32)
+    assert len(list((tmp_path / "embeddings").iterdir())) == 2  # one cache per part
+    for view in range(2):
+        direct = _segments_view(frames, table, built, view, FAST.augment, 0, cpu, print, 64)
+        np.testing.assert_allclose(fused[view], direct, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_model_trains_saves_and_loads(
+    dataset_dir: Path, cache_dir: Path, tmp_path: Path, two_tiny: str
+) -> None:
+    data = load_dataset(dataset_dir, "Artist")
+    out = train_model(data, two_tiny, "segment", FAST, tmp_path / "model", cache_dir)
+    card = json.loads((out / "model.json").read_text())
+    assert card["backbone"]["name"] == two_tiny and card["backbone"]["embedding_size"] == 32
+    model = load_model(out)
+    with torch.inference_mode():
+        assert model.backbone(torch.randn(3, 32, 32)).shape == (3, 32)
 
 
 def test_finetune_trains_only_the_last_groups(dataset_dir: Path, cache_dir: Path) -> None:

@@ -14,6 +14,7 @@ same splits.
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -42,16 +43,22 @@ def main() -> None:
     data = load_dataset(args.dataset, args.group_by)
     settings = Settings(views=args.views).with_overrides(args.set)
     extras = SongExtras.of(args.extractor) if args.extractor else None
-    with_extras = prepare(data, args.backbone, settings, clip_level=False, extras=extras).ctx
+    prepared = prepare(data, args.backbone, settings, clip_level=False, extras=extras)
+    print(f"caches ready in {prepared.seconds:.0f} s", flush=True)
+    with_extras = prepared.ctx
     runs = {args.method: replace(with_extras, extras=None)}
     if extras:
         runs[f"{args.method}+{'+'.join(extras.names)}"] = with_extras
     means: dict[str, list[float]] = {name: [] for name in runs}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}  # training, per fold
     for seed in range(args.seeds):
         for name, ctx in runs.items():
             scores = []
             for k, (train, test) in enumerate(grouped_folds(ctx.dataset, args.folds, seed)):
-                probs = predict(fit(args.method, ctx, train, 100 * seed + k), ctx, test)
+                started = time.perf_counter()
+                fitted = fit(args.method, ctx, train, 100 * seed + k)
+                seconds[name].append(time.perf_counter() - started)
+                probs = predict(fitted, ctx, test)
                 scores.append(metrics(probs, ctx.clip_labels[test], data.classes)["macro_f1"])
             means[name].append(float(np.mean(scores)))
             print(
@@ -62,7 +69,8 @@ def main() -> None:
     for name, values in means.items():
         print(
             f"{args.backbone}, {name}, views {args.views}: mean over {args.seeds} fold seeds "
-            f"{np.mean(values):.3f}, seed-to-seed standard deviation {np.std(values, ddof=1):.3f}"
+            f"{np.mean(values):.3f}, seed-to-seed standard deviation {np.std(values, ddof=1):.3f}, "
+            f"training {np.mean(seconds[name]):.1f} ± {np.std(seconds[name], ddof=1):.1f} s / fold"
         )
 
 

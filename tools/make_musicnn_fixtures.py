@@ -1,4 +1,4 @@
-"""Reference outputs of the original MSD_musicnn (TensorFlow) for tests/test_musicnn.py.
+"""Reference outputs of the original musicnn taggers (TensorFlow) for tests/test_musicnn.py.
 
 Runs in a throwaway virtualenv, never in the project's own:
 
@@ -12,11 +12,14 @@ For a few deterministic generated signals it stores, under tests/fixtures/musicn
   patches.npy         the original's log-mel input patches from its librosa front-end (which
                       rounds the mel power to float16 before the log; ends reflect-padded as
                       with librosa 0.7, see below), (N, 187, 96) float32
+  index.json          which patches belong to which signal, the models, tool versions
+and for each of the wheel's four taggers (`MODELS`: our backbone name -> its checkpoint),
+in <backbone>/:
   tags.npy            tag probabilities from the graph, (N, 50) float32
-  penultimate.npy     penultimate (200-d) features from the graph, (N, 200) float32
-  index.json          which patches belong to which signal, tool versions
-All patches go through the graph as one batch. The per-patch penultimate features are read
-from the graph itself: musicnn 0.1.0's `extractor` repeats the first batch's vector in
+  embedding.npy       the embedding our backbone returns, from the graph: musicnn's
+                      penultimate layer (N, 200), vgg's pool5 flattened (N, 256); float32
+All patches go through each graph as one batch. The per-patch features are read from the
+graph itself: musicnn 0.1.0's `extractor` repeats the first batch's vector in
 `features['penultimate']` for every later batch.
 """
 
@@ -32,7 +35,12 @@ import numpy as np
 
 SR = 16000
 N_FRAMES = 187  # 3 s patches, no overlap (musicnn's defaults)
-MODEL = "MSD_musicnn"
+MODELS = {  # our backbone -> the wheel's checkpoint
+    "musicnn-msd": "MSD_musicnn",
+    "musicnn-mtt": "MTT_musicnn",
+    "vgg-msd": "MSD_vgg",
+    "vgg-mtt": "MTT_vgg",
+}
 OUT_DIR = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "musicnn"
 
 
@@ -125,8 +133,9 @@ def original_patches(pcm: np.ndarray, workdir: Path) -> np.ndarray:
     return batch
 
 
-def run_graph(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Tag probabilities and penultimate features of the original graph, one batch."""
+def run_graph(patches: np.ndarray, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Tag probabilities and embeddings (the graph's last output: musicnn's penultimate,
+    vgg's pool5, flattened) of one original graph, one batch."""
     import musicnn
     import tensorflow as tf
     from musicnn import models
@@ -136,18 +145,18 @@ def run_graph(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with tf.name_scope("model"):
         x = tf.compat.v1.placeholder(tf.float32, [None, N_FRAMES, 96])
         is_training = tf.compat.v1.placeholder(tf.bool)
-        outputs = models.define_model(x, is_training, MODEL, 50)
-        logits, penultimate = outputs[0], outputs[-1]
+        outputs = models.define_model(x, is_training, model, 50)
+        logits, embedding = outputs[0], tf.compat.v1.layers.flatten(outputs[-1])
         probs = tf.nn.sigmoid(logits)
     with tf.compat.v1.Session() as sess:
         sess.run(tf.compat.v1.global_variables_initializer())
-        checkpoint = os.path.join(os.path.dirname(musicnn.__file__), MODEL) + "/"
+        checkpoint = os.path.join(os.path.dirname(musicnn.__file__), model) + "/"
         tf.compat.v1.train.Saver().restore(sess, checkpoint)
         feed = {x: patches.astype(np.float32), is_training: False}
-        return sess.run([probs, penultimate], feed_dict=feed)
+        return sess.run([probs, embedding], feed_dict=feed)
 
 
-def check_against_extractor(pcm: np.ndarray, probs: np.ndarray, workdir: Path) -> None:
+def check_against_extractor(pcm: np.ndarray, probs: np.ndarray, model: str, workdir: Path) -> None:
     """The graph run here must give the extractor's own taggram (its tags are right)."""
     import soundfile as sf
     from musicnn.extractor import extractor
@@ -155,7 +164,7 @@ def check_against_extractor(pcm: np.ndarray, probs: np.ndarray, workdir: Path) -
     reflect_padding_as_in_librosa_07()
     path = workdir / "check.wav"
     sf.write(path, pcm, SR, subtype="PCM_16")
-    taggram, _ = extractor(str(path), model=MODEL, extract_features=False)
+    taggram, _ = extractor(str(path), model=model, extract_features=False)
     np.testing.assert_allclose(taggram, probs, atol=1e-5)
 
 
@@ -178,15 +187,17 @@ def main() -> None:
             index[name] = {"patches": [start, start + len(patches)], "samples": len(pcm)}
             all_patches.append(patches)
         patches = np.concatenate(all_patches)
-        probs, penultimate = run_graph(patches)
-        for name, entry in index.items():
-            a, b = entry["patches"]
-            pcm = np.load(OUT_DIR / f"signal_{name}.npy")
-            check_against_extractor(pcm, probs[a:b], Path(tmp))
+        for backbone, model in MODELS.items():
+            probs, embedding = run_graph(patches, model)
+            for name, entry in index.items():
+                a, b = entry["patches"]
+                pcm = np.load(OUT_DIR / f"signal_{name}.npy")
+                check_against_extractor(pcm, probs[a:b], model, Path(tmp))
+            (OUT_DIR / backbone).mkdir(exist_ok=True)
+            np.save(OUT_DIR / backbone / "tags.npy", probs.astype(np.float32))
+            np.save(OUT_DIR / backbone / "embedding.npy", embedding.astype(np.float32))
     np.save(OUT_DIR / "patches.npy", patches.astype(np.float32))
-    np.save(OUT_DIR / "tags.npy", probs.astype(np.float32))
-    np.save(OUT_DIR / "penultimate.npy", penultimate.astype(np.float32))
-    meta = {"sample_rate": SR, "model": MODEL, "signals": index, "versions": versions()}
+    meta = {"sample_rate": SR, "models": MODELS, "signals": index, "versions": versions()}
     (OUT_DIR / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"{len(patches)} patches from {len(index)} signals -> {OUT_DIR}")
 

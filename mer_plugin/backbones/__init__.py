@@ -6,17 +6,23 @@ module looks them up and builds them. The networks mer ships live in this packag
 (`musicnn.py`, `shortchunk.py`), their weights in `mer_plugin/models/<folder>/`
 (`model.safetensors` + `model.json`) inside the package: nothing is downloaded.
 
+Names joined by "+" fuse backbones (`fused.py`: their embeddings concatenated); a part
+that is not a backbone's name takes the family of the part before it, so
+"musicnn-msd+mtt" is musicnn-msd with musicnn-mtt.
+
     >>> list_backbones()
-    ['musicnn-msd', 'musicnn-msd-pool', 'shortchunk-cnn']
+    ['musicnn-msd', 'musicnn-msd-pool', 'musicnn-mtt', 'shortchunk-cnn', 'vgg-msd', 'vgg-mtt']
     >>> model = create_backbone("musicnn-msd")  # shipped weights, eval mode
     >>> get_backbone("musicnn-msd").spec  # the features it eats
+    >>> get_backbone("musicnn-msd+mtt+vgg-mtt").embedding_size  # 200 + 200 + 256
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,12 +39,67 @@ class BackboneError(MerError):
     """A backbone is unknown or cannot be built as asked."""
 
 
+FUSE = "+"  # joins the names of fused backbones
+
+
 def get_backbone(name: str) -> Backbone:
-    """The backbone registered under `name`, built-in or from a plugin."""
+    """The backbone registered under `name`, built-in or from a plugin, or the fusion of
+    several ("a+b", see the module's docstring)."""
     found = get_plugins().backbones()
+    if name not in found and FUSE in name:
+        return fused_backbone(name, found)
     if name not in found:
         raise BackboneError(f"unknown backbone {name!r} (known: {', '.join(sorted(found))})")
     return found[name]
+
+
+def fused_parts(name: str, known: Mapping[str, Backbone]) -> list[str]:
+    """The full names of a fusion's parts: "musicnn-msd+mtt" -> musicnn-msd, musicnn-mtt."""
+    parts: list[str] = []
+    for piece in name.split(FUSE):
+        if piece not in known and parts:
+            piece = f"{parts[-1].rsplit('-', 1)[0]}-{piece}"
+        if piece not in known:
+            raise BackboneError(f"{name}: unknown backbone {piece!r}")
+        parts.append(piece)
+    if len(set(parts)) != len(parts):
+        raise BackboneError(f"{name}: a backbone is fused with itself")
+    return parts
+
+
+def backbone_parts(name: str) -> list[str]:
+    """The backbones a name is made of: itself, or a fused name's parts."""
+    found = get_plugins().backbones()
+    return fused_parts(name, found) if name not in found and FUSE in name else [name]
+
+
+def fused_backbone(name: str, known: Mapping[str, Backbone]) -> Backbone:
+    """The record of backbones fused side by side: same front-end and layer groups required;
+    the embedding is their embeddings concatenated, `--finetune k` unfreezes the last k
+    groups of every part."""
+    parts = [known[part] for part in fused_parts(name, known)]
+    first = parts[0]
+    for part in parts[1:]:
+        if part.spec != first.spec or part.finetune_groups != first.finetune_groups:
+            raise BackboneError(
+                f"{name}: {part.name} and {first.name} differ in front-end or layer groups"
+            )
+    return Backbone(
+        name,
+        partial(_create_fused, tuple(parts)),
+        first.spec,
+        embedding_size=sum(part.embedding_size for part in parts),
+        finetune_groups=first.finetune_groups,
+        description="fused: " + ", ".join(part.name for part in parts),
+    )
+
+
+def _create_fused(parts: tuple[Backbone, ...], pretrained: bool) -> nn.Module:
+    from mer_plugin.backbones.fused import FusedBackbone  # torch only when building
+
+    modules = {part.name: part.create(pretrained) for part in parts}
+    size = sum(part.embedding_size for part in parts)
+    return FusedBackbone(modules, parts[0].finetune_groups, size).eval()
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
@@ -85,8 +146,11 @@ def build(
 
 __all__ = [
     "BackboneError",
+    "backbone_parts",
     "build",
     "create_backbone",
+    "fused_backbone",
+    "fused_parts",
     "get_backbone",
     "list_backbones",
     "shipped_folder",

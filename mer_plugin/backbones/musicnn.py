@@ -1,6 +1,7 @@
-"""MSD-musicnn in PyTorch (Pons & Serra, "musicnn: pre-trained convolutional neural networks
+"""musicnn in PyTorch (Pons & Serra, "musicnn: pre-trained convolutional neural networks
 for music audio tagging", ISMIR LBD 2019), written from the paper and the shapes of the
-MSD_musicnn checkpoint shipped in the `musicnn` 0.1.0 wheel (ISC licence).
+MSD_musicnn checkpoint shipped in the `musicnn` 0.1.0 wheel (ISC licence); its MTT_musicnn
+checkpoint (MagnaTagATune) has the same architecture and shapes.
 
     log-mel (B, T, 96)
       -> batch norm (one scalar channel)
@@ -11,7 +12,7 @@ MSD_musicnn checkpoint shipped in the `musicnn` 0.1.0 wheel (ISC licence).
          3rd residual; front-end and mid-end outputs concatenated: 753 channels
       -> back-end: max and mean over time (interleaved per channel, as TensorFlow flattened
          them), batch norm, dense 200 + ReLU + batch norm = the penultimate embedding,
-         dense 50 = the MSD tag logits.
+         dense 50 = the tag logits (MSD or MagnaTagATune).
 
 Batch norm follows TensorFlow 1's defaults (epsilon 1e-3, moving-average decay 0.99).
 Zero padding in time reproduces the original exactly: explicit (3, 3) for the 7-frame
@@ -159,7 +160,8 @@ class BackEnd(nn.Module):
 
 
 class MusiCNN(nn.Module):
-    """MSD_musicnn: (B, T, 96) log-mel segments -> 200-d embedding and 50 MSD tag logits.
+    """MSD_musicnn / MTT_musicnn: (B, T, 96) log-mel segments -> 200-d embedding and 50 tag
+    logits (MSD or MagnaTagATune tags, per the weights).
 
     `forward` returns the embedding (what a backbone hands to a downstream head): the
     200-d penultimate layer, or with ``embedding="pool"`` the 1506-d pooled mid-end
@@ -208,11 +210,11 @@ class MusiCNN(nn.Module):
         return self.pool(x) if self.pooled else self.embed(x)
 
     def tag_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """MSD tag logits (B, 50), in the order of the model card's `tags`."""
+        """Tag logits (B, 50), in the order of the weights card's `tags`."""
         return self.head(self.embed(x))
 
     def tag_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """MSD tag probabilities (B, 50), in the order of the model card's `tags`."""
+        """Tag probabilities (B, 50), in the order of the weights card's `tags`."""
         return torch.sigmoid(self.tag_logits(x))
 
     def embed_and_tag(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

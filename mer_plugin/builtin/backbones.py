@@ -2,12 +2,15 @@
 
 Records only: torch and the networks are imported when a backbone is built, not when the
 plugins load (importing torch takes ~2 s). `finetune_groups` name each network's child
-modules from input to output (`musicnn.LAYER_GROUPS`, `shortchunk.LAYER_GROUPS`; a test
-checks they match).
+modules from input to output (a test checks they match). The four taggers of the
+`musicnn` 0.1.0 wheel (musicnn and its VGG-like baseline, each trained on MSD and on
+MagnaTagATune) share the group names `MUSICNN_GROUPS`, so they can be fused
+(`mer_plugin.backbones`: "musicnn-msd+mtt").
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -18,7 +21,7 @@ from mer_plugin.hookspecs import Backbone, hookimpl
 if TYPE_CHECKING:
     from torch import nn
 
-MUSICNN_GROUPS = ("frontend", "midend", "backend", "head")
+MUSICNN_GROUPS = ("frontend", "midend", "backend", "head")  # the musicnn and vgg taggers
 SHORTCHUNK_GROUPS = ("stem", "body", "embedding")
 
 
@@ -26,6 +29,18 @@ def _musicnn(embedding: str = "penultimate") -> nn.Module:
     from mer_plugin.backbones.musicnn import MusiCNN
 
     return MusiCNN(embedding=embedding)
+
+
+def _vgg() -> nn.Module:
+    from mer_plugin.backbones.vgg import MusicVGG
+
+    return MusicVGG()
+
+
+def _tagger(name: str, factory: Callable[[], nn.Module], size: int, text: str) -> Backbone:
+    """A tagger of the musicnn wheel, its weights shipped in mer_plugin/models/<name>."""
+    create = partial(build, name, factory, name)
+    return Backbone(name, create, MUSICNN, size, MUSICNN_GROUPS, text)
 
 
 def _shortchunk() -> nn.Module:
@@ -54,6 +69,27 @@ def mer_backbones() -> list[Backbone]:
             finetune_groups=MUSICNN_GROUPS,  # backend: its pool_bn
             description="MSD_musicnn's pooled mid-end features (1506-d temporal max and mean "
             "below the penultimate layer): the same network, a richer embedding for mood",
+        ),
+        _tagger(
+            "musicnn-mtt",
+            _musicnn,
+            200,
+            "MTT_musicnn (Pons & Serra 2019) ported from musicnn 0.1.0 (ISC); 200-d "
+            "penultimate embedding, 50 MagnaTagATune tags (slow, fast, loud, quiet, soft...)",
+        ),
+        _tagger(
+            "vgg-msd",
+            _vgg,
+            256,
+            "MSD_vgg, musicnn's VGG-like baseline, ported from musicnn 0.1.0 (ISC); 256-d "
+            "pool5 embedding, 50 MSD tags",
+        ),
+        _tagger(
+            "vgg-mtt",
+            _vgg,
+            256,
+            "MTT_vgg, musicnn's VGG-like baseline, ported from musicnn 0.1.0 (ISC); 256-d "
+            "pool5 embedding, 50 MagnaTagATune tags",
         ),
         Backbone(
             "shortchunk-cnn",

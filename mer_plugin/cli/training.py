@@ -24,10 +24,19 @@ Annotations = Annotated[
     Path | None,
     typer.Option(help="Annotations CSV (default: DATASET/annotations.csv)."),
 ]
-BackboneOpt = Annotated[str, typer.Option("--backbone", help="Backbone name (`mer plugins`).")]
+BackboneOpt = Annotated[
+    str,
+    typer.Option(
+        "--backbone",
+        help="Backbone name (`mer plugins`); names joined by '+' are fused (musicnn-msd+mtt).",
+    ),
+]
 Finetune = Annotated[
     int,
-    typer.Option(help="0: frozen backbone (cached embeddings); k: train its last k layer groups."),
+    typer.Option(
+        help="0: frozen backbone (cached embeddings); k: train its last k layer groups "
+        "(a fused backbone: the last k of every part).",
+    ),
 ]
 Seed = Annotated[int, typer.Option(help="Seed of every random choice.")]
 Sets = Annotated[

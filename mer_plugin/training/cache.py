@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mer_plugin.backbones import get_backbone
+from mer_plugin.backbones.fused import FusedBackbone
 from mer_plugin.datasets import Dataset
 from mer_plugin.errors import AudioError, MerError
 from mer_plugin.features import clip_frames
@@ -285,7 +287,16 @@ def embedding_cache(
 ) -> np.ndarray:
     """Frozen-backbone embeddings (views, items, embedding_size) of every segment in `table`,
     or of every whole clip when `table` is None. View v of clip row r is drawn from the seed
-    (seed, v, r), so a view does not depend on batching or on which views exist."""
+    (seed, v, r), so a view does not depend on batching or on which views exist; a fused
+    backbone's are therefore its parts' cached embeddings, concatenated."""
+    if isinstance(built.module, FusedBackbone):
+        parts = [
+            embedding_cache(
+                cache, table, part, views, augmentation, seed, device, root, reporter, batch_size
+            )
+            for part in _fused_parts(built)
+        ]
+        return np.concatenate(parts, axis=-1)
     level = "clips" if table is None else "segments"
     key = _digest(
         {
@@ -313,6 +324,15 @@ def embedding_cache(
             _save_npy(path, array)
         out.append(np.load(path))
     return np.stack(out)
+
+
+def _fused_parts(built: BuiltBackbone) -> list[BuiltBackbone]:
+    """A frozen fused backbone's parts, as if each had been built alone."""
+    assert isinstance(built.module, FusedBackbone)
+    return [
+        BuiltBackbone(get_backbone(name), module, built.pretrained, ())
+        for name, module in built.module.parts
+    ]
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mer_plugin import __version__
+from mer_plugin.backbones import backbone_parts
 from mer_plugin.datasets import Dataset
 from mer_plugin.emotion import MOODS
 from mer_plugin.hookspecs import Backbone
@@ -23,10 +24,22 @@ from mer_plugin.training.prepare import Prepared, prepare
 from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import METHODS, Settings, SettingsError
 
+_ISC = "from musicnn 0.1.0, ISC licence (MTG-UPF)"
 LICENCE_NOTES = {
-    "musicnn-msd": "backbone weights: MSD_musicnn from musicnn 0.1.0, ISC licence (MTG-UPF)",
-    "musicnn-msd-pool": "backbone weights: MSD_musicnn from musicnn 0.1.0, ISC licence (MTG-UPF)",
+    "musicnn-msd": f"backbone weights: MSD_musicnn {_ISC}",
+    "musicnn-msd-pool": f"backbone weights: MSD_musicnn {_ISC}",
+    "musicnn-mtt": f"backbone weights: MTT_musicnn {_ISC}",
+    "vgg-msd": f"backbone weights: MSD_vgg {_ISC}",
+    "vgg-mtt": f"backbone weights: MTT_vgg {_ISC}",
 }
+
+
+def licence_note(backbone: str) -> str:
+    """What the card says of a backbone's weights; a fused one's: each part's, in order."""
+    parts = backbone_parts(backbone)
+    if len(parts) == 1:
+        return LICENCE_NOTES.get(backbone, "see the backbone's own notes")
+    return "; ".join(LICENCE_NOTES.get(p, f"{p}: see the backbone's own notes") for p in parts)
 
 
 def train_model(
@@ -138,7 +151,7 @@ def model_card(
         "metrics": metrics or {"note": "not measured: pass --metrics EVAL.json from `mer eval`"},
         "command": command,
         "licence": {
-            "backbone": LICENCE_NOTES.get(backbone_name, "see the backbone's own notes"),
+            "backbone": licence_note(backbone_name),
             "training_data": data_licence or "as published by the dataset's authors",
         },
     }

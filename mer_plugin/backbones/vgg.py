@@ -1,0 +1,98 @@
+"""musicnn's VGG-like tagger in PyTorch (Pons & Serra 2019: the `vgg` baseline of the
+`musicnn` 0.1.0 wheel, ISC licence), written from its `models.vgg` and the shapes of the
+MSD_vgg and MTT_vgg checkpoints; the same network for both, with different weights.
+
+    log-mel (B, T, 96)
+      -> batch norm (one scalar channel)
+      -> five blocks: 3x3 conv (128 filters, 'same') -> ReLU -> batch norm -> max pool
+         (4x1 stride 2, then 2x2 stride 2 three times, then 4x4 stride 4); dropout 0.25
+         before the 2nd to 5th conv
+      -> pool5 (B, 128, 2, 1) for 3 s, flattened time-major as TensorFlow did = the 256-d
+         embedding; dropout 0.5, dense 50 = the tag logits.
+
+Batch norm follows TensorFlow 1's defaults (as in `musicnn.py`). The original takes exactly
+187 frames; here pool5 is max-pooled to two time positions (`adaptive_max_pool2d`), which
+is the identity at 3 s and halves of the input otherwise, so longer inputs (whole clips)
+give an embedding of the same size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mer_plugin.backbones.musicnn import BN_EPS, BN_MOMENTUM
+
+FILTERS = 128
+POOLS = ((4, 1), (2, 2), (2, 2), (2, 2), (4, 4))  # max-pool sizes of blocks 1..5
+STRIDES = ((2, 2), (2, 2), (2, 2), (2, 2), (4, 4))
+EMBEDDING_TIME = 2  # pool5's time positions for a 3 s input
+
+
+class ConvBlock(nn.Module):
+    """Dropout -> 3x3 conv ('same') -> ReLU -> batch norm -> max pool (TF 'valid')."""
+
+    def __init__(
+        self, in_channels: int, pool: tuple[int, int], stride: tuple[int, int], dropout: float
+    ) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.conv = nn.Conv2d(in_channels, FILTERS, 3, padding=1)
+        self.bn = nn.BatchNorm2d(FILTERS, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.pool, self.stride = pool, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, F) -> (B, 128, T', F')."""
+        y = self.bn(F.relu(self.conv(self.dropout(x))))
+        return F.max_pool2d(y, self.pool, self.stride)
+
+
+def _blocks(first: int, last: int) -> list[ConvBlock]:
+    return [
+        ConvBlock(1 if i == 0 else FILTERS, POOLS[i], STRIDES[i], 0.0 if i == 0 else 0.25)
+        for i in range(first, last)
+    ]
+
+
+class MusicVGG(nn.Module):
+    """MSD_vgg / MTT_vgg: (B, T, 96) log-mel segments -> 256-d embedding and 50 tag logits.
+
+    `forward` returns the embedding (flattened pool5, the tag layer's input); `tag_logits`
+    / `tag_probs` give the original tagger's outputs. Its children, input to output, are
+    the fine-tunable groups, named as musicnn's: frontend (input batch norm, blocks 1-2:
+    the full-resolution convolutions), midend (blocks 3-4), backend (block 5), head.
+    """
+
+    embedding_size: int
+
+    def __init__(self, n_classes: int = 50, dropout: float = 0.5) -> None:
+        super().__init__()
+        input_bn = nn.BatchNorm2d(1, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.frontend = nn.Sequential(input_bn, *_blocks(0, 2))
+        self.midend = nn.Sequential(*_blocks(2, 4))
+        self.backend = nn.Sequential(*_blocks(4, 5))
+        self.embedding_size = EMBEDDING_TIME * FILTERS  # 96 mels pool to one band
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.embedding_size, n_classes))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedding (B, 256) of log-mel segments (B, T, n_mels)."""
+        pool5 = self.backend(self.midend(self.frontend(x.unsqueeze(1))))
+        pool5 = F.adaptive_max_pool2d(pool5, (EMBEDDING_TIME, 1))
+        return pool5.permute(0, 2, 3, 1).flatten(1)  # (time, band, channel), as TF flattened
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x)
+
+    def tag_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag logits (B, 50), in the order of the weights card's `tags`."""
+        return self.head(self.embed(x))
+
+    def tag_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag probabilities (B, 50), in the order of the weights card's `tags`."""
+        return torch.sigmoid(self.tag_logits(x))
+
+    def embed_and_tag(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedding (B, 256) and tag probabilities (B, 50) in one pass."""
+        embedding = self.embed(x)
+        return embedding, torch.sigmoid(self.head(embedding))
