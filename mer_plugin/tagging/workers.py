@@ -71,6 +71,7 @@ def _exit_with(parent: int) -> None:
 
 _POLL_S = 0.1  # how often a wait for the workers looks at Ctrl-C
 WORKER_CRASH_ENV = "MER_TEST_WORKER_CRASH"  # test hook: a worker dies on names containing it
+WORKER_STOP_ENV = "MER_TEST_WORKER_STOP"  # test hook: a worker stops itself (SIGSTOP) on them
 
 
 def _serve(jobs: Connection, results: Connection) -> None:
@@ -78,6 +79,7 @@ def _serve(jobs: Connection, results: Connection) -> None:
     EOF, streaming segment batches and then the rest of the analysis to `results`."""
     _init_worker()
     crash_on = os.environ.get(WORKER_CRASH_ENV)
+    stop_on = os.environ.get(WORKER_STOP_ENV)
     while True:
         try:
             job = jobs.recv()
@@ -85,6 +87,8 @@ def _serve(jobs: Connection, results: Connection) -> None:
                 return
             if crash_on and crash_on in job[0]:
                 os._exit(70)
+            if stop_on and stop_on in job[0]:
+                os.kill(os.getpid(), signal.SIGSTOP)
             _send(results, analyse(*job, send=partial(_send, results)))
         except (EOFError, BrokenPipeError, ConnectionResetError):  # the main process is gone
             os._exit(0)
