@@ -159,7 +159,30 @@ class BackEnd(nn.Module):
         return self.dense_bn(F.relu(self.dense(self.dropout(self.pool(x)))))
 
 
-class MusiCNN(nn.Module):
+class TagOutputs:
+    """The tag outputs of a musicnn-family tagger: its `head` applied to `embed(x)`.
+    Mixed into the networks (`MusiCNN`, `vgg.MusicVGG`), which define both."""
+
+    head: nn.Module
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def tag_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag logits (B, 50), in the order of the weights card's `tags`."""
+        return self.head(self.embed(x))
+
+    def tag_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag probabilities (B, 50), in the order of the weights card's `tags`."""
+        return torch.sigmoid(self.tag_logits(x))
+
+    def embed_and_tag(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedding (B, embedding size) and tag probabilities (B, 50) in one pass."""
+        embedding = self.embed(x)
+        return embedding, torch.sigmoid(self.head(embedding))
+
+
+class MusiCNN(TagOutputs, nn.Module):
     """MSD_musicnn / MTT_musicnn: (B, T, 96) log-mel segments -> 200-d embedding and 50 tag
     logits (MSD or MagnaTagATune tags, per the weights).
 
@@ -208,16 +231,3 @@ class MusiCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(x) if self.pooled else self.embed(x)
-
-    def tag_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Tag logits (B, 50), in the order of the weights card's `tags`."""
-        return self.head(self.embed(x))
-
-    def tag_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Tag probabilities (B, 50), in the order of the weights card's `tags`."""
-        return torch.sigmoid(self.tag_logits(x))
-
-    def embed_and_tag(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embedding (B, 200) and tag probabilities (B, 50) in one pass."""
-        embedding = self.embed(x)
-        return embedding, torch.sigmoid(self.head(embedding))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mer_plugin.backbones.musicnn import BN_EPS, BN_MOMENTUM
+from mer_plugin.backbones.musicnn import BN_EPS, BN_MOMENTUM, TagOutputs
 
 FILTERS = 128
 POOLS = ((4, 1), (2, 2), (2, 2), (2, 2), (4, 4))  # max-pool sizes of blocks 1..5
@@ -55,7 +55,7 @@ def _blocks(first: int, last: int) -> list[ConvBlock]:
     ]
 
 
-class MusicVGG(nn.Module):
+class MusicVGG(TagOutputs, nn.Module):
     """MSD_vgg / MTT_vgg: (B, T, 96) log-mel segments -> 256-d embedding and 50 tag logits.
 
     `forward` returns the embedding (flattened pool5, the tag layer's input); `tag_logits`
@@ -83,16 +83,3 @@ class MusicVGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(x)
-
-    def tag_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Tag logits (B, 50), in the order of the weights card's `tags`."""
-        return self.head(self.embed(x))
-
-    def tag_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Tag probabilities (B, 50), in the order of the weights card's `tags`."""
-        return torch.sigmoid(self.tag_logits(x))
-
-    def embed_and_tag(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embedding (B, 256) and tag probabilities (B, 50) in one pass."""
-        embedding = self.embed(x)
-        return embedding, torch.sigmoid(self.head(embedding))
