@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mer_plugin.catalog.table import FAILED, OK, file_key, key_of, read_rows, write_rows
+from mer_plugin.catalog.table import FAILED, OK, Key, file_key, key_of, read_rows, write_rows
 from mer_plugin.library import walk
 from mer_plugin.tagging import Outcome, Status, predict_files, shown
 
@@ -36,11 +36,11 @@ def analyse_to_table(
     """Analyse the files under `paths` that `out` has no current row for, and write the
     whole table to `out` (also when interrupted: what was done is kept)."""
     run, todo = split_done(paths, read_rows(out), model)
-    predicted = predict_files(todo, model, jobs, on_outcome=lambda _: on_file and on_file())
+    predicted = predict_files(list(todo), model, jobs, on_outcome=lambda _: on_file and on_file())
     run.interrupted = predicted.interrupted
     for outcome in predicted.outcomes:  # not done (interrupted), vanished: no row
         if outcome.status in (Status.WOULD_TAG, Status.FAILED):
-            run.rows.append(_row(outcome, model.release))
+            run.rows.append(result_row(todo[outcome.path], outcome))
             run.analysed += outcome.status == Status.WOULD_TAG
     run.failed = sum(row["status"] == FAILED for row in run.rows)
     run.rows.sort(key=lambda row: row["path"])
@@ -50,30 +50,34 @@ def analyse_to_table(
 
 def split_done(
     paths: Iterable[Path], previous_rows: list[dict], model: Model
-) -> tuple[AnalyseRun, list[Path]]:
+) -> tuple[AnalyseRun, dict[Path, Key]]:
     """A run holding the rows still good (unchanged files) and the listing's problems as
-    failed rows; and the files left to analyse."""
+    failed rows; and the files left to analyse, with their keys as listed (a file that
+    changes while it is analysed then gets a row its next run will not trust)."""
     library = walk(paths, clean=False, decodable=True)
     previous = {key_of(row): row for row in previous_rows}
     run = AnalyseRun()
-    todo = []
+    todo: dict[Path, Key] = {}
     for path in library.files:
         key = file_key(path, model.release)
         if key in previous:
             run.rows.append(previous[key])
             run.kept += 1
         else:
-            todo.append(path)
-    run.rows += [_problem_row(p.path, p.reason, model.release) for p in library.problems]
+            todo[path] = key or (shown(path), None, None, model.release)
+    for problem in library.problems:
+        key = (shown(problem.path), None, None, model.release)
+        run.rows.append(result_row(key, Outcome(problem.path, Status.FAILED, problem.reason)))
     return run, todo
 
 
-def _row(outcome: Outcome, model: str) -> dict:
-    key = file_key(outcome.path, model)
-    size, mtime_ns = (key[1], key[2]) if key else (None, None)
+def result_row(key: Key, outcome: Outcome) -> dict:
+    """The table's row of a file (its key as listed) from its outcome: "would tag" with
+    the prediction (a note in `reason`), or "failed" with the reason."""
+    path, size, mtime_ns, model = key
     ok = outcome.status == Status.WOULD_TAG
     return {
-        "path": shown(outcome.path),
+        "path": path,
         "size": size,
         "mtime_ns": mtime_ns,
         "model": model,
@@ -85,7 +89,3 @@ def _row(outcome: Outcome, model: str) -> dict:
         "arousal": outcome.arousal,
         "confidence": outcome.confidence,
     }
-
-
-def _problem_row(path: Path, reason: str, model: str) -> dict:
-    return _row(Outcome(path, Status.FAILED, reason), model)

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mer_plugin.catalog.local import AnalyseRun, split_done
-from mer_plugin.catalog.table import FAILED, OK, SCHEMA, TableError, file_key
+from mer_plugin.catalog.table import FAILED, OK, SCHEMA, Key, TableError
 from mer_plugin.errors import MerError
-from mer_plugin.tagging import Outcome, Status, shown
 
 if TYPE_CHECKING:
     from mer_plugin.inference import Model
@@ -63,7 +62,8 @@ def analyse_on_ray(
         )
     _quiet(ray)
     run, todo = split_done(paths, _read_dataset(out), model)
-    rows = _analyse(ray, [_item(path, model) for path in todo], model, device) if todo else []
+    items = [_item(path, key) for path, key in todo.items()]
+    rows = _analyse(ray, items, model, device) if items else []
     run.rows += rows
     run.analysed = sum(row["status"] == OK for row in rows)
     run.failed = sum(row["status"] == FAILED for row in run.rows)
@@ -109,8 +109,9 @@ def _decode(row: dict, spec: Any, clip: bool, extras: Any) -> dict:
 
     result = analyse(row["local_path"], spec, clip, extras)
     if isinstance(result, str):
-        return {**row, "segments": None, "extras": None, "reason": result}
-    return {**row, "segments": result.segments, "extras": result.extras, "reason": result.note}
+        return {**row, "segments": None, "extras": None, "note": None, "failure": result}
+    analysed = {"segments": result.segments, "extras": result.extras, "note": result.note}
+    return {**row, **analysed, "failure": None}
 
 
 class _Predictor:
@@ -127,36 +128,16 @@ class _Predictor:
         return pd.DataFrame([self._row(row) for row in batch.to_dict("records")])
 
     def _row(self, row: dict) -> dict:
-        from mer_plugin.inference import predict_segments
-        from mer_plugin.tagging.run import outcome_of
+        from mer_plugin.catalog.local import result_row
+        from mer_plugin.tagging.analysis import Analysis
+        from mer_plugin.tagging.run import predict_outcome
 
-        base = {k: row[k] for k in ("path", "size", "mtime_ns")} | {"model": self.model.release}
-        if row["segments"] is None:
-            return {**base, **_empty(FAILED, row["reason"])}
-        try:
-            prediction = predict_segments(self.model, row["segments"], None, row["extras"])
-        except Exception as error:  # ModelError (no segments), a backbone's error
-            return {**base, **_empty(FAILED, str(error))}
-        outcome = outcome_of(Path(row["local_path"]), prediction)
-        return {**base, **_result(outcome, row["reason"])}
-
-
-def _empty(status: str, reason: str | None) -> dict:
-    names = ("quadrant", "mood", "valence", "arousal", "confidence")
-    return {"status": status, "reason": reason, **dict.fromkeys(names)}
-
-
-def _result(outcome: Outcome, note: str | None) -> dict:
-    assert outcome.status == Status.WOULD_TAG
-    return {
-        "status": OK,
-        "reason": note,
-        "quadrant": outcome.quadrant,
-        "mood": outcome.mood,
-        "valence": outcome.valence,
-        "arousal": outcome.arousal,
-        "confidence": outcome.confidence,
-    }
+        analysis = row["failure"] or Analysis(
+            row["segments"], 0.0, extras=row["extras"], note=row["note"]
+        )
+        outcome = predict_outcome(self.model, Path(row["local_path"]), analysis)
+        key = (row["path"], row["size"], row["mtime_ns"], self.model.release)
+        return result_row(key, outcome)
 
 
 def _read_dataset(out: Path) -> list[dict]:
@@ -184,8 +165,6 @@ def _write_dataset(ray: Any, out: Path, rows: list[dict]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _item(path: Path, model: Model) -> dict:
-    """What a decoding task gets: the path to open, and the row's key."""
-    key = file_key(path, model.release)
-    size, mtime_ns = (key[1], key[2]) if key else (None, None)
-    return {"path": shown(path), "local_path": str(path), "size": size, "mtime_ns": mtime_ns}
+def _item(path: Path, key: Key) -> dict:
+    """What a decoding task gets: the path to open, and the row's key as listed."""
+    return {"path": key[0], "local_path": str(path), "size": key[1], "mtime_ns": key[2]}

@@ -40,7 +40,7 @@ SCHEMA = pa.schema(
 COLUMNS = tuple(SCHEMA.names)
 FORMATS = (".parquet", ".csv", ".jsonl")
 OK, FAILED = "ok", "failed"
-Key = tuple[str, int, int, str]  # path, size, mtime_ns, model
+Key = tuple[str, int | None, int | None, str]  # path, size, mtime_ns (None: gone), model
 
 
 class TableError(MerError):

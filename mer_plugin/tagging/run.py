@@ -121,26 +121,14 @@ class Tagger:
 
     def predict(self, planned: Planned, analysis: Analysis | str) -> Outcome:
         """ "would tag" with the prediction, or "failed" with the reason."""
-        from mer_plugin.inference import predict_segments
-
         if isinstance(analysis, str):
-            return Outcome(
-                planned.path, Status.FAILED, analysis, previous_mood=planned.previous_mood
-            )
+            return predict_outcome(self.model, planned.path, analysis, planned.previous_mood)
         self.seconds["analyse"] += analysis.seconds
         start = time.perf_counter()
         try:
-            prediction = predict_segments(
-                self.model, analysis.segments, analysis.frames, analysis.extras
-            )
-        except Exception as error:  # ModelError (no segments), a backbone's error
-            reason = str(error) if isinstance(error, MerError) else f"model failed: {error}"
-            return Outcome(planned.path, Status.FAILED, reason, previous_mood=planned.previous_mood)
+            return predict_outcome(self.model, planned.path, analysis, planned.previous_mood)
         finally:
             self.seconds["model"] += time.perf_counter() - start
-        outcome = outcome_of(planned.path, prediction, planned.previous_mood)
-        outcome.reason = analysis.note or ""  # a file that decoded in part says so
-        return outcome
 
     def write(self, planned: Planned, outcome: Outcome) -> Outcome:
         """Write a predicted outcome's tags and cache it: "tagged", else why not."""
@@ -213,6 +201,25 @@ def _not_done(planned: list[Planned], waiting: deque[Path]) -> list[Outcome]:
 
 def _unit(x: float) -> float:
     return min(1.0, max(0.0, float(x)))  # sums of probabilities can be 1 + 1e-16
+
+
+def predict_outcome(
+    model: Model, path: Path, analysis: Analysis | str, previous_mood: str | None = None
+) -> Outcome:
+    """A file's analysis (or why it failed) through the model: "would tag" with the
+    prediction (a partly decoded file says so in `reason`), or "failed" with the reason."""
+    from mer_plugin.inference import predict_segments
+
+    if isinstance(analysis, str):
+        return Outcome(path, Status.FAILED, analysis, previous_mood=previous_mood)
+    try:
+        prediction = predict_segments(model, analysis.segments, analysis.frames, analysis.extras)
+    except Exception as error:  # ModelError (no segments), a backbone's error
+        reason = str(error) if isinstance(error, MerError) else f"model failed: {error}"
+        return Outcome(path, Status.FAILED, reason, previous_mood=previous_mood)
+    outcome = outcome_of(path, prediction, previous_mood)
+    outcome.reason = analysis.note or ""
+    return outcome
 
 
 def outcome_of(path: Path, p: Prediction, previous_mood: str | None = None) -> Outcome:
