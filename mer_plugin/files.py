@@ -12,6 +12,8 @@ try:
 except ImportError:  # not POSIX: no file locks
     fcntl = None
 
+# opened to look, never to wait: a FIFO does not block, a terminal is not taken over
+_LOOK = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
     (stat.S_ISFIFO, "a FIFO"),
@@ -26,11 +28,11 @@ def irregular_reason(path: str | os.PathLike) -> str | None:
     None when it is. The file is stat'ed, then opened non-blocking and stat'ed again, so
     a file swapped for a FIFO in between is caught without blocking; OSError (a vanished
     file, no permission) is left to the caller."""
-    if (reason := _reason(os.stat(path).st_mode)) is not None:
+    if (reason := mode_reason(os.stat(path).st_mode)) is not None:
         return reason  # a device is never opened: opening some has side effects
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    fd = os.open(path, _LOOK)
     try:
-        return _reason(os.fstat(fd).st_mode)
+        return mode_reason(os.fstat(fd).st_mode)
     finally:
         os.close(fd)
 
@@ -39,7 +41,7 @@ def lock(path: str | os.PathLike) -> int | None:
     """An open descriptor of `path` holding an exclusive advisory lock (flock), or None
     when another process holds one. Close it to release. Where locks are not supported
     (some network file systems), the descriptor comes back unlocked."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    fd = os.open(path, _LOOK)
     if fcntl is None:
         return fd
     try:
@@ -52,7 +54,8 @@ def lock(path: str | os.PathLike) -> int | None:
     return fd
 
 
-def _reason(mode: int) -> str | None:
+def mode_reason(mode: int) -> str | None:
+    """What a stat's `st_mode` says is wrong ("not a regular file (a FIFO)"), or None."""
     if stat.S_ISREG(mode):
         return None
     kind = next((name for test, name in _KINDS if test(mode)), "not a file")

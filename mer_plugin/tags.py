@@ -15,17 +15,15 @@ stream is never decoded or rewritten.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from mer_plugin.emotion import MOODS, QUADRANTS
 from mer_plugin.errors import TagError
-from mer_plugin.files import irregular_reason
+from mer_plugin.files import irregular_reason, mode_reason
 from mer_plugin.hookspecs import TagWriter
 from mer_plugin.plugins import get_plugins
 from mer_plugin.safe_write import error_reason, safe_rewrite
@@ -245,10 +243,8 @@ def _real_file(path: Path) -> Path:
         raise TagError(path, "file vanished (no such file)") from None
     except OSError as error:
         raise TagError(path, error_reason(error)) from error
-    if not stat.S_ISREG(info.st_mode):
-        with contextlib.suppress(OSError):
-            raise TagError(path, irregular_reason(real) or "not a regular file")
-        raise TagError(path, "not a regular file")
+    if reason := mode_reason(info.st_mode):
+        raise TagError(path, reason)
     return real
 
 

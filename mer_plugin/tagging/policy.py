@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import stat
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from mer_plugin.audio import audio_info
 from mer_plugin.errors import MerError
-from mer_plugin.files import irregular_reason, lock
+from mer_plugin.files import lock, mode_reason
 from mer_plugin.safe_write import FileChange, file_change, read_only_reason
 from mer_plugin.tagging.outcomes import (
     BUSY,
@@ -152,10 +151,8 @@ def plan(path: Path) -> Planned | Outcome:
         return Outcome(path, Status.SKIPPED, VANISHED)
     except OSError as error:
         return Outcome(path, Status.FAILED, f"cannot read: {error.strerror or error}")
-    if not stat.S_ISREG(info.st_mode):  # replaced by a FIFO or a folder since the walk
-        with contextlib.suppress(OSError):
-            return Outcome(path, Status.FAILED, irregular_reason(path) or "not a regular file")
-        return Outcome(path, Status.SKIPPED, VANISHED)
+    if reason := mode_reason(info.st_mode):  # replaced by a FIFO or a folder since the walk
+        return Outcome(path, Status.FAILED, reason)
     return Planned(path, os.fsencode(os.path.realpath(path)), info, None)
 
 
