@@ -28,7 +28,9 @@ because a half-decoded song gives a wrong emotion without anyone noticing.
   - FLAC: libsndfile (and FFmpeg) fail mid-stream ("lost sync"); reported with
     the position reached.
   - MP3 with a Xing/Info/VBRI header (every LAME or FFmpeg encode): the header
-    declares the exact length; a stream that ends early is reported at the end.
+    declares the exact length; a stream that ends early is reported at the end, and
+    data after that length that does not decode (junk, a botched concatenation) is
+    ignored.
     MP3 without such a header, WAV/AIFF (libsndfile silently clamps the data
     size) and Ogg (no declared length) cannot be checked: what is there decodes.
   - MP4/M4A: the container declares the length (and moov-at-end files lose

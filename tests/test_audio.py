@@ -240,6 +240,17 @@ def test_truncated_mp3_decodes_partially_when_not_strict(make_broken) -> None:
     assert 0.5 * RATE < len(x) < 2.5 * RATE
 
 
+@pytest.mark.parametrize("channels", [1, 2])
+def test_mp3_with_trailing_junk_decodes_to_its_declared_length(make_audio, channels) -> None:
+    # more bytes after the audio than the Info header counts: FFmpeg would estimate the
+    # length from the bitrate (and call the file truncated) and stop at the first bad packet
+    clean = make_audio("clean.mp3", 5.0, sample_rate=44100, channels=channels)
+    junk = clean.with_name("junk.mp3")
+    junk.write_bytes(clean.read_bytes() + np.random.default_rng(0).bytes(200_000))
+    assert audio_info(junk).duration == pytest.approx(5.0, abs=1e-3)
+    np.testing.assert_array_equal(decode(junk), decode(clean))
+
+
 def test_truncated_flac_is_an_error(make_broken) -> None:
     assert_one_line_error(make_broken("cut.flac", "truncated"), "corrupt or truncated")
 

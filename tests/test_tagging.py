@@ -625,8 +625,13 @@ def test_trailing_junk_after_most_of_a_file_is_analysed_and_said(
     with open(junk, "ab") as f:  # a bad rip, a botched concatenation
         f.write(bytes(range(256)) * 2000)
     cut = make_broken("cut.flac", "truncated", seconds=30.0)  # half of it: not enough
+    # mp3: the junk lies past the length the Info header declares: all of the audio decodes
+    junk_mp3 = song(make_audio, "junk.mp3", seconds=30.0)
+    with open(junk_mp3, "ab") as f:
+        f.write(bytes(range(256)) * 2000)
     for jobs in (1, 2):  # inline and in workers
-        run = by_name(tag([junk, cut], model, options, jobs=jobs, use_cache=False, force=True))
+        files = [junk, cut, junk_mp3]
+        run = by_name(tag(files, model, options, jobs=jobs, use_cache=False, force=True))
         assert run["junk.flac"].status == Status.TAGGED
         assert run["junk.flac"].reason.startswith("analysed the 29.")
         assert (
@@ -634,6 +639,7 @@ def test_trailing_junk_after_most_of_a_file_is_analysed_and_said(
             in run["junk.flac"].reason
         )
         assert run["cut.flac"].status == Status.FAILED
+        assert (run["junk.mp3"].status, run["junk.mp3"].reason) == (Status.TAGGED, "")
     assert read_tags(junk)["MER_MODEL"] == "tiny-tagger 1"
 
 

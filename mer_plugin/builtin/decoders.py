@@ -15,6 +15,7 @@ how `mer_plugin.audio` detects truncated files.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
@@ -28,6 +29,7 @@ import soundfile as sf
 from mer_plugin.errors import UNRECOGNISED, AudioError
 from mer_plugin.hookspecs import AudioInfo, Decoder, Source, hookimpl
 
+log = logging.getLogger(__name__)
 SOUNDFILE, PYAV, PYAV_FALLBACK = "soundfile", "pyav", "pyav-fallback"  # built-in decoders
 
 
@@ -70,10 +72,15 @@ def _soundfile_info(path: Path) -> AudioInfo:
 # MPEG audio frame: side-information size by (MPEG-1?, mono?); Xing/Info follow it
 _MP3_SIDE_INFO = {(True, False): 32, (True, True): 17, (False, False): 17, (False, True): 9}
 _MP3_SCAN_BYTES = 65536
+_LAME_TAGS = (b"LAME", b"Lavc", b"Lavf")  # encoders whose tag gives delay and padding
 
 
-def _mp3_declares_length(path: Path) -> bool:
-    """True when the first MP3 frame holds a Xing/Info/VBRI header with a frame count."""
+def _mp3_declared_samples(path: Path) -> int | None:
+    """The exact length, in samples, that the first MP3 frame's Xing/Info (less the LAME
+    tag's encoder delay and padding) or VBRI header declares; None without one.
+
+    Read here rather than from FFmpeg: with more bytes after the audio than the header
+    counts (junk, a concatenation), FFmpeg estimates the length from the bitrate."""
     with open(path, "rb") as fh:
         head = fh.read(10)
         start = 0
@@ -84,13 +91,28 @@ def _mp3_declares_length(path: Path) -> bool:
         data = fh.read(_MP3_SCAN_BYTES)
     i = _first_mp3_frame(data)
     if i is None:
-        return False
+        return None
     mpeg1 = (data[i + 1] >> 3) & 3 == 3
     mono = data[i + 3] >> 6 == 3
-    tag_at = i + 4 + _MP3_SIDE_INFO[(mpeg1, mono)]
-    if data[tag_at : tag_at + 4] in (b"Xing", b"Info"):
-        return bool(int.from_bytes(data[tag_at + 4 : tag_at + 8], "big") & 1)
-    return data[i + 36 : i + 40] == b"VBRI"
+    per_frame = 1152 if mpeg1 else 576  # samples per layer III frame
+    tag = i + 4 + _MP3_SIDE_INFO[(mpeg1, mono)]
+    if data[tag : tag + 4] in (b"Xing", b"Info"):
+        flags = _int(data, tag + 4)
+        if not flags & 1:
+            return None
+        lame = tag + 8 + sum(n for bit, n in ((1, 4), (2, 4), (4, 100), (8, 4)) if flags & bit)
+        samples = _int(data, tag + 8) * per_frame
+        if data[lame : lame + 4] not in _LAME_TAGS:
+            return samples
+        delay_padding = _int(data, lame + 21, 3)  # 12 bits each
+        return samples - (delay_padding >> 12) - (delay_padding & 0xFFF)
+    if data[i + 36 : i + 40] == b"VBRI":
+        return _int(data, i + 50) * per_frame
+    return None
+
+
+def _int(data: bytes, at: int, size: int = 4) -> int:
+    return int.from_bytes(data[at : at + size], "big")
 
 
 def _first_mp3_frame(data: bytes) -> int | None:
@@ -112,15 +134,33 @@ def _first_mp3_frame(data: bytes) -> int | None:
 def _open_pyav(path: Path, block_frames: int) -> Iterator[Source]:
     with av.open(str(path)) as container:
         stream = _audio_stream(path, container)
-        frames = container.decode(stream)
+        declared = _mp3_declared_samples(path) if container.format.name == "mp3" else None
+        frames = _packet_frames(path, container, stream, declared)
         # the first frame tells the real rate and layout (HE-AAC headers may not)
         first = next(frames, None)
         if first is None:  # a stream without a rate: FFmpeg guessed from the extension
             known = stream.codec_context.sample_rate > 0
             raise AudioError(path, "no audio samples in the file" if known else UNRECOGNISED)
-        expected = _pyav_expected(path, container, stream, first.sample_rate)
+        expected = declared or _container_declared(container, stream, first.sample_rate)
         blocks = _pyav_blocks(chain([first], frames), first, block_frames, expected)
         yield Source(first.sample_rate, first.layout.nb_channels, blocks, expected)
+
+
+def _packet_frames(
+    path: Path, container: av.container.InputContainer, stream: av.AudioStream, declared: int | None
+) -> Iterator[av.AudioFrame]:
+    """The stream's frames, packet by packet. Past the declared length, data that does
+    not decode (junk after the audio, a botched concatenation) ends the stream quietly."""
+    decoded = 0
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                decoded += frame.samples
+                yield frame
+    except av.FFmpegError as error:
+        if declared is None or decoded < declared:
+            raise
+        log.info("%s: undecodable data after the declared audio ignored (%s)", path, error)
 
 
 def _audio_stream(path: Path, container: av.container.InputContainer) -> av.AudioStream:
@@ -130,14 +170,13 @@ def _audio_stream(path: Path, container: av.container.InputContainer) -> av.Audi
     return container.streams.audio[0]
 
 
-def _pyav_expected(
-    path: Path, container: av.container.InputContainer, stream: av.AudioStream, rate: int
+def _container_declared(
+    container: av.container.InputContainer, stream: av.AudioStream, rate: int
 ) -> int | None:
-    """The exact length the headers declare (MP4 sample tables, FLAC STREAMINFO,
-    an MP3 Xing/Info/VBRI frame count), or None where FFmpeg estimates it."""
+    """The exact length MP4 sample tables or FLAC STREAMINFO declare, or None where
+    FFmpeg estimates it."""
     fmt = container.format.name
-    exact = "mp4" in fmt or fmt == "flac" or (fmt == "mp3" and _mp3_declares_length(path))
-    if not exact or not stream.duration or stream.time_base is None:
+    if not ("mp4" in fmt or fmt == "flac") or not stream.duration or stream.time_base is None:
         return None
     return round(Fraction(stream.duration) * stream.time_base * rate)
 
@@ -174,7 +213,10 @@ def _pyav_info(path: Path, name: str = PYAV) -> AudioInfo:
         ctx = stream.codec_context
         if ctx.sample_rate <= 0:  # no stream header: FFmpeg guessed from the extension
             raise AudioError(path, UNRECOGNISED)
-        if stream.duration and stream.time_base is not None:
+        declared = _mp3_declared_samples(path) if container.format.name == "mp3" else None
+        if declared:
+            duration = declared / ctx.sample_rate
+        elif stream.duration and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration:
             duration = container.duration / av.time_base
