@@ -7,6 +7,7 @@ output alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 from mer_plugin.audio import open_stream
 from mer_plugin.errors import AudioError
 from mer_plugin.frontend import FrontEndSpec
-from mer_plugin.kernels.segments import cut_segments, pad_to_segment
+from mer_plugin.kernels.segments import cut_segments, pad_to_segment, segment_count
 from mer_plugin.logmel import LogMelStream
 
 
@@ -58,9 +59,10 @@ class SegmentStream:
 
 
 def iter_segments(
-    path: str | Path, spec: FrontEndSpec, *, strict: bool = True
+    path: str | Path, spec: FrontEndSpec, *, strict: bool = True, stride: int = 1
 ) -> Iterator[np.ndarray]:
-    """Yield batches of log-mel segments (k, segment_frames, n_mels) of a file, as decoded.
+    """Yield batches of log-mel segments (k, segment_frames, n_mels) of a file, as decoded:
+    every `stride`-th segment (the first, then every stride-th after it).
 
     Raises `AudioError` for unreadable files and for files that decode to no samples;
     a file that stops decoding part way raises too unless `strict=False` (then an
@@ -68,17 +70,35 @@ def iter_segments(
     """
     log_mel = LogMelStream(spec)
     segments = SegmentStream(spec)
-    n_samples = 0
+    n_samples = n_segments = 0
+
+    def kept(batch: np.ndarray) -> np.ndarray:
+        nonlocal n_segments
+        first = -n_segments % stride  # the batch's first segment whose index is a multiple
+        n_segments += len(batch)
+        return batch[first::stride]
+
     for block in open_stream(path, spec.sample_rate, strict=strict):
         n_samples += len(block)
-        batch = segments.push(log_mel.push(block))
+        batch = kept(segments.push(log_mel.push(block)))
         if len(batch):
             yield batch
     if n_samples == 0:
         raise AudioError(path, "contains no audio samples")
     for batch in (segments.push(log_mel.finish()), segments.finish()):
-        if len(batch):
+        if len(batch := kept(batch)):
             yield batch
+
+
+def budget_stride(duration: float | None, spec: FrontEndSpec, max_segments: int | None) -> int:
+    """Every how many segments to analyse so that a track of `duration` seconds has at
+    most `max_segments` analysed, evenly spread; 1 (all of them) without a cap or a known
+    duration."""
+    if not max_segments or not duration:
+        return 1
+    frames = int(duration * spec.sample_rate) // spec.hop_length + 1
+    count = segment_count(frames, spec.segment_frames, spec.segment_hop_frames)
+    return max(1, math.ceil(count / max_segments))
 
 
 def file_segments(path: str | Path, spec: FrontEndSpec) -> np.ndarray:

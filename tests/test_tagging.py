@@ -164,21 +164,31 @@ def test_a_clip_model_tags_as_predict_says(make_audio: MAKE, options, tmp_path: 
         assert outcome.valence == pytest.approx(prediction.valence, abs=1e-6)
 
 
-def test_workers_stream_a_long_file_as_inline_analysis_has_it(make_audio: MAKE) -> None:
-    """A worker's segment batches, gathered in this process, are the inline segments."""
+@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("max_segments", [None, 10])
+def test_pipeline_streams_the_segments_of_a_whole_analysis(
+    make_audio: MAKE, jobs: int, max_segments: int | None
+) -> None:
+    """The batches a pipeline streams (inline, from a worker) are the segments of one
+    whole analysis: all of them, or every stride-th under a budget."""
     from mer_plugin.frontend import MUSICNN
     from mer_plugin.tagging.interrupts import Interrupts
     from mer_plugin.tagging.policy import Planned
     from mer_plugin.tagging.workers import Pipeline
 
     path = song(make_audio, "long.mp3", 95.0, kind="noise")
-    inline = analyse(str(path), MUSICNN, False)
-    with Interrupts() as interrupts, Pipeline(MUSICNN, False, (), jobs=2) as pipeline:
+    whole = analyse(str(path), MUSICNN, False)
+    assert not isinstance(whole, str) and len(whole.segments) == 31  # 95 s in 3 s segments
+    batches = []
+    pipeline = Pipeline(MUSICNN, False, (), jobs, lambda _, b: batches.append(b), 120, max_segments)
+    with Interrupts() as interrupts, pipeline:
         pipeline.submit(Planned(path, bytes(path), path.stat(), None))
         _, streamed = pipeline.next_done(interrupts)
-    assert not isinstance(inline, str) and not isinstance(streamed, str)
-    assert len(inline.segments) == 31  # 95 s in 3 s segments, sent in several batches
-    np.testing.assert_array_equal(streamed.segments, inline.segments)
+    assert not isinstance(streamed, str) and streamed.segments is None
+    assert len(batches) > 1  # sent as decoded
+    stride = 4 if max_segments else 1  # at most 10 of 31: every 4th, 8 segments
+    assert streamed.stride == stride
+    np.testing.assert_array_equal(np.concatenate(batches), whole.segments[::stride])
 
 
 def test_gathering_grows_past_a_short_estimate() -> None:

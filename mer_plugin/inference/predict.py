@@ -1,5 +1,7 @@
 """Predicting a song's emotion with a loaded model: segments -> backbone -> head ->
 song (clip head, stage 2 or the mean of segments), with a timeline of the segments.
+Segments stream through the backbone a batch at a time (`SegmentBatcher`); a song keeps
+only its segments' probabilities.
 
     model = load_model(resolve_model(None))
     result = predict_file(model, "song.flac")
@@ -8,22 +10,23 @@ song (clip head, stage 2 or the mean of segments), with a timeline of the segmen
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mer_plugin.audio import audio_info
 from mer_plugin.emotion import valence_arousal
-from mer_plugin.features import clip_frames, file_segments
+from mer_plugin.features import budget_stride, clip_frames, iter_segments
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.inference.card import Method
+from mer_plugin.inference.device import batch_size
 from mer_plugin.inference.folder import Model, ModelError
 from mer_plugin.inference.heads import stage2_features
 from mer_plugin.kernels.confidence import confidence
 from mer_plugin.kernels.segments import cut_segments
-
-BATCH = 16  # segments per backbone call: as fast as 64 on CPU, a quarter of the activations
 
 
 @dataclass(frozen=True)
@@ -56,17 +59,66 @@ class Prediction:
         return asdict(self)
 
 
-@torch.no_grad()
-def _embed(model: Model, x: np.ndarray) -> torch.Tensor:
-    chunks = [
-        torch.from_numpy(np.ascontiguousarray(x[i : i + BATCH])) for i in range(0, len(x), BATCH)
-    ]
-    return torch.cat([model.backbone(chunk) for chunk in chunks])
+class SegmentBatcher:
+    """Log-mel segments of one or more songs in, their class probabilities out.
+
+    Segments are gathered across songs into batches of `size` for the backbone (on a
+    GPU, the segments of several files fill one batch); each song's probabilities come
+    back in its order. Only one batch of segments is ever held.
+    """
+
+    def __init__(self, model: Model, size: int | None = None) -> None:
+        self.model = model
+        self.size = size or batch_size(model)
+        spec = model.spec
+        self.batch = np.empty((self.size, spec.segment_frames, spec.n_mels), np.float32)
+        self.owners: list[tuple[Hashable, int]] = []  # (song, rows) in the batch, in order
+        self.fill = 0
+        self.probs: dict[Hashable, list[np.ndarray]] = {}
+
+    def add(self, song: Hashable, segments: np.ndarray) -> None:
+        """Segments (k, segment_frames, n_mels) of `song`, after those it had."""
+        self.probs.setdefault(song, [])
+        done = 0
+        while done < len(segments):
+            take = min(self.size - self.fill, len(segments) - done)
+            self.batch[self.fill : self.fill + take] = segments[done : done + take]
+            self.owners.append((song, take))
+            self.fill += take
+            done += take
+            if self.fill == self.size:
+                self._run()
+
+    def finish(self, song: Hashable) -> np.ndarray:
+        """The song's segment probabilities (n, classes), in order; the song is forgotten."""
+        if any(owner == song for owner, _ in self.owners):
+            self._run()  # a partial batch (with other songs' segments, if any)
+        parts = self.probs.pop(song, [])
+        if not parts:
+            return np.empty((0, len(self.model.classes)))
+        return np.concatenate(parts)
+
+    def discard(self, song: Hashable) -> None:
+        """Forget a song that failed part way (its segments still in the batch are run
+        with the others', their probabilities dropped)."""
+        self.probs.pop(song, None)
+
+    @torch.no_grad()
+    def _run(self) -> None:
+        x = torch.from_numpy(self.batch[: self.fill])
+        probs = torch.softmax(self.model.head(self.model.backbone(x)), dim=1).double().numpy()
+        start = 0
+        for song, rows in self.owners:
+            if song in self.probs:
+                self.probs[song].append(probs[start : start + rows])
+            start += rows
+        self.owners, self.fill = [], 0
 
 
 @torch.no_grad()
-def _probs(model: Model, embeddings: torch.Tensor) -> np.ndarray:
-    return torch.softmax(model.head(embeddings), dim=1).double().numpy()
+def _clip_probs(model: Model, frames: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(frames[None]))
+    return torch.softmax(model.head(model.backbone(x)), dim=1).double().numpy()[0]
 
 
 def predict_segments(
@@ -74,26 +126,55 @@ def predict_segments(
     segments: np.ndarray,
     clip_frames: np.ndarray | None = None,
     extras: np.ndarray | None = None,
+    stride: int = 1,
 ) -> Prediction:
-    """Prediction from log-mel segments (n, segment_frames, n_mels) of one song, and the
-    song's extractor features (`model.extras` of the file) when the model takes them.
+    """Prediction from log-mel segments (n, segment_frames, n_mels) of one song (every
+    `stride`-th of its segments, when a budget picked them), and the song's extractor
+    features (`model.extras` of the file) when the model takes them.
 
     The clip method classifies the whole clip: `clip_frames` (all frames) when given, else
     the segments joined in time (the same frames when segments do not overlap). Its
     timeline applies the clip head to each segment, an approximation.
     """
-
-    if len(segments) == 0:
-        raise ModelError("no audio segments to predict from")
-    segment_probs = _probs(model, _embed(model, segments))
     if model.method == Method.CLIP:
+        if len(segments) == 0:
+            raise ModelError("no audio segments to predict from")
         frames = clip_frames if clip_frames is not None else _join(segments, model.spec)
-        song = _probs(model, _embed(model, frames[None]))[0]
-    elif model.song is not None:
+        song = _clip_probs(model, frames)
+        return _prediction(model, song, segment_probabilities(model, [segments]), stride)
+    return predict_stream(model, [segments], extras, stride)
+
+
+def segment_probabilities(model: Model, batches: Iterable[np.ndarray]) -> np.ndarray:
+    """Class probabilities (n, classes) of the segments in `batches`, a batch at a time."""
+    batcher = SegmentBatcher(model)
+    for batch in batches:
+        batcher.add(0, batch)
+    return batcher.finish(0)
+
+
+def predict_stream(
+    model: Model,
+    batches: Iterable[np.ndarray],
+    extras: np.ndarray | None = None,
+    stride: int = 1,
+) -> Prediction:
+    """`predict_segments` of segment batches as they come (a decoder's stream): the
+    song's segments are never all held, only their probabilities. Not for clip models."""
+    return song_prediction(model, segment_probabilities(model, batches), extras, stride)
+
+
+def song_prediction(
+    model: Model, segment_probs: np.ndarray, extras: np.ndarray | None = None, stride: int = 1
+) -> Prediction:
+    """A song's prediction from its segments' probabilities: stage 2 or their mean."""
+    if len(segment_probs) == 0:
+        raise ModelError("no audio segments to predict from")
+    if model.song is not None:
         song = _stage2(model, segment_probs, extras)
     else:
         song = segment_probs.mean(axis=0)
-    return _prediction(model, song, segment_probs)
+    return _prediction(model, song, segment_probs, stride)
 
 
 def _stage2(model: Model, segment_probs: np.ndarray, extras: np.ndarray | None) -> np.ndarray:
@@ -117,25 +198,32 @@ def _join(segments: np.ndarray, spec: FrontEndSpec) -> np.ndarray:
     return np.concatenate([segments[:-1, :hop].reshape(-1, segments.shape[2]), segments[-1]])
 
 
-def predict_file(model: Model, path: str | Path) -> Prediction:
-    """Predict a file's emotion; raises `AudioError` when it cannot be read."""
+def predict_file(model: Model, path: str | Path, max_segments: int | None = None) -> Prediction:
+    """Predict a file's emotion, streaming (a long file costs no more memory than a short
+    one, except for clip models, which take all frames at once); with `max_segments`,
+    from at most that many segments, evenly spread. Raises `AudioError` when the file
+    cannot be read."""
     spec = model.spec
     if model.method == Method.CLIP:
         frames = clip_frames(path, spec)
         segments = cut_segments(frames, spec.segment_frames, spec.segment_hop_frames)
         return predict_segments(model, segments, frames)
-    segments = file_segments(path, spec)
-    return predict_segments(model, segments, extras=model.extras(path) if model.extras else None)
+    stride = budget_stride(audio_info(path).duration, spec, max_segments) if max_segments else 1
+    extras = model.extras(path) if model.extras else None
+    return predict_stream(model, iter_segments(path, spec, stride=stride), extras, stride)
 
 
-def _prediction(model: Model, song: np.ndarray, segment_probs: np.ndarray) -> Prediction:
+def _prediction(
+    model: Model, song: np.ndarray, segment_probs: np.ndarray, stride: int
+) -> Prediction:
     classes, spec = model.classes, model.spec
     song_conf = float(confidence(song[None])[0])
     seg_conf = confidence(segment_probs)
+    hop = stride * spec.segment_hop_seconds  # between the starts of analysed segments
     timeline = [
         SegmentResult(
-            start=i * spec.segment_hop_seconds,
-            end=i * spec.segment_hop_seconds + spec.segment_seconds,
+            start=i * hop,
+            end=i * hop + spec.segment_seconds,
             probabilities=_named(classes, p),
             confidence=float(c),
         )

@@ -14,7 +14,7 @@ import numpy as np
 
 from mer_plugin.audio import AudioWarning, audio_info
 from mer_plugin.errors import AudioError, MerError
-from mer_plugin.features import clip_frames, iter_segments
+from mer_plugin.features import budget_stride, clip_frames, iter_segments
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.kernels.segments import cut_segments
 from mer_plugin.song_extras import SongExtras
@@ -25,14 +25,16 @@ if TYPE_CHECKING:  # workers import this module: torch (under inference) stays o
 
 @dataclass
 class Analysis:
-    """A worker's result: the file's log-mel segments, all frames for clip models, and the
-    song's extractor features for models whose stage 2 takes them."""
+    """What a file was analysed into: its log-mel segments (every `stride`-th), all
+    frames for clip models, and the song's extractor features for models whose stage 2
+    takes them."""
 
-    segments: np.ndarray | None  # None only as a worker sends it: its batches went ahead
+    segments: np.ndarray | None  # None when its batches went ahead, streamed (`send`)
     seconds: float
     frames: np.ndarray | None = None
     extras: np.ndarray | None = None
     note: str | None = None  # the file decoded only in part: how much was analysed, why
+    stride: int = 1  # the segments are every stride-th of the file's (an analysis budget)
 
 
 # a file that stops decoding (trailing junk, a lost sync) is analysed from what decoded
@@ -59,50 +61,55 @@ def analyse(
     spec: FrontEndSpec,
     clip: bool,
     extras: ExtrasKey = (),
-    send: Callable[[object], None] | None = None,
+    max_segments: int | None = None,
+    send: Callable[[np.ndarray], None] | None = None,
 ) -> Analysis | str:
-    """Decode a file into what the model eats; a failure's reason. A worker passes `send`:
-    segment batches go out as they are made (`Gather` receives them), so the worker
-    never holds a long file's segments, and the analysis it returns has none."""
+    """Decode a file into what the model eats (at most `max_segments` segments, evenly
+    spread, unless a clip model's); a failure's reason. With `send`, segment batches go
+    to it as they are made (to the model, or from a worker to the main process), so a
+    long file's segments are never all held, and the analysis has none."""
     start = time.perf_counter()
     try:
         frames = song = note = None
+        stride = 1
         if clip:
             frames, segments = _clip_input(path, spec)
         else:
-            segments, note = _segments(path, spec, send)
+            segments, note, stride = _segments(path, spec, max_segments, send)
         if extras:
             song = _song_extras(extras)(path)
     except MerError as error:
         return getattr(error, "reason", str(error))
     except Exception as error:  # a decoder's bug must not stop the run
         return f"{type(error).__name__}: {error}"
-    return Analysis(segments, time.perf_counter() - start, frames, song, note)
+    return Analysis(segments, time.perf_counter() - start, frames, song, note, stride)
 
 
 def _segments(
-    path: str, spec: FrontEndSpec, send: Callable[[object], None] | None = None
-) -> tuple[np.ndarray | None, str | None]:
-    """`features.file_segments` gathered into one array sized from the header's duration,
-    so a long file's segments are held once rather than as batches plus their copy; with
-    `send`, the expected count and then each batch are sent instead (None returned).
-    Second: the note of a file that decoded only in part (`MIN_DECODED`)."""
+    path: str,
+    spec: FrontEndSpec,
+    max_segments: int | None,
+    send: Callable[[np.ndarray], None] | None = None,
+) -> tuple[np.ndarray | None, str | None, int]:
+    """The file's segments (every stride-th) sent batch by batch, or without `send`
+    gathered into one array sized from the header's duration (held once rather than as
+    batches plus their copy); the note of a file that decoded only in part
+    (`MIN_DECODED`); the stride."""
     duration = audio_info(path).duration or 0.0
+    stride = budget_stride(duration, spec, max_segments)
     frames = duration * spec.sample_rate / spec.hop_length + 1
-    expected = int(frames / spec.segment_hop_frames) + 2 if duration else 0
-    gather = None if send is not None else Gather(expected, spec)
+    expected = int(frames / spec.segment_hop_frames / stride) + 2 if duration else 0
+    gather = Gather(expected, spec) if send is None else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AudioWarning)
-        if send is not None:
-            send(("expect", expected))
-        for batch in iter_segments(path, spec, strict=False):
+        for batch in iter_segments(path, spec, strict=False, stride=stride):
             if gather is None:
                 send(batch)
             else:
                 gather.add(batch)
     partial = [w.message for w in caught if isinstance(w.message, AudioWarning)]
     note = _partial(path, partial[0], duration) if partial else None
-    return (None if gather is None else gather.array()), note
+    return (None if gather is None else gather.array()), note, stride
 
 
 def _partial(path: str, warning: AudioWarning, duration: float) -> str:

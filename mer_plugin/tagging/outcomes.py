@@ -55,6 +55,8 @@ class TagOptions:
     # seconds a decoding worker may go without progress on a file before the file fails
     # and the worker is replaced (a decoder stuck on a network share, a stopped process)
     stall_timeout: float = 120.0
+    # an analysis budget: at most this many segments of a track, evenly spread (None: all)
+    max_segments: int | None = None
 
 
 @dataclass

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from mer_plugin.emotion import QUADRANTS
 from mer_plugin.errors import MerError
 from mer_plugin.inference.card import Method
@@ -40,6 +42,7 @@ from mer_plugin.tags import (
 
 if TYPE_CHECKING:
     from mer_plugin.inference import Model, Prediction
+    from mer_plugin.inference.predict import SegmentBatcher
 
 
 def load_for_tagging(name_or_folder: str | Path | None, device: str = "auto") -> Model:
@@ -100,6 +103,7 @@ class Tagger:
         self.seconds: Counter = self.policy.seconds
         self.stop_signal: int | None = None  # the signal that ended the last `run` early
         self.check_tags = check_tags  # False: every readable file is analysed
+        self.batcher = segment_batcher(model)
 
     def check(self, path: Path) -> Planned | Outcome:
         """The policy: what to do with a file, before anything is decoded."""
@@ -119,14 +123,23 @@ class Tagger:
         finally:
             self.policy.unlock(planned.path)
 
+    def segments(self, planned: Planned, batch: np.ndarray) -> None:
+        """A batch of a file's segments, through the model as it comes."""
+        start = time.perf_counter()
+        self.batcher.add(planned.path, batch)
+        self.seconds["model"] += time.perf_counter() - start
+
     def predict(self, planned: Planned, analysis: Analysis | str) -> Outcome:
         """ "would tag" with the prediction, or "failed" with the reason."""
+        path, previous = planned.path, planned.previous_mood
         if isinstance(analysis, str):
-            return predict_outcome(self.model, planned.path, analysis, planned.previous_mood)
+            self.batcher.discard(path)
+            return predict_outcome(self.model, path, analysis, previous)
         self.seconds["analyse"] += analysis.seconds
         start = time.perf_counter()
         try:
-            return predict_outcome(self.model, planned.path, analysis, planned.previous_mood)
+            probs = self.batcher.finish(path) if analysis.segments is None else None
+            return predict_outcome(self.model, path, analysis, previous, probs)
         finally:
             self.seconds["model"] += time.perf_counter() - start
 
@@ -157,7 +170,8 @@ class Tagger:
         jobs = max(1, min(self.options.jobs, len(files)))
         model = self.model
         clip, stall_s = model.method == Method.CLIP, self.options.stall_timeout
-        pipeline = Pipeline(model.spec, clip, extras_key(model), jobs, stall_s)
+        extras, budget = extras_key(model), self.options.max_segments
+        pipeline = Pipeline(model.spec, clip, extras, jobs, self.segments, stall_s, budget)
         waiting: deque[Path] = deque(files)
         current: list[Planned] = []  # the file between the pipeline and `record`
         with Interrupts() as interrupts:
@@ -203,17 +217,33 @@ def _unit(x: float) -> float:
     return min(1.0, max(0.0, float(x)))  # sums of probabilities can be 1 + 1e-16
 
 
+def segment_batcher(model: Model) -> SegmentBatcher:
+    from mer_plugin.inference.predict import SegmentBatcher
+
+    return SegmentBatcher(model)
+
+
 def predict_outcome(
-    model: Model, path: Path, analysis: Analysis | str, previous_mood: str | None = None
+    model: Model,
+    path: Path,
+    analysis: Analysis | str,
+    previous_mood: str | None = None,
+    segment_probs: np.ndarray | None = None,
 ) -> Outcome:
     """A file's analysis (or why it failed) through the model: "would tag" with the
-    prediction (a partly decoded file says so in `reason`), or "failed" with the reason."""
-    from mer_plugin.inference import predict_segments
+    prediction (a partly decoded file says so in `reason`), or "failed" with the reason.
+    An analysis whose segments were streamed comes with their probabilities."""
+    from mer_plugin.inference.predict import predict_segments, song_prediction
 
     if isinstance(analysis, str):
         return Outcome(path, Status.FAILED, analysis, previous_mood=previous_mood)
+    a = analysis
     try:
-        prediction = predict_segments(model, analysis.segments, analysis.frames, analysis.extras)
+        if a.segments is None:
+            assert segment_probs is not None
+            prediction = song_prediction(model, segment_probs, a.extras, a.stride)
+        else:
+            prediction = predict_segments(model, a.segments, a.frames, a.extras, a.stride)
     except Exception as error:  # ModelError (no segments), a backbone's error
         reason = str(error) if isinstance(error, MerError) else f"model failed: {error}"
         return Outcome(path, Status.FAILED, reason, previous_mood=previous_mood)

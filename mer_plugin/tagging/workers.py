@@ -3,8 +3,9 @@
 Workers are spawned ('spawn': Numba's OpenMP layer is not fork-safe), run one thread
 each, leave Ctrl-C to the main process, and never import torch. A worker streams a
 file's segment batches as they are made; a reader thread per worker in the main process
-receives them straight into one gathered array, so the worker never waits on the model
-and never holds a long file's segments. A death is pinned on the file it was given.
+receives them into a short queue, from which the main thread feeds them to the model:
+no process ever holds a long file's segments, and a worker that runs ahead of the model
+waits (the queue and the pipe are full). A death is pinned on the file it was given.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from collections.abc import Callable
 from functools import partial
 from multiprocessing import Pipe, get_context
 from multiprocessing.connection import Connection
-from queue import Empty, SimpleQueue
+from queue import Empty, Full, Queue
 
 import numpy as np
 
 from mer_plugin import plugins
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.logs import show_logs
-from mer_plugin.tagging.analysis import Analysis, ExtrasKey, Gather, analyse
+from mer_plugin.tagging.analysis import Analysis, ExtrasKey, analyse
 from mer_plugin.tagging.interrupts import Interrupts
 from mer_plugin.tagging.outcomes import WORKER_DIED
 from mer_plugin.tagging.policy import Planned
@@ -75,8 +76,8 @@ WORKER_STOP_ENV = "MER_TEST_WORKER_STOP"  # test hook: a worker stops itself (SI
 
 
 def _serve(jobs: Connection, results: Connection) -> None:
-    """A worker process: analyse each (path, spec, clip, extras) received until None or
-    EOF, streaming segment batches and then the rest of the analysis to `results`."""
+    """A worker process: analyse each (path, *Pipeline.args) received until None or EOF,
+    streaming segment batches and then the rest of the analysis to `results`."""
     _init_worker()
     crash_on = os.environ.get(WORKER_CRASH_ENV)
     stop_on = os.environ.get(WORKER_STOP_ENV)
@@ -99,15 +100,15 @@ _ARRAYS = ("segments", "frames", "extras")  # the arrays of an `Analysis`, sent 
 
 
 def _send(conn: Connection, item: object) -> None:
-    """One message of a worker's stream: ("expect", n), a batch of segments, then the
-    `Analysis` (its arrays' raw bytes after a header) or a failure's reason."""
+    """One message of a worker's stream: a batch of segments, then the `Analysis` (its
+    arrays' raw bytes after a header) or a failure's reason."""
     if isinstance(item, np.ndarray):
         conn.send(("batch", item.shape, item.dtype.str))
         _send_raw(conn, item)
     elif isinstance(item, Analysis):
         arrays = {name: array for name in _ARRAYS if (array := getattr(item, name)) is not None}
         layouts = [(n, a.shape, a.dtype.str) for n, a in arrays.items()]
-        conn.send(("analysis", item.seconds, layouts, item.note))
+        conn.send(("analysis", item.seconds, layouts, item.note, item.stride))
         for array in arrays.values():
             _send_raw(conn, array)
     else:
@@ -120,50 +121,49 @@ def _send_raw(conn: Connection, array: np.ndarray) -> None:
         conn.send_bytes(flat[start : start + _CHUNK])
 
 
-def _receive(conn: Connection, spec: FrontEndSpec, heard: Callable[[], None]) -> Analysis | str:
-    """A worker's whole stream for one file, batches gathered as they arrive; `heard` is
-    called on each message (the watchdog's sign of progress)."""
-    gather = None
+def _receive(
+    conn: Connection, heard: Callable[[], None], deliver: Callable[[np.ndarray], None]
+) -> Analysis | str:
+    """A worker's whole stream for one file: each batch of segments to `deliver` as it
+    arrives, then the analysis (or the failure) returned; `heard` is called on each
+    message (the watchdog's sign of progress)."""
     while True:
         message = conn.recv()
         heard()
         if isinstance(message, str):
             return message
-        if message[0] == "expect":
-            gather = Gather(message[1], spec)
-        elif message[0] == "batch":  # received straight into the gathered array
-            assert gather is not None
+        if message[0] == "batch":
             _, shape, dtype = message
-            _receive_into(conn, gather.claim(shape[0]))
+            deliver(_receive_raw(conn, shape, dtype))
         else:
-            _, seconds, layouts, note = message
+            _, seconds, layouts, note, stride = message
             arrays = {name: _receive_raw(conn, shape, dtype) for name, shape, dtype in layouts}
-            if gather is not None:
-                arrays["segments"] = gather.array()
-            return Analysis(seconds=seconds, note=note, **arrays)
+            segments = arrays.pop("segments", None)  # None: streamed
+            return Analysis(segments, seconds, note=note, stride=stride, **arrays)
 
 
 def _receive_raw(conn: Connection, shape: tuple, dtype: str) -> np.ndarray:
     """Raw bytes received straight into an array allocated here."""
-    return _receive_into(conn, np.empty(shape, dtype))
-
-
-def _receive_into(conn: Connection, array: np.ndarray) -> np.ndarray:
+    array = np.empty(shape, dtype)
     flat = array.reshape(-1).view(np.uint8)
     for start in range(0, len(flat), _CHUNK):
         conn.recv_bytes_into(flat, start)
     return array
 
 
-Done = SimpleQueue  # of (worker, its result): what the workers' reader threads report
+# what the workers' reader threads report, in order: (worker, a batch of its file's
+# segments) and (worker, the file's analysis or failure); bounded, so that a worker
+# decoding ahead of the model waits rather than filling memory
+Done = Queue
+_QUEUED_BATCHES = 8  # per worker
 
 
 class _Worker:
     """One worker process, a pipe each way, and a thread in this process that receives
-    its stream as it comes (so the worker never waits on the model). A death is pinned on
+    its stream as it comes into the pipeline's queue. A death is pinned on
     the file it was given."""
 
-    def __init__(self, done: Done, spec: FrontEndSpec) -> None:
+    def __init__(self, done: Done) -> None:
         self.jobs, child_jobs = Pipe(duplex=False)[::-1]
         self.results, child_results = Pipe(duplex=False)
         context = get_context("spawn")
@@ -175,17 +175,24 @@ class _Worker:
         child_results.close()
         self.task: Planned | None = None
         self.heard = time.monotonic()  # when the worker last sent something, or got a file
-        self.reader = threading.Thread(target=self._read, args=(done, spec), daemon=True)
+        self.stopping = threading.Event()
+        self.reader = threading.Thread(target=self._read, args=(done,), daemon=True)
         self.reader.start()
 
-    def _read(self, done: Done, spec: FrontEndSpec) -> None:
-        while True:
+    def _read(self, done: Done) -> None:
+        def report(item: object) -> None:  # waits while the queue is full, unless stopping
+            while not self.stopping.is_set():
+                with contextlib.suppress(Full):
+                    done.put((self, item), timeout=_POLL_S)
+                    return
+
+        while not self.stopping.is_set():
             try:
-                result = _receive(self.results, spec, self._heard)
+                result = _receive(self.results, self._heard, report)
             except (EOFError, OSError):
-                done.put((self, WORKER_DIED))  # or stopped: then nobody waits for it
+                report(WORKER_DIED)  # or stopped: then nobody waits for it
                 return
-            done.put((self, result))
+            report(result)
 
     def _heard(self) -> None:
         self.heard = time.monotonic()
@@ -200,6 +207,7 @@ class _Worker:
         return self.task is not None and time.monotonic() - self.heard > limit_s
 
     def stop(self, at_once: bool) -> None:
+        self.stopping.set()
         if not at_once:
             with contextlib.suppress(OSError):
                 self.jobs.send(None)
@@ -212,20 +220,33 @@ class _Worker:
         self.results.close()
 
 
+Segments = Callable[[Planned, np.ndarray], None]  # where a file's segment batches go
+
+
 class Pipeline:
     """Analyses files in worker processes, one file each and one more queued, or inline
-    (one job). Ctrl-C is looked at while waiting; an interrupted run terminates them."""
+    (one job). Each file's segment batches go to `segments` (the model) in the main
+    thread as they come; a file is done when its analysis (without segments) comes back.
+    Ctrl-C is looked at while waiting; an interrupted run terminates the workers."""
 
     def __init__(
-        self, spec: FrontEndSpec, clip: bool, extras: ExtrasKey, jobs: int, stall_s: float = 120
+        self,
+        spec: FrontEndSpec,
+        clip: bool,
+        extras: ExtrasKey,
+        jobs: int,
+        segments: Segments,
+        stall_s: float = 120,
+        max_segments: int | None = None,
     ) -> None:
-        self.args = (spec, clip, extras)
+        self.args = (spec, clip, extras, max_segments)
         self.jobs = jobs
+        self.segments = segments
         self.stall_s = stall_s  # a worker silent this long on a file is replaced
         self.queued: deque[Planned] = deque()
         self.workers: list[_Worker] = []
         self.ready: deque[tuple[Planned, Analysis | str]] = deque()
-        self.done: Done = SimpleQueue()
+        self.done: Done = Queue(maxsize=_QUEUED_BATCHES * jobs)
 
     def __enter__(self) -> Pipeline:
         if self.jobs > 1:
@@ -266,16 +287,18 @@ class Pipeline:
     def next_done(self, interrupts: Interrupts) -> tuple[Planned, Analysis | str]:
         """A finished file: inline, the next one; else the first any worker finishes."""
         if not self.workers:
+            planned = self.queued[0]
             with interrupts.interruptible():
-                result = analyse(str(self.queued[0].path), *self.args)
+                send = partial(self.segments, planned)
+                result = analyse(str(planned.path), *self.args, send=send)
             return self.queued.popleft(), result
         while not self.ready:
             self._collect(interrupts)
         return self.ready.popleft()
 
     def _collect(self, interrupts: Interrupts) -> None:
-        """Wait a moment for a worker's result (looking at Ctrl-C); a dead worker is
-        replaced."""
+        """Wait a moment for what a worker sent: a batch of segments goes to the model, a
+        file's end makes it ready; a dead worker is replaced."""
         try:
             worker, result = self.done.get(timeout=_POLL_S)
         except Empty:
@@ -286,6 +309,9 @@ class Pipeline:
             return
         if worker.task is None or worker not in self.workers:
             return  # a stopped worker's end of stream
+        if isinstance(result, np.ndarray):
+            self.segments(worker.task, result)
+            return
         self.ready.append((worker.task, result))
         worker.task = None
         if result is WORKER_DIED:
@@ -306,4 +332,4 @@ class Pipeline:
         self._dispatch()
 
     def _new_worker(self) -> _Worker:
-        return _Worker(self.done, self.args[0])
+        return _Worker(self.done)
