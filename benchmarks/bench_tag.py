@@ -54,7 +54,7 @@ from audio_factory import write_audio_once  # noqa: E402
 from mer_plugin.audio import open_stream  # noqa: E402
 from mer_plugin.inference import resolve_model  # noqa: E402
 from mer_plugin.library import walk  # noqa: E402
-from mer_plugin.tagging import TAGGED, TagOptions, load_for_tagging, tag_library  # noqa: E402
+from mer_plugin.tagging import Status, TagOptions, load_for_tagging, tag_library  # noqa: E402
 
 TRACKS, TRACK_S = 40, 240
 FORMATS = ("flac", "mp3", "m4a", "ogg", "opus", "wav")
@@ -109,7 +109,7 @@ def test_throughput(benchmark, library, model_dir, decode_seconds, summary, jobs
     options = TagOptions(force=True, jobs=jobs, use_cache=False)
     tag_library(walk(library[:1]), model, replace(options, jobs=1))  # warm: JIT, first call
     run = benchmark.pedantic(tag_library, args=(walk(library), model, options), rounds=1)
-    assert [o.status for o in run.outcomes] == [TAGGED] * len(library)
+    assert [o.status for o in run.outcomes] == [Status.TAGGED] * len(library)
     wall = run.seconds["wall"]
     audio = len(library) * TRACK_S
     x = audio / wall

@@ -136,3 +136,39 @@ def test_not_a_model_folder(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(ModelError, match="cannot read"):
         load_model(tmp_path)
+
+
+def test_segments_of_several_songs_batched_together_keep_their_own_order(
+    dataset, cache_dir, tmp_path
+) -> None:
+    """Batches filled across songs (as on a GPU) give each song what it alone would."""
+    from mer_plugin.features import file_segments
+    from mer_plugin.inference.predict import SegmentBatcher, segment_probabilities
+
+    model = load_model(train_model(dataset, TINY, "segment", FAST, tmp_path / "m", cache_dir))
+    songs = [file_segments(c.path, model.spec) for c in dataset.clips[:3]]
+    alone = [segment_probabilities(model, [s]) for s in songs]
+    batcher = SegmentBatcher(model, size=5)
+    for start in range(0, max(map(len, songs)), 3):  # interleaved, 3 segments at a time
+        for i, segments in enumerate(songs):
+            batcher.add(i, segments[start : start + 3])
+    batcher.add("failed", songs[0][:2])
+    batcher.discard("failed")
+    for i, expected in enumerate(alone):
+        np.testing.assert_allclose(batcher.finish(i), expected, atol=1e-6)
+
+
+def test_a_budget_analyses_every_stride_th_segment(dataset, cache_dir, tmp_path) -> None:
+    from mer_plugin.features import budget_stride
+
+    model = load_model(train_model(dataset, TINY, "segment", FAST, tmp_path / "m", cache_dir))
+    path = dataset.clips[0].path
+    full = predict_file(model, path)
+    stride = budget_stride(full.timeline[-1].end, model.spec, 2)
+    assert stride > 1
+    budget = predict_file(model, path, max_segments=2)
+    assert len(budget.timeline) <= 2
+    picked = full.timeline[::stride]
+    assert [s.start for s in budget.timeline] == pytest.approx([s.start for s in picked])
+    for got, want in zip(budget.timeline, picked, strict=True):
+        assert got.probabilities == pytest.approx(want.probabilities, abs=1e-6)

@@ -123,19 +123,27 @@ class _Predictor:
         self.model = load_for_tagging(folder, device)
 
     def __call__(self, batch: Any) -> Any:
+        """The rows' segments go through the backbone together (a GPU's batch holds
+        segments of several files), each file's probabilities back to its row."""
         import pandas as pd
 
-        return pd.DataFrame([self._row(row) for row in batch.to_dict("records")])
+        from mer_plugin.tagging.run import segment_batcher
 
-    def _row(self, row: dict) -> dict:
+        rows = batch.to_dict("records")
+        batcher = segment_batcher(self.model)
+        for i, row in enumerate(rows):
+            if not row["failure"]:
+                batcher.add(i, row["segments"])
+        return pd.DataFrame([self._row(row, batcher.finish(i)) for i, row in enumerate(rows)])
+
+    def _row(self, row: dict, segment_probs: Any) -> dict:
         from mer_plugin.catalog.local import result_row
         from mer_plugin.tagging.analysis import Analysis
         from mer_plugin.tagging.run import predict_outcome
 
-        analysis = row["failure"] or Analysis(
-            row["segments"], 0.0, extras=row["extras"], note=row["note"]
-        )
-        outcome = predict_outcome(self.model, Path(row["local_path"]), analysis)
+        analysis = row["failure"] or Analysis(None, 0.0, extras=row["extras"], note=row["note"])
+        path = Path(row["local_path"])
+        outcome = predict_outcome(self.model, path, analysis, segment_probs=segment_probs)
         key = (row["path"], row["size"], row["mtime_ns"], self.model.release)
         return result_row(key, outcome)
 

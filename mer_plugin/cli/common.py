@@ -19,6 +19,15 @@ def fail(error: MerError, code: int = 1) -> typer.Exit:
     return typer.Exit(code=code)
 
 
+MaxSegments = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        metavar="N",
+        help="Analyse at most N 3-s segments of a track, evenly spread (faster; the song's "
+        "mood can differ: see docs/performance.md). Default: every segment.",
+    ),
+]
 Verbose = Annotated[
     bool,
     typer.Option(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mer_plugin.cli.common import Verbose, fail
+from mer_plugin.cli.common import MaxSegments, Verbose, fail
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
 
@@ -29,6 +29,7 @@ def predict(
             metavar="IMAGE", help="Also draw the song's emotion over time into IMAGE (.png, .svg)."
         ),
     ] = None,
+    max_segments: MaxSegments = None,
     verbose: Verbose = False,
 ) -> None:
     """Print FILE's emotion (quadrant, mood, valence, arousal) and its segment timeline."""
@@ -37,7 +38,7 @@ def predict(
         if tags:
             _print_tags(file, top, as_json)
         else:
-            _print_emotion(file, model, as_json, plot)
+            _print_emotion(file, model, as_json, plot, max_segments)
     except MerError as error:
         raise fail(error) from None
 
@@ -68,14 +69,16 @@ def _top_rows(timeline, top: int) -> list[dict[str, float]]:
     ]
 
 
-def _print_emotion(file: Path, model_name: str | None, as_json: bool, plot: Path | None) -> None:
+def _print_emotion(
+    file: Path, model_name: str | None, as_json: bool, plot: Path | None, max_segments: int | None
+) -> None:
     from mer_plugin.inference import load_model, predict_file, resolve_model
     from mer_plugin.inference.plot import check_plot_target, plot_prediction
 
     if plot is not None:
         check_plot_target(plot)
     model = load_model(resolve_model(model_name))
-    result = predict_file(model, file)
+    result = predict_file(model, file, max_segments)
     if plot is not None:
         plot_prediction(result, file.name, plot)
     if as_json:

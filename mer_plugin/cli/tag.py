@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from mer_plugin.cli.common import USAGE_EXIT, Verbose, fail, library_paths
+from mer_plugin.cli.common import USAGE_EXIT, MaxSegments, Verbose, fail, library_paths
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
 
@@ -93,6 +93,7 @@ def tag(
             help="A file whose decoding makes no progress this long fails; the run goes on.",
         ),
     ] = 120.0,
+    max_segments: MaxSegments = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     verbose: Verbose = False,
 ) -> None:
@@ -119,6 +120,7 @@ def tag(
         jobs,
         hard_links=HardLinks(hard_links.value),
         stall_timeout=stall_timeout,
+        max_segments=max_segments,
     )
     library = walk(paths, clean=not dry_run)
     with _progress(quiet, len(library.files) + len(library.problems)) as advance:
