@@ -709,7 +709,9 @@ def test_bad_files_never_stop_the_run(make_audio, make_broken, model, options, m
     for outcome in run.outcomes[: len(good)]:
         assert outcome.status == Status.TAGGED
         expected = dry[outcome.path]
-        assert (outcome.quadrant, outcome.valence) == (expected.quadrant, expected.valence)
+        assert outcome.quadrant == expected.quadrant
+        # segments share batches across files: float32 rounding differs with the batch
+        assert outcome.valence == pytest.approx(expected.valence, abs=1e-6)
     reasons = {o.path.name: o.reason for o in run.outcomes[len(good) :]}
     assert all(o.status == Status.FAILED for o in run.outcomes[len(good) :])
     assert "truncated" in reasons["cut.flac"] and "empty" in reasons["empty.wav"]

@@ -64,7 +64,8 @@ class SegmentBatcher:
 
     Segments are gathered across songs into batches of `size` for the backbone (on a
     GPU, the segments of several files fill one batch); each song's probabilities come
-    back in its order. Only one batch of segments is ever held.
+    back in its order. Only one batch of segments is ever held. A segment's numbers
+    can differ, at float32 rounding, with the other segments of its batch.
     """
 
     def __init__(self, model: Model, size: int | None = None) -> None:
