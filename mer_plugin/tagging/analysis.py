@@ -132,16 +132,13 @@ class Gather:
         self.n = 0
 
     def add(self, batch: np.ndarray) -> None:
-        self.claim(len(batch))[:] = batch
-
-    def claim(self, k: int) -> np.ndarray:
-        """The next `k` rows, to be filled by the caller."""
+        k = len(batch)
         if self.n + k > len(self.out):
             grown = np.empty((max(self.n + k, 2 * len(self.out)), *self.shape), np.float32)
             grown[: self.n] = self.out[: self.n]
             self.out = grown
+        self.out[self.n : self.n + k] = batch
         self.n += k
-        return self.out[self.n - k : self.n]
 
     def array(self) -> np.ndarray:
         return self.out[: self.n]
