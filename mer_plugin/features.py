@@ -96,9 +96,13 @@ def budget_stride(duration: float | None, spec: FrontEndSpec, max_segments: int 
     duration."""
     if not max_segments or not duration:
         return 1
+    return max(1, math.ceil(segments_of(duration, spec) / max_segments))
+
+
+def segments_of(duration: float, spec: FrontEndSpec) -> int:
+    """How many whole segments `duration` seconds of audio make (frames centred)."""
     frames = int(duration * spec.sample_rate) // spec.hop_length + 1
-    count = segment_count(frames, spec.segment_frames, spec.segment_hop_frames)
-    return max(1, math.ceil(count / max_segments))
+    return segment_count(frames, spec.segment_frames, spec.segment_hop_frames)
 
 
 def file_segments(path: str | Path, spec: FrontEndSpec) -> np.ndarray:

@@ -111,6 +111,11 @@ def _mp3_declared_samples(path: Path) -> int | None:
     return None
 
 
+def _mp3_declared(path: Path, container: av.container.InputContainer) -> int | None:
+    """`_mp3_declared_samples` of an mp3 container; None for any other."""
+    return _mp3_declared_samples(path) if container.format.name == "mp3" else None
+
+
 def _int(data: bytes, at: int, size: int = 4) -> int:
     return int.from_bytes(data[at : at + size], "big")
 
@@ -134,7 +139,7 @@ def _first_mp3_frame(data: bytes) -> int | None:
 def _open_pyav(path: Path, block_frames: int) -> Iterator[Source]:
     with av.open(str(path)) as container:
         stream = _audio_stream(path, container)
-        declared = _mp3_declared_samples(path) if container.format.name == "mp3" else None
+        declared = _mp3_declared(path, container)
         frames = _packet_frames(path, container, stream, declared)
         # the first frame tells the real rate and layout (HE-AAC headers may not)
         first = next(frames, None)
@@ -213,7 +218,7 @@ def _pyav_info(path: Path, name: str = PYAV) -> AudioInfo:
         ctx = stream.codec_context
         if ctx.sample_rate <= 0:  # no stream header: FFmpeg guessed from the extension
             raise AudioError(path, UNRECOGNISED)
-        declared = _mp3_declared_samples(path) if container.format.name == "mp3" else None
+        declared = _mp3_declared(path, container)
         if declared:
             duration = declared / ctx.sample_rate
         elif stream.duration and stream.time_base is not None:

@@ -104,10 +104,8 @@ class SegmentBatcher:
         with the others', their probabilities dropped)."""
         self.probs.pop(song, None)
 
-    @torch.no_grad()
     def _run(self) -> None:
-        x = torch.from_numpy(self.batch[: self.fill])
-        probs = torch.softmax(self.model.head(self.model.backbone(x)), dim=1).double().numpy()
+        probs = _class_probs(self.model, self.batch[: self.fill])
         start = 0
         for song, rows in self.owners:
             if song in self.probs:
@@ -117,9 +115,10 @@ class SegmentBatcher:
 
 
 @torch.no_grad()
-def _clip_probs(model: Model, frames: np.ndarray) -> np.ndarray:
-    x = torch.from_numpy(np.ascontiguousarray(frames[None]))
-    return torch.softmax(model.head(model.backbone(x)), dim=1).double().numpy()[0]
+def _class_probs(model: Model, x: np.ndarray) -> np.ndarray:
+    """Class probabilities of a batch of backbone inputs, through backbone and head."""
+    logits = model.head(model.backbone(torch.from_numpy(np.ascontiguousarray(x))))
+    return torch.softmax(logits, dim=1).double().numpy()
 
 
 def predict_segments(
@@ -141,7 +140,7 @@ def predict_segments(
         if len(segments) == 0:
             raise ModelError("no audio segments to predict from")
         frames = clip_frames if clip_frames is not None else _join(segments, model.spec)
-        song = _clip_probs(model, frames)
+        song = _class_probs(model, frames[None])[0]
         return _prediction(model, song, segment_probabilities(model, [segments]), stride)
     return predict_stream(model, [segments], extras, stride)
 

@@ -3,6 +3,7 @@ clip models, extractor features for stage 2), in a worker process or inline."""
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import numpy as np
 
 from mer_plugin.audio import AudioWarning, audio_info
 from mer_plugin.errors import AudioError, MerError
-from mer_plugin.features import budget_stride, clip_frames, iter_segments
+from mer_plugin.features import budget_stride, clip_frames, iter_segments, segments_of
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.kernels.segments import cut_segments
 from mer_plugin.song_extras import SongExtras
@@ -97,8 +98,7 @@ def _segments(
     (`MIN_DECODED`); the stride."""
     duration = audio_info(path).duration or 0.0
     stride = budget_stride(duration, spec, max_segments)
-    frames = duration * spec.sample_rate / spec.hop_length + 1
-    expected = int(frames / spec.segment_hop_frames / stride) + 2 if duration else 0
+    expected = math.ceil(segments_of(duration, spec) / stride) + 2 if duration else 0
     gather = Gather(expected, spec) if send is None else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AudioWarning)
