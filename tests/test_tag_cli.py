@@ -19,10 +19,12 @@ import sys
 import time
 from pathlib import Path
 
+import llvmlite
 import pytest
 from tiny_model import train_tiny_model
 from tinytag import TinyTag
 
+from mer_plugin.signals import unsafe_to_raise
 from mer_plugin.tagging import CACHE_FILE
 from mer_plugin.tags import read_tags
 
@@ -241,6 +243,45 @@ def test_a_signal_while_starting_ends_quietly(make_audio, tmp_path, signum, dela
     assert b"Traceback" not in err and b"terminate called" not in err, err
     assert read_tags(song) == {} or read_tags(song)["MER_MODEL"].startswith("mer-4q")
     assert not [p for p in song.parent.iterdir() if ".mer-" in p.name]
+
+
+HELD_IMPORT = """
+import os, signal, time
+os.kill(os.getpid(), signal.{name})  # as if it came while torch imported
+time.sleep(0.2)
+print("imported", flush=True)
+"""
+COMMAND_IMPORTING = """
+import sys, time
+import mer_plugin.cli.app as app_module
+from mer_plugin.cli import main
+
+def command() -> None:
+    import held_import
+    time.sleep(10)
+    print("not stopped", flush=True)
+
+app_module.app = command
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_during_an_import_waits_for_it_then_stops(tmp_path, signum) -> None:
+    (tmp_path / "held_import.py").write_text(HELD_IMPORT.format(name=signum.name))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    cmd = [sys.executable, "-c", COMMAND_IMPORTING]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert (done.stdout, done.stderr) == ("imported\n", "interrupted\n")
+    assert done.returncode == 128 + signum
+
+
+def test_frames_called_back_from_c_are_unsafe_to_raise_in() -> None:
+    callback = compile("frame = sys._getframe()", f"{Path(llvmlite.__file__).parent}/x.py", "exec")
+    scope = {"sys": sys}
+    exec(callback, scope)  # a frame of llvmlite's, as LLVM's ctypes callbacks run
+    assert unsafe_to_raise(scope["frame"])
+    assert not unsafe_to_raise(sys._getframe())
 
 
 def test_two_runs_on_one_library_tag_each_file_once(make_audio, model_dir, tmp_path) -> None:

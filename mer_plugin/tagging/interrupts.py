@@ -6,8 +6,9 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
+from types import FrameType
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+from mer_plugin.signals import SIGNALS, unsafe_to_raise
 
 
 class Interrupts:
@@ -31,10 +32,10 @@ class Interrupts:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)  # type: ignore[arg-type]
 
-    def _handle(self, signum: int, frame: object) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.pending = True
         self.received = self.received or signum
-        if self.raising:
+        if self.raising and not unsafe_to_raise(frame):  # else `check` raises after it
             self.raising = False
             raise KeyboardInterrupt
 
