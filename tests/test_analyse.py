@@ -74,12 +74,59 @@ def test_a_rerun_keeps_unchanged_rows_and_redoes_a_changed_file(model, library, 
     ]
 
 
+def assert_timelines(rows: list[dict], model: Model, library: Path) -> None:
+    """Each analysed file's timeline is its prediction's, segment by segment."""
+    for row in rows:
+        if row["status"] == "failed":
+            assert row["timeline"] is None
+            continue
+        expected = predict_file(model, library / "sub" / Path(row["path"]).name).timeline
+        assert [(s["start"], s["end"]) for s in row["timeline"]] == [
+            (e.start, e.end) for e in expected
+        ]
+        for segment, e in zip(row["timeline"], expected, strict=True):
+            assert segment["quadrant"] == max(e.probabilities, key=e.probabilities.__getitem__)
+            assert segment["valence"] == pytest.approx(
+                e.probabilities["Q1"] + e.probabilities["Q4"], abs=1e-6
+            )
+            assert segment["confidence"] == pytest.approx(e.confidence, abs=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_a_timeline_column_holds_every_analysed_segment(model, library, tmp_path, suffix) -> None:
+    out = tmp_path / f"moods{suffix}"
+    analyse_to_table([library], out, model, timeline=True)
+    rows = read_rows(out, timeline=True)
+    assert len(rows) == len(FORMATS) + 1
+    assert_timelines(rows, model, library)
+    again = analyse_to_table([library], out, model, timeline=True)
+    assert (again.kept, again.analysed) == (len(FORMATS) + 1, 0)
+    assert read_rows(out, timeline=True) == rows
+
+
+def test_asking_for_a_timeline_redoes_rows_that_have_none(model, library, tmp_path) -> None:
+    out = tmp_path / "moods.parquet"
+    analyse_to_table([library], out, model)
+    assert "timeline" not in pq.read_table(out).column_names
+    again = analyse_to_table([library], out, model, timeline=True)
+    assert (again.kept, again.analysed) == (1, len(FORMATS))  # the failed row is kept
+    assert_timelines(read_rows(out, timeline=True), model, library)
+    plain = analyse_to_table([library], out, model)  # and back: the column is dropped
+    assert (plain.kept, plain.analysed) == (len(FORMATS) + 1, 0)
+    assert tuple(pq.read_table(out).column_names) == COLUMNS
+
+
 def test_mer_analyse_on_the_shipped_model(library, tmp_path: Path) -> None:
     out = tmp_path / "moods.csv"
     result = mer("analyse", library, "--out", out, env={"MER_CACHE_DIR": str(tmp_path / "c")})
     assert result.returncode == 1, result.stderr  # the broken file is a failed row
     assert f"{out}: {len(FORMATS) + 1} rows ({len(FORMATS)} analysed" in result.stdout
     assert {r["model"] for r in read_rows(out)} == {"mer-4q 1"}
+    cache = {"MER_CACHE_DIR": str(tmp_path / "c")}
+    result = mer("analyse", library, "--out", out, "--timeline", "-q", env=cache)
+    assert (result.returncode, result.stdout) == (1, "")
+    timelines = [row["timeline"] for row in read_rows(out, timeline=True)]
+    assert sum(t is not None and len(t) == 1 for t in timelines) == len(FORMATS)  # 3.5 s
 
 
 @pytest.mark.parametrize("name", ["moods.xlsx", "missing/moods.parquet"])
@@ -114,6 +161,15 @@ def test_the_ray_engine_gives_the_local_engines_rows(model, library, tmp_path, l
             assert row[name] == pytest.approx(local[path][name], abs=1e-5)
     again = analyse_on_ray([library], out, model, device="cpu")
     assert (again.kept, again.analysed) == (len(FORMATS) + 1, 0)
+
+
+def test_the_ray_engine_writes_the_timeline(model, library, tmp_path, local_ray) -> None:
+    from mer_plugin.catalog.ray_engine import analyse_on_ray
+
+    out = tmp_path / "ray.parquet"
+    run = analyse_on_ray([library], out, model, device="cpu", timeline=True)
+    assert (run.analysed, run.failed) == (len(FORMATS), 1)
+    assert_timelines(pq.read_table(out).to_pylist(), model, library)
 
 
 def test_the_ray_engine_without_ray_says_how_to_install_it(library, tmp_path: Path) -> None:

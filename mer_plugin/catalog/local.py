@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mer_plugin.catalog.table import FAILED, OK, Key, file_key, key_of, read_rows, write_rows
+from mer_plugin.emotion import valence_arousal
 from mer_plugin.library import walk
 from mer_plugin.tagging import Outcome, Status, predict_files, shown
 
 if TYPE_CHECKING:
     from mer_plugin.inference import Model
+    from mer_plugin.inference.predict import SegmentResult
 
 
 @dataclass
@@ -32,11 +34,15 @@ def analyse_to_table(
     model: Model,
     jobs: int = 1,
     on_file: Callable[[], None] | None = None,
+    timeline: bool = False,
 ) -> AnalyseRun:
     """Analyse the files under `paths` that `out` has no current row for, and write the
-    whole table to `out` (also when interrupted: what was done is kept)."""
-    run, todo = split_done(paths, read_rows(out), model)
-    predicted = predict_files(list(todo), model, jobs, on_outcome=lambda _: on_file and on_file())
+    whole table to `out` (also when interrupted: what was done is kept); with `timeline`,
+    each track's segment timeline too."""
+    run, todo = split_done(paths, read_rows(out, timeline), model, timeline)
+    predicted = predict_files(
+        list(todo), model, jobs, on_outcome=lambda _: on_file and on_file(), timeline=timeline
+    )
     run.interrupted = predicted.interrupted
     for outcome in predicted.outcomes:  # not done (interrupted), vanished: no row
         if outcome.status in (Status.WOULD_TAG, Status.FAILED):
@@ -44,18 +50,23 @@ def analyse_to_table(
             run.analysed += outcome.status == Status.WOULD_TAG
     run.failed = sum(row["status"] == FAILED for row in run.rows)
     run.rows.sort(key=lambda row: row["path"])
-    write_rows(out, run.rows)
+    write_rows(out, run.rows, timeline)
     return run
 
 
 def split_done(
-    paths: Iterable[Path], previous_rows: list[dict], model: Model
+    paths: Iterable[Path], previous_rows: list[dict], model: Model, timeline: bool = False
 ) -> tuple[AnalyseRun, dict[Path, Key]]:
-    """A run holding the rows still good (unchanged files) and the listing's problems as
-    failed rows; and the files left to analyse, with their keys as listed (a file that
-    changes while it is analysed then gets a row its next run will not trust)."""
+    """A run holding the rows still good (unchanged files; with `timeline`, only those
+    that have one, or failed) and the listing's problems as failed rows; and the files
+    left to analyse, with their keys as listed (a file that changes while it is analysed
+    then gets a row its next run will not trust)."""
     library = walk(paths, clean=False, decodable=True)
-    previous = {key_of(row): row for row in previous_rows}
+    previous = {
+        key_of(row): row
+        for row in previous_rows
+        if not timeline or row["status"] == FAILED or row["timeline"] is not None
+    }
     run = AnalyseRun()
     todo: dict[Path, Key] = {}
     for path in library.files:
@@ -73,9 +84,11 @@ def split_done(
 
 def result_row(key: Key, outcome: Outcome) -> dict:
     """The table's row of a file (its key as listed) from its outcome: "would tag" with
-    the prediction (a note in `reason`), or "failed" with the reason."""
+    the prediction (a note in `reason`; the timeline, when the outcome has one), or
+    "failed" with the reason."""
     path, size, mtime_ns, model = key
     ok = outcome.status == Status.WOULD_TAG
+    timeline = outcome.timeline
     return {
         "path": path,
         "size": size,
@@ -88,4 +101,14 @@ def result_row(key: Key, outcome: Outcome) -> dict:
         "valence": outcome.valence,
         "arousal": outcome.arousal,
         "confidence": outcome.confidence,
+        "timeline": None if timeline is None else [segment_row(s) for s in timeline],
     }
+
+
+def segment_row(segment: SegmentResult) -> dict:
+    """A timeline's record of one analysed segment."""
+    probs = segment.probabilities
+    valence, arousal = valence_arousal(probs) or (None, None)
+    quadrant = max(probs, key=probs.__getitem__)
+    times = {"start": segment.start, "end": segment.end, "quadrant": quadrant}
+    return {**times, "valence": valence, "arousal": arousal, "confidence": segment.confidence}

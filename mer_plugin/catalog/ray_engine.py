@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mer_plugin.catalog.local import AnalyseRun, split_done
-from mer_plugin.catalog.table import FAILED, OK, SCHEMA, Key, TableError
+from mer_plugin.catalog.table import FAILED, OK, Key, TableError, schema
 from mer_plugin.errors import MerError
 
 if TYPE_CHECKING:
@@ -48,9 +48,11 @@ def analyse_on_ray(
     model: Model,
     device: str = "auto",
     address: str | None = None,
+    timeline: bool = False,
 ) -> AnalyseRun:
     """Analyse the files under `paths` on Ray (a running cluster at `address`, else a
-    local instance) into the Parquet dataset folder `out`."""
+    local instance) into the Parquet dataset folder `out`; with `timeline`, each track's
+    segment timeline too."""
     ray = ray_module()
     if not ray.is_initialized():
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
@@ -61,14 +63,14 @@ def analyse_on_ray(
             logging_level=logging.WARNING,
         )
     _quiet(ray)
-    run, todo = split_done(paths, _read_dataset(out), model)
+    run, todo = split_done(paths, _read_dataset(out, timeline), model, timeline)
     items = [_item(path, key) for path, key in todo.items()]
-    rows = _analyse(ray, items, model, device) if items else []
+    rows = _analyse(ray, items, model, device, timeline) if items else []
     run.rows += rows
     run.analysed = sum(row["status"] == OK for row in rows)
     run.failed = sum(row["status"] == FAILED for row in run.rows)
     run.rows.sort(key=lambda row: row["path"])
-    _write_dataset(ray, out, run.rows)
+    _write_dataset(ray, out, run.rows, timeline)
     return run
 
 
@@ -80,14 +82,14 @@ def _quiet(ray: Any) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def _analyse(ray: Any, todo: list[dict], model: Model, device: str) -> list[dict]:
+def _analyse(ray: Any, todo: list[dict], model: Model, device: str, timeline: bool) -> list[dict]:
     from mer_plugin.inference.device import pick_device
     from mer_plugin.tagging.analysis import extras_key
 
     on_gpu = pick_device(device) == "cuda"
     gpus = int(ray.cluster_resources().get("GPU", 0)) if on_gpu else 0
     decode_args = {"spec": model.spec, "clip": False, "extras": extras_key(model)}
-    actor_args = {"folder": str(model.folder), "device": device}
+    actor_args = {"folder": str(model.folder), "device": device, "timeline": timeline}
     dataset = ray.data.from_items(todo)
     decoded = dataset.map(_decode, fn_kwargs=decode_args, num_cpus=1)
     cpus = max(1, int(ray.available_resources().get("CPU", 1)))
@@ -117,10 +119,11 @@ def _decode(row: dict, spec: Any, clip: bool, extras: Any) -> dict:
 class _Predictor:
     """A Ray actor holding the model: rows of decoded files in, result rows out."""
 
-    def __init__(self, folder: str, device: str) -> None:
+    def __init__(self, folder: str, device: str, timeline: bool) -> None:
         from mer_plugin.tagging import load_for_tagging
 
         self.model = load_for_tagging(folder, device)
+        self.timeline = timeline
 
     def __call__(self, batch: Any) -> Any:
         """The rows' segments go through the backbone together (a GPU's batch holds
@@ -143,29 +146,32 @@ class _Predictor:
 
         analysis = row["failure"] or Analysis(None, 0.0, extras=row["extras"], note=row["note"])
         path = Path(row["local_path"])
-        outcome = predict_outcome(self.model, path, analysis, segment_probs=segment_probs)
+        outcome = predict_outcome(
+            self.model, path, analysis, segment_probs=segment_probs, timeline=self.timeline
+        )
         key = (row["path"], row["size"], row["mtime_ns"], self.model.release)
         return result_row(key, outcome)
 
 
-def _read_dataset(out: Path) -> list[dict]:
+def _read_dataset(out: Path, timeline: bool) -> list[dict]:
     if not out.exists():
         return []
     import pyarrow.dataset as pa_dataset
 
-    try:
-        return pa_dataset.dataset(out, format="parquet", schema=SCHEMA).to_table().to_pylist()
+    try:  # a dataset written without a timeline reads as one with none
+        dataset = pa_dataset.dataset(out, format="parquet", schema=schema(timeline))
+        return dataset.to_table().to_pylist()
     except Exception as error:
         raise TableError(f"{out}: cannot read the results dataset ({error})") from None
 
 
-def _write_dataset(ray: Any, out: Path, rows: list[dict]) -> None:
+def _write_dataset(ray: Any, out: Path, rows: list[dict], timeline: bool) -> None:
     """Written by Ray into a sibling folder, then swapped in whole."""
     import pyarrow as pa
 
     part, old = out.with_name(f".{out.name}.part"), out.with_name(f".{out.name}.old")
     shutil.rmtree(part, ignore_errors=True)
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=schema(timeline))
     ray.data.from_arrow(table).write_parquet(str(part))
     if out.exists():
         out.rename(old)

@@ -41,6 +41,13 @@ def analyse(
     address: Annotated[
         str | None, typer.Option(help="With --engine ray: the cluster (default: a local Ray).")
     ] = None,
+    timeline: Annotated[
+        bool,
+        typer.Option(
+            help="Also a timeline column: each analysed 3 s segment's start, end, quadrant, "
+            "valence, arousal and confidence."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     verbose: Verbose = False,
 ) -> None:
@@ -62,9 +69,10 @@ def analyse(
         raise fail(error, USAGE_EXIT) from None
     try:
         if engine == Engine.ray:
-            run = analyse_on_ray(paths, out, loaded, device, address)
+            run = analyse_on_ray(paths, out, loaded, device, address, timeline)
         else:
-            run = analyse_to_table(paths, out, loaded, jobs or os.cpu_count() or 1)
+            jobs = jobs or os.cpu_count() or 1
+            run = analyse_to_table(paths, out, loaded, jobs, timeline=timeline)
     except MerError as error:
         raise fail(error) from None
     if not quiet:

@@ -10,6 +10,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mer_plugin.inference.predict import SegmentResult
 
 
 class HardLinks(StrEnum):
@@ -57,6 +61,8 @@ class TagOptions:
     stall_timeout: float = 120.0
     # an analysis budget: at most this many segments of a track, evenly spread (None: all)
     max_segments: int | None = None
+    # keep each analysed file's segment timeline in its outcome (`mer analyse --timeline`)
+    timeline: bool = False
 
 
 @dataclass
@@ -72,10 +78,12 @@ class Outcome:
     arousal: float | None = None
     confidence: float | None = None
     previous_mood: str | None = None  # the mood the file had before this run
+    timeline: list[SegmentResult] | None = None  # only when asked (`TagOptions.timeline`)
 
     def row(self) -> dict:
         """The report's row: plain values, the path printable whatever its bytes."""
-        return {"path": shown(self.path), **{k: v for k, v in vars(self).items() if k != "path"}}
+        values = {k: v for k, v in vars(self).items() if k not in ("path", "timeline")}
+        return {"path": shown(self.path), **values}
 
 
 @dataclass

@@ -139,7 +139,8 @@ class Tagger:
         start = time.perf_counter()
         try:
             probs = self.batcher.finish(path) if analysis.segments is None else None
-            return predict_outcome(self.model, path, analysis, previous, probs)
+            timeline = self.options.timeline
+            return predict_outcome(self.model, path, analysis, previous, probs, timeline)
         finally:
             self.seconds["model"] += time.perf_counter() - start
 
@@ -229,10 +230,12 @@ def predict_outcome(
     analysis: Analysis | str,
     previous_mood: str | None = None,
     segment_probs: np.ndarray | None = None,
+    timeline: bool = False,
 ) -> Outcome:
     """A file's analysis (or why it failed) through the model: "would tag" with the
-    prediction (a partly decoded file says so in `reason`), or "failed" with the reason.
-    An analysis whose segments were streamed comes with their probabilities."""
+    prediction (a partly decoded file says so in `reason`, its segment timeline when
+    asked), or "failed" with the reason. An analysis whose segments were streamed comes
+    with their probabilities."""
     from mer_plugin.inference.predict import predict_segments, song_prediction
 
     if isinstance(analysis, str):
@@ -249,6 +252,7 @@ def predict_outcome(
         return Outcome(path, Status.FAILED, reason, previous_mood=previous_mood)
     outcome = outcome_of(path, prediction, previous_mood)
     outcome.reason = analysis.note or ""
+    outcome.timeline = prediction.timeline if timeline else None
     return outcome
 
 
@@ -296,13 +300,15 @@ def predict_files(
     model: Model,
     jobs: int = 1,
     on_outcome: Callable[[Outcome], None] | None = None,
+    timeline: bool = False,
 ) -> TagRun:
     """Each file's prediction through `tag_library`'s pipeline (decoding workers, Ctrl-C
     between steps), for an application that keeps the results itself (the beets plugin,
     `beetsplug/mer.py`): no tags are read or written, no results cache is used. Outcomes,
     in the files' order: "would tag" with the prediction (`tag_fields` turns it into
-    tags), "failed" or "skipped" (vanished) with the reason, "not done" after Ctrl-C."""
-    options = TagOptions(dry_run=True, jobs=jobs, use_cache=False)
+    tags; with `timeline`, its segments too), "failed" or "skipped" (vanished) with the
+    reason, "not done" after Ctrl-C."""
+    options = TagOptions(dry_run=True, jobs=jobs, use_cache=False, timeline=timeline)
     run = TagRun(model.release, dry_run=True)
     _run(Tagger(model, options, None, check_tags=False), run, files, [], on_outcome)
     return run
