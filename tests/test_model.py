@@ -43,14 +43,21 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.mark.parametrize("method", ["clip", "segment", "sssl"])
-def test_saved_model_predicts_what_training_saw(dataset, cache_dir, tmp_path, method) -> None:
-    prepared = prepare(dataset, "tiny-test", FAST, cache_dir)
+@pytest.mark.parametrize(
+    ("method", "song_embedding_c"),
+    [("clip", 0.0), ("segment", 0.0), ("sssl", 0.0), ("segment", 1.0), ("sssl", 1.0)],
+)
+def test_saved_model_predicts_what_training_saw(
+    dataset, cache_dir, tmp_path, method, song_embedding_c
+) -> None:
+    settings = replace(FAST, song_embedding_c=song_embedding_c)
+    prepared = prepare(dataset, "tiny-test", settings, cache_dir)
     ctx = prepared.ctx
     rows = np.arange(len(ctx.dataset.clips))
     fitted = fit(method, ctx, rows, seed=0)
+    assert (fitted.song_embedding is not None) == (song_embedding_c > 0)
     expected = predict(fitted, ctx, rows)
-    card = model_card(prepared, fitted, FAST, "tiny", "test", None, "")
+    card = model_card(prepared, fitted, settings, "tiny", "test", None, "")
     folder = save_model(tmp_path / "model", card, model_tensors(prepared, fitted))
     model = load_model(folder)
     for row, clip in enumerate(ctx.dataset.clips):
@@ -143,11 +150,12 @@ def test_segments_of_several_songs_batched_together_keep_their_own_order(
 ) -> None:
     """Batches filled across songs (as on a GPU) give each song what it alone would."""
     from mer_plugin.features import file_segments
-    from mer_plugin.inference.predict import SegmentBatcher, segment_probabilities
+    from mer_plugin.inference.predict import SegmentBatcher, song_segments
 
-    model = load_model(train_model(dataset, TINY, "segment", FAST, tmp_path / "m", cache_dir))
+    settings = replace(FAST, song_embedding_c=1.0)  # embedding moments are kept per song too
+    model = load_model(train_model(dataset, TINY, "segment", settings, tmp_path / "m", cache_dir))
     songs = [file_segments(c.path, model.spec) for c in dataset.clips[:3]]
-    alone = [segment_probabilities(model, [s]) for s in songs]
+    alone = [song_segments(model, [s]) for s in songs]
     batcher = SegmentBatcher(model, size=5)
     for start in range(0, max(map(len, songs)), 3):  # interleaved, 3 segments at a time
         for i, segments in enumerate(songs):
@@ -155,7 +163,22 @@ def test_segments_of_several_songs_batched_together_keep_their_own_order(
     batcher.add("failed", songs[0][:2])
     batcher.discard("failed")
     for i, expected in enumerate(alone):
-        np.testing.assert_allclose(batcher.finish(i), expected, atol=1e-6)
+        got = batcher.finish(i)
+        np.testing.assert_allclose(got.probs, expected.probs, atol=1e-6)
+        assert got.moments is not None and expected.moments is not None
+        assert got.moments.count == len(songs[i])
+        np.testing.assert_allclose(got.moments.features(), expected.moments.features(), atol=1e-5)
+
+
+def test_embedding_moments_added_in_pieces_are_the_mean_and_std() -> None:
+    from mer_plugin.inference.heads import EmbeddingMoments
+
+    embeddings = np.random.default_rng(0).normal(3.0, 2.0, (50, 7)).astype(np.float32)
+    moments = EmbeddingMoments(7)
+    for piece in np.array_split(embeddings, [1, 20, 21]):  # pieces of 1, 19, 1 and 29 rows
+        moments.add(piece)
+    expected = np.concatenate([embeddings.mean(0), embeddings.std(0)])
+    np.testing.assert_allclose(moments.features(), expected, rtol=1e-5)
 
 
 def test_a_budget_analyses_every_stride_th_segment(dataset, cache_dir, tmp_path) -> None:

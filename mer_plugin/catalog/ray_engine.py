@@ -139,7 +139,7 @@ class _Predictor:
                 batcher.add(i, row["segments"])
         return pd.DataFrame([self._row(row, batcher.finish(i)) for i, row in enumerate(rows)])
 
-    def _row(self, row: dict, segment_probs: Any) -> dict:
+    def _row(self, row: dict, streamed: Any) -> dict:
         from mer_plugin.catalog.local import result_row
         from mer_plugin.tagging.analysis import Analysis
         from mer_plugin.tagging.run import predict_outcome
@@ -147,7 +147,7 @@ class _Predictor:
         analysis = row["failure"] or Analysis(None, 0.0, extras=row["extras"], note=row["note"])
         path = Path(row["local_path"])
         outcome = predict_outcome(
-            self.model, path, analysis, segment_probs=segment_probs, timeline=self.timeline
+            self.model, path, analysis, streamed=streamed, timeline=self.timeline
         )
         key = (row["path"], row["size"], row["mtime_ns"], self.model.release)
         return result_row(key, outcome)

@@ -1,8 +1,9 @@
 """A trained mer model: a folder with `model.safetensors` (weights) and `model.json` (card).
 
 The safetensors file holds the head (`head.*`), stage 2's song classifier (`song.*`:
-scaler and logistic regression) and, only when the backbone was trained or has no shipped
-weights, the backbone (`backbone.*`); otherwise the card names the shipped backbone and
+scaler and logistic regression), the song's embedding classifier (`song_embedding.*`,
+the same kind) and, only when the backbone was trained or has no shipped weights, the
+backbone (`backbone.*`); otherwise the card names the shipped backbone and
 the digest of its weights. Never pickle. Class order is data: the card's `classes`.
 
     model = load_model(resolve_model(None))  # the shipped default, or a folder, or a name
@@ -47,6 +48,8 @@ class Model:
     head: nn.Module  # eval mode
     song: SongClassifier | None  # stage 2, when the model has one
     extras: SongExtras | None = None  # song-level extractors stage 2 takes
+    # on the song's embedding moments, averaged with the song's probabilities, when it has one
+    song_embedding: SongClassifier | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -120,11 +123,17 @@ def load_model(folder: str | Path) -> Model:
     head = Head(dim, len(card.classes), hidden, 0.0)
     head.load_state_dict(head_state)
     song = SongClassifier.from_tensors(tensors) if "song.coef" in tensors else None
+    on_embedding = "song_embedding."
+    song_embedding = (
+        SongClassifier.from_tensors(tensors, on_embedding)
+        if f"{on_embedding}coef" in tensors
+        else None
+    )
     try:
         extras = SongExtras.from_card(list(card.song_extractors))
     except MerError as error:
         raise ModelError(f"{folder}: {error}") from None
-    return Model(folder, card, module.eval(), head.eval(), song, extras or None)
+    return Model(folder, card, module.eval(), head.eval(), song, extras or None, song_embedding)
 
 
 def _read(folder: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:

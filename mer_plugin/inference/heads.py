@@ -1,7 +1,9 @@
-"""The trained parts on top of a backbone: the classification head, and stage 2 (song
+"""The trained parts on top of a backbone: the classification head, stage 2 (song
 features aggregated from segment probabilities, and a logistic-regression song classifier
-kept as plain tensors so a model file never needs pickle). Training fits them
-(`training.methods`, `training.stage2`); inference only applies them."""
+kept as plain tensors so a model file never needs pickle), and the song's embedding
+classifier (the same logistic regression on the mean and standard deviation of the song's
+segment embeddings, `EmbeddingMoments`). Training fits them (`training.methods`,
+`training.stage2`); inference only applies them."""
 
 from __future__ import annotations
 
@@ -57,6 +59,34 @@ def stage2_features(probs: Iterable[np.ndarray], extras: np.ndarray | None) -> n
     probabilities, followed by its extractor features (one row each) when there are any."""
     features = np.stack([song_features(p) for p in probs])
     return features if extras is None else np.hstack([features, extras])
+
+
+class EmbeddingMoments:
+    """A song's segment embeddings as running sums (float64), added a batch at a time:
+    their mean and standard deviation without holding the segments."""
+
+    def __init__(self, dim: int) -> None:
+        self.count = 0
+        self.sum = np.zeros(dim)
+        self.squares = np.zeros(dim)
+
+    def add(self, embeddings: np.ndarray) -> None:
+        e = np.asarray(embeddings, dtype=np.float64)
+        self.count += len(e)
+        self.sum += e.sum(axis=0)
+        self.squares += np.square(e).sum(axis=0)
+
+    def features(self) -> np.ndarray:
+        """The song's embedding feature: mean, then standard deviation (ddof 0)."""
+        mean = self.sum / max(self.count, 1)
+        variance = np.maximum(self.squares / max(self.count, 1) - np.square(mean), 0.0)
+        return np.concatenate([mean, np.sqrt(variance)])
+
+    @classmethod
+    def of(cls, embeddings: np.ndarray) -> EmbeddingMoments:
+        moments = cls(embeddings.shape[1])
+        moments.add(embeddings)
+        return moments
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Predicting a song's emotion with a loaded model: segments -> backbone -> head ->
-song (clip head, stage 2 or the mean of segments), with a timeline of the segments.
-Segments stream through the backbone a batch at a time (`SegmentBatcher`); a song keeps
-only its segments' probabilities.
+song (clip head, stage 2 or the mean of segments, averaged with the song's embedding
+classifier when the model has one), with a timeline of the segments. Segments stream
+through the backbone a batch at a time (`SegmentBatcher`); a song keeps only its
+segments' probabilities and the running moments of their embeddings.
 
     model = load_model(resolve_model(None))
     result = predict_file(model, "song.flac")
@@ -24,7 +25,7 @@ from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.inference.card import Method
 from mer_plugin.inference.device import batch_size
 from mer_plugin.inference.folder import Model, ModelError
-from mer_plugin.inference.heads import stage2_features
+from mer_plugin.inference.heads import EmbeddingMoments, stage2_features
 from mer_plugin.kernels.confidence import confidence
 from mer_plugin.kernels.segments import cut_segments
 
@@ -59,6 +60,15 @@ class Prediction:
         return asdict(self)
 
 
+@dataclass
+class SongSegments:
+    """What a song's segments gave: their class probabilities (n, classes), in order, and
+    their embeddings' moments when the model's song level takes them."""
+
+    probs: np.ndarray
+    moments: EmbeddingMoments | None = None
+
+
 class SegmentBatcher:
     """Log-mel segments of one or more songs in, their class probabilities out.
 
@@ -76,6 +86,8 @@ class SegmentBatcher:
         self.owners: list[tuple[Hashable, int]] = []  # (song, rows) in the batch, in order
         self.fill = 0
         self.probs: dict[Hashable, list[np.ndarray]] = {}
+        self.moments: dict[Hashable, EmbeddingMoments] = {}
+        self.keeps_moments = model.song_embedding is not None
 
     def add(self, song: Hashable, segments: np.ndarray) -> None:
         """Segments (k, segment_frames, n_mels) of `song`, after those it had."""
@@ -90,35 +102,42 @@ class SegmentBatcher:
             if self.fill == self.size:
                 self._run()
 
-    def finish(self, song: Hashable) -> np.ndarray:
-        """The song's segment probabilities (n, classes), in order; the song is forgotten."""
+    def finish(self, song: Hashable) -> SongSegments:
+        """The song's segment probabilities (n, classes), in order, and their embeddings'
+        moments when kept; the song is forgotten."""
         if any(owner == song for owner, _ in self.owners):
             self._run()  # a partial batch (with other songs' segments, if any)
         parts = self.probs.pop(song, [])
+        moments = self.moments.pop(song, None)
         if not parts:
-            return np.empty((0, len(self.model.classes)))
-        return np.concatenate(parts)
+            return SongSegments(np.empty((0, len(self.model.classes))), moments)
+        return SongSegments(np.concatenate(parts), moments)
 
     def discard(self, song: Hashable) -> None:
         """Forget a song that failed part way (its segments still in the batch are run
         with the others', their probabilities dropped)."""
         self.probs.pop(song, None)
+        self.moments.pop(song, None)
 
     def _run(self) -> None:
-        probs = _class_probs(self.model, self.batch[: self.fill])
+        probs, embeddings = _outputs(self.model, self.batch[: self.fill])
         start = 0
         for song, rows in self.owners:
             if song in self.probs:
                 self.probs[song].append(probs[start : start + rows])
+                if self.keeps_moments:
+                    moments = self.moments.setdefault(song, EmbeddingMoments(embeddings.shape[1]))
+                    moments.add(embeddings[start : start + rows])
             start += rows
         self.owners, self.fill = [], 0
 
 
 @torch.no_grad()
-def _class_probs(model: Model, x: np.ndarray) -> np.ndarray:
-    """Class probabilities of a batch of backbone inputs, through backbone and head."""
-    logits = model.head(model.backbone(torch.from_numpy(np.ascontiguousarray(x))))
-    return torch.softmax(logits, dim=1).double().numpy()
+def _outputs(model: Model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and embeddings of a batch of backbone inputs."""
+    embeddings = model.backbone(torch.from_numpy(np.ascontiguousarray(x)))
+    probs = torch.softmax(model.head(embeddings), dim=1)
+    return probs.double().numpy(), embeddings.double().numpy()
 
 
 def predict_segments(
@@ -140,13 +159,18 @@ def predict_segments(
         if len(segments) == 0:
             raise ModelError("no audio segments to predict from")
         frames = clip_frames if clip_frames is not None else _join(segments, model.spec)
-        song = _class_probs(model, frames[None])[0]
+        song = _outputs(model, frames[None])[0][0]
         return _prediction(model, song, segment_probabilities(model, [segments]), stride)
     return predict_stream(model, [segments], extras, stride)
 
 
 def segment_probabilities(model: Model, batches: Iterable[np.ndarray]) -> np.ndarray:
     """Class probabilities (n, classes) of the segments in `batches`, a batch at a time."""
+    return song_segments(model, batches).probs
+
+
+def song_segments(model: Model, batches: Iterable[np.ndarray]) -> SongSegments:
+    """What the segments in `batches` give the song, a batch at a time."""
     batcher = SegmentBatcher(model)
     for batch in batches:
         batcher.add(0, batch)
@@ -161,20 +185,23 @@ def predict_stream(
 ) -> Prediction:
     """`predict_segments` of segment batches as they come (a decoder's stream): the
     song's segments are never all held, only their probabilities. Not for clip models."""
-    return song_prediction(model, segment_probabilities(model, batches), extras, stride)
+    return song_prediction(model, song_segments(model, batches), extras, stride)
 
 
 def song_prediction(
-    model: Model, segment_probs: np.ndarray, extras: np.ndarray | None = None, stride: int = 1
+    model: Model, segments: SongSegments, extras: np.ndarray | None = None, stride: int = 1
 ) -> Prediction:
-    """A song's prediction from its segments' probabilities: stage 2 or their mean."""
-    if len(segment_probs) == 0:
+    """A song's prediction from what its segments gave: stage 2 or the mean of their
+    probabilities, averaged with the embedding classifier's when the model has one."""
+    probs = segments.probs
+    if len(probs) == 0:
         raise ModelError("no audio segments to predict from")
-    if model.song is not None:
-        song = _stage2(model, segment_probs, extras)
-    else:
-        song = segment_probs.mean(axis=0)
-    return _prediction(model, song, segment_probs, stride)
+    song = _stage2(model, probs, extras) if model.song is not None else probs.mean(axis=0)
+    if model.song_embedding is not None:
+        if segments.moments is None:
+            raise ModelError("the model's song level needs its segments' embeddings")
+        song = (song + model.song_embedding.predict_proba(segments.moments.features())[0]) / 2
+    return _prediction(model, song, probs, stride)
 
 
 def _stage2(model: Model, segment_probs: np.ndarray, extras: np.ndarray | None) -> np.ndarray:

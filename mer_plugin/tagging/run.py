@@ -42,7 +42,7 @@ from mer_plugin.tags import (
 
 if TYPE_CHECKING:
     from mer_plugin.inference import Model, Prediction
-    from mer_plugin.inference.predict import SegmentBatcher
+    from mer_plugin.inference.predict import SegmentBatcher, SongSegments
 
 
 def load_for_tagging(name_or_folder: str | Path | None, device: str = "auto") -> Model:
@@ -138,9 +138,9 @@ class Tagger:
         self.seconds["analyse"] += analysis.seconds
         start = time.perf_counter()
         try:
-            probs = self.batcher.finish(path) if analysis.segments is None else None
+            streamed = self.batcher.finish(path) if analysis.segments is None else None
             timeline = self.options.timeline
-            return predict_outcome(self.model, path, analysis, previous, probs, timeline)
+            return predict_outcome(self.model, path, analysis, previous, streamed, timeline)
         finally:
             self.seconds["model"] += time.perf_counter() - start
 
@@ -229,13 +229,13 @@ def predict_outcome(
     path: Path,
     analysis: Analysis | str,
     previous_mood: str | None = None,
-    segment_probs: np.ndarray | None = None,
+    streamed: SongSegments | None = None,
     timeline: bool = False,
 ) -> Outcome:
     """A file's analysis (or why it failed) through the model: "would tag" with the
     prediction (a partly decoded file says so in `reason`, its segment timeline when
     asked), or "failed" with the reason. An analysis whose segments were streamed comes
-    with their probabilities."""
+    with what they gave (`SegmentBatcher.finish`)."""
     from mer_plugin.inference.predict import predict_segments, song_prediction
 
     if isinstance(analysis, str):
@@ -243,8 +243,8 @@ def predict_outcome(
     a = analysis
     try:
         if a.segments is None:
-            assert segment_probs is not None
-            prediction = song_prediction(model, segment_probs, a.extras, a.stride)
+            assert streamed is not None
+            prediction = song_prediction(model, streamed, a.extras, a.stride)
         else:
             prediction = predict_segments(model, a.segments, a.frames, a.extras, a.stride)
     except Exception as error:  # ModelError (no segments), a backbone's error

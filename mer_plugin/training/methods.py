@@ -10,6 +10,10 @@
   term; then stage 2, a song classifier on aggregated segment probabilities, trained on
   out-of-fold features of the training songs.
 
+With `song_embedding_c`, segment and sssl also fit a logistic regression on the mean and
+standard deviation of each song's segment embeddings (clean views); a song's probabilities
+are then the average of that and the method's own.
+
 All methods train a `Head` on features from a `FeatureSource` (cached frozen embeddings,
 or the backbone on the fly when fine-tuning), so they differ only in what this module says.
 
@@ -29,7 +33,7 @@ import torch.nn.functional as F
 
 from mer_plugin.datasets import Dataset, grouped_folds
 from mer_plugin.inference.card import Method
-from mer_plugin.inference.heads import Head, SongClassifier, stage2_features
+from mer_plugin.inference.heads import EmbeddingMoments, Head, SongClassifier, stage2_features
 from mer_plugin.kernels.confidence import gmm_clean_probability
 from mer_plugin.training.cache import SegmentTable
 from mer_plugin.training.progress import Reporter
@@ -63,13 +67,15 @@ class Context:
 
 @dataclass
 class Fitted:
-    """A trained method: its head, and for sssl the song classifier (None: mean)."""
+    """A trained method: its head, for sssl the song classifier (None: mean), and the
+    song's embedding classifier when asked for."""
 
     method: Method
     head: Head
     song: SongClassifier | None = None
     history: list[dict] = field(default_factory=list)
     backbone_state: dict[str, torch.Tensor] | None = None  # when the backbone was trained
+    song_embedding: SongClassifier | None = None
 
 
 # ------------------------------------------------------------------------------ public
@@ -79,6 +85,8 @@ def fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
     """Train `method` on the clips at cache `rows`."""
     with compute_threads(ctx.segments):
         fitted = _fit(method, ctx, rows, seed)
+        if method != Method.CLIP and ctx.settings.song_embedding_c > 0:
+            fitted.song_embedding = fit_embedding_classifier(ctx, rows, seed)
     fitted.backbone_state = ctx.segments.snapshot()
     return fitted
 
@@ -125,8 +133,12 @@ def _predict(fitted: Fitted, ctx: Context, rows: np.ndarray) -> np.ndarray:
         return predict_items(fitted.head, ctx.clips, rows)
     per_clip = segment_probabilities(fitted.head, ctx, rows)
     if fitted.song is None:
-        return np.stack([p.mean(axis=0) for p in per_clip])
-    return fitted.song.predict_proba(clip_stage2_features(ctx, rows, per_clip))
+        songs = np.stack([p.mean(axis=0) for p in per_clip])
+    else:
+        songs = fitted.song.predict_proba(clip_stage2_features(ctx, rows, per_clip))
+    if fitted.song_embedding is None:
+        return songs
+    return (songs + fitted.song_embedding.predict_proba(clip_embedding_features(ctx, rows))) / 2
 
 
 def segment_probabilities(head: Head, ctx: Context, rows: np.ndarray) -> list[np.ndarray]:
@@ -449,6 +461,26 @@ def fit_song_classifier(
     features = clip_stage2_features(ctx, rows, probs)
     groups = np.array(ctx.dataset.groups)[rows]
     return fit_classifier(features, ctx.clip_labels[rows], ctx.n_classes, s.song_c, seed, groups)
+
+
+def fit_embedding_classifier(ctx: Context, rows: np.ndarray, seed: int) -> SongClassifier:
+    """The song's embedding classifier, fitted on the training clips at `rows`."""
+    features = clip_embedding_features(ctx, rows)
+    labels = ctx.clip_labels[rows]
+    return fit_classifier(features, labels, ctx.n_classes, ctx.settings.song_embedding_c, seed)
+
+
+@torch.no_grad()
+def clip_embedding_features(ctx: Context, rows: np.ndarray) -> np.ndarray:
+    """Per clip row, the mean and std of its segments' clean-view embeddings."""
+    ids = ctx.table.ids_of(rows)
+    ctx.segments.set_mode(False)
+    chunks = np.array_split(ids, max(1, math.ceil(len(ids) / PREDICT_BATCH)))
+    clean = [ctx.segments.features(c, np.zeros(len(c), np.int64)).cpu() for c in chunks]
+    embeddings = torch.cat(clean).double().numpy()
+    counts = np.bincount(ctx.table.clip[ids], minlength=int(rows.max()) + 1)[rows]
+    per_clip = np.split(embeddings, np.cumsum(counts)[:-1])
+    return np.stack([EmbeddingMoments.of(e).features() for e in per_clip])
 
 
 def clip_stage2_features(ctx: Context, rows: np.ndarray, probs: list[np.ndarray]) -> np.ndarray:

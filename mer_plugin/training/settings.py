@@ -89,6 +89,11 @@ class Settings:
     # song_c 0: picked from stage2.SONG_C_GRID by grouped cross-validation on the
     # training songs' out-of-fold features
     song_c: float = setting(1.0, "stage 2: inverse L2 strength (0: chosen by inner folds)")
+    # --- segment and sssl: the song's embedding classifier, a logistic regression on the
+    # mean and std of a song's segment embeddings, averaged with the song's probabilities
+    song_embedding_c: float = setting(
+        0.0, "song embedding classifier: inverse L2 strength (0: none; segment, sssl)"
+    )
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
     def __post_init__(self) -> None:
@@ -112,6 +117,7 @@ class Settings:
                 f"stage2_folds={self.stage2_folds}: 0 (in-sample) or at least 2",
             ),
             (self.device in ("auto", "cpu", "cuda"), f"device={self.device!r}: auto, cpu or cuda"),
+            (self.song_embedding_c >= 0, f"song_embedding_c={self.song_embedding_c}: 0 or more"),
         )
         broken = [rule for ok, rule in rules if not ok]
         if broken:

@@ -86,6 +86,8 @@ def model_tensors(prepared: Prepared, fitted: Fitted) -> dict:
     tensors = {f"head.{k}": v for k, v in fitted.head.state_dict().items()}
     if fitted.song is not None:
         tensors.update(fitted.song.tensors())
+    if fitted.song_embedding is not None:
+        tensors.update(fitted.song_embedding.tensors("song_embedding."))
     if _weights_in_model(prepared):
         prepared.ctx.segments.load(fitted.backbone_state)
         state = prepared.built.module.state_dict()
@@ -161,9 +163,16 @@ def _song_level(fitted: Fitted, extras: SongExtras | None) -> str:
     if fitted.method == Method.CLIP:
         return "the head on the whole clip's embedding"
     if fitted.song is None:
-        return "mean of segment probabilities"
-    text = "logistic regression on aggregated segment probabilities (heads.SONG_FEATURES)"
-    return f"{text} and the features of {', '.join(extras.names)}" if extras else text
+        text = "mean of segment probabilities"
+    else:
+        text = "logistic regression on aggregated segment probabilities (heads.SONG_FEATURES)"
+        text = f"{text} and the features of {', '.join(extras.names)}" if extras else text
+    if fitted.song_embedding is None:
+        return text
+    return (
+        f"{text}, averaged with a logistic regression on the mean and standard deviation "
+        "of the segment embeddings"
+    )
 
 
 def metrics_from_eval(path: str | Path, method: str) -> dict:
