@@ -103,6 +103,9 @@ def train(
     seed: Seed = 0,
     sets: Sets = None,
     name: Annotated[str | None, typer.Option(help="Model name (default: the folder's).")] = None,
+    version: Annotated[
+        str, typer.Option(help="Model version: MER_MODEL is 'NAME VERSION'; bump it on retraining.")
+    ] = "1",
     metrics: Annotated[
         Path | None,
         typer.Option(help="A `mer eval --json` report: its row for METHOD goes into the card."),
@@ -142,6 +145,7 @@ def train(
             cache_dir,
             Reporter(quiet),
             name=name,
+            version=version,
             command=_command(ctx),
             metrics=measured,
             data_licence=data_licence,

@@ -55,6 +55,7 @@ def train_model(
     metrics: dict | None = None,
     data_licence: str = "",
     extractors: Sequence[str] = (),
+    version: str = "1",
 ) -> Path:
     """Train `method` on every readable clip of `dataset`; write the model folder `out`.
     `extractors` name song-level extractor plugins whose features stage 2 appends."""
@@ -69,7 +70,8 @@ def train_model(
     rows = np.arange(len(prepared.ctx.dataset.clips))
     fitted = fit(method, prepared.ctx, rows, settings.seed)
     out = Path(out)
-    card = model_card(prepared, fitted, settings, name or out.name, command, metrics, data_licence)
+    name = name or out.name
+    card = model_card(prepared, fitted, settings, name, command, metrics, data_licence, version)
     return save_model(out, card, model_tensors(prepared, fitted))
 
 
@@ -116,12 +118,13 @@ def model_card(
     command: str,
     metrics: dict | None,
     data_licence: str,
+    version: str = "1",
 ) -> dict:
     data, built = prepared.ctx.dataset, prepared.built
     backbone_name = built.backbone.name
     return {
         "name": name,
-        "version": "1",
+        "version": version,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "mer_version": __version__,
         "method": fitted.method,
