@@ -70,7 +70,8 @@ class SongSegments:
 
 
 class SegmentBatcher:
-    """Log-mel segments of one or more songs in, their class probabilities out.
+    """Log-mel segments of one or more songs in, their class probabilities out (and the
+    running moments of their embeddings, when the model's song level takes them).
 
     Segments are gathered across songs into batches of `size` for the backbone (on a
     GPU, the segments of several files fill one batch); each song's probabilities come
