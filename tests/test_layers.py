@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "mer_plugin.emotion": 0,
     "mer_plugin.frontend": 0,
     "mer_plugin.user_cache": 0,
+    "mer_plugin.signals": 0,
     "mer_plugin.logs": 0,
     "mer_plugin.files": 0,
     "mer_plugin.hookspecs": 1,
