@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mer_plugin.inference import Prediction, load_model, predict_file, resolve_model
+from mer_plugin.inference import Model, Prediction, load_model, predict_file, resolve_model
 
 # title -> the quadrants the title calls for (Q1 happy, Q2 angry/tense, Q3 sad, Q4 calm)
 WESNOTH = {
@@ -39,8 +39,7 @@ WESNOTH = {
 FAST_SUFFIXES = ("_fast", "_f")
 
 
-def wesnoth(root: Path, model_name: str) -> None:
-    model = load_model(resolve_model(model_name))
+def wesnoth(root: Path, model: Model) -> None:
     found = {p.stem: p for p in root.rglob("*.ogg") if "wesnoth" in str(p)}
     print(f"\n### Wesnoth, {model.release}\n")
     print("| track | says | P(Q1, Q2, Q3, Q4) | arousal | agrees with the title |")
@@ -56,8 +55,7 @@ def wesnoth(root: Path, model_name: str) -> None:
     print(f"\n{agree} of {sum(t in found for t in WESNOTH)} agree with their titles.")
 
 
-def supertuxkart(root: Path, model_name: str) -> None:
-    model = load_model(resolve_model(model_name))
+def supertuxkart(root: Path, model: Model) -> None:
     tracks = {p.stem: p for p in root.rglob("*.ogg") if "supertuxkart" in str(p)}
     pairs = [
         (stem[: -len(suffix)], stem)
@@ -90,8 +88,9 @@ def main() -> None:
     parser.add_argument("--model", action="append", help="model folder or name (repeatable)")
     args = parser.parse_args()
     for name in args.model or [None]:
-        wesnoth(args.root, name)
-        supertuxkart(args.root, name)
+        model = load_model(resolve_model(name))
+        wesnoth(args.root, model)
+        supertuxkart(args.root, model)
 
 
 if __name__ == "__main__":

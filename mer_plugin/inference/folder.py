@@ -122,18 +122,17 @@ def load_model(folder: str | Path) -> Model:
     dim, hidden = head_state["layers.0.weight"].shape[1], head_state["layers.0.weight"].shape[0]
     head = Head(dim, len(card.classes), hidden, 0.0)
     head.load_state_dict(head_state)
-    song = SongClassifier.from_tensors(tensors) if "song.coef" in tensors else None
-    on_embedding = "song_embedding."
-    song_embedding = (
-        SongClassifier.from_tensors(tensors, on_embedding)
-        if f"{on_embedding}coef" in tensors
-        else None
-    )
+    song, song_embedding = (_song_classifier(tensors, p) for p in ("song.", "song_embedding."))
     try:
         extras = SongExtras.from_card(list(card.song_extractors))
     except MerError as error:
         raise ModelError(f"{folder}: {error}") from None
     return Model(folder, card, module.eval(), head.eval(), song, extras or None, song_embedding)
+
+
+def _song_classifier(tensors: dict[str, torch.Tensor], prefix: str) -> SongClassifier | None:
+    """The song classifier saved under `prefix`, if the model has one."""
+    return SongClassifier.from_tensors(tensors, prefix) if f"{prefix}coef" in tensors else None
 
 
 def _read(folder: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:

@@ -121,12 +121,13 @@ class SegmentBatcher:
         self.moments.pop(song, None)
 
     def _run(self) -> None:
-        probs, embeddings = _outputs(self.model, self.batch[: self.fill])
+        probs, embedded = _outputs(self.model, self.batch[: self.fill])
+        embeddings = embedded.double().numpy() if self.keeps_moments else None
         start = 0
         for song, rows in self.owners:
             if song in self.probs:
                 self.probs[song].append(probs[start : start + rows])
-                if self.keeps_moments:
+                if embeddings is not None:
                     moments = self.moments.setdefault(song, EmbeddingMoments(embeddings.shape[1]))
                     moments.add(embeddings[start : start + rows])
             start += rows
@@ -134,11 +135,10 @@ class SegmentBatcher:
 
 
 @torch.no_grad()
-def _outputs(model: Model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _outputs(model: Model, x: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
     """Class probabilities and embeddings of a batch of backbone inputs."""
     embeddings = model.backbone(torch.from_numpy(np.ascontiguousarray(x)))
-    probs = torch.softmax(model.head(embeddings), dim=1)
-    return probs.double().numpy(), embeddings.double().numpy()
+    return torch.softmax(model.head(embeddings), dim=1).double().numpy(), embeddings
 
 
 def predict_segments(

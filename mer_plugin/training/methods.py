@@ -24,7 +24,7 @@ and prediction helpers, and one module keeps them on one footing, side by side.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,21 +144,31 @@ def _predict(fitted: Fitted, ctx: Context, rows: np.ndarray) -> np.ndarray:
 def segment_probabilities(head: Head, ctx: Context, rows: np.ndarray) -> list[np.ndarray]:
     """Per clip row, its segments' probabilities (n_segments, n_classes), in time order."""
     ids = ctx.table.ids_of(rows)
-    probs = predict_items(head, ctx.segments, ids)
-    counts = np.bincount(ctx.table.clip[ids], minlength=int(rows.max()) + 1)[rows]
-    return np.split(probs, np.cumsum(counts)[:-1])
+    return _by_clip(ctx, rows, ids, predict_items(head, ctx.segments, ids))
 
 
-@torch.no_grad()
 def predict_items(head: Head, source: FeatureSource, ids: np.ndarray) -> np.ndarray:
     """Softmax of the head on the clean view of items, in eval mode."""
     head.eval()
+    return _on_clean_views(source, ids, lambda x: F.softmax(head(x), dim=1))
+
+
+@torch.no_grad()
+def _on_clean_views(
+    source: FeatureSource, ids: np.ndarray, apply: Callable[[torch.Tensor], torch.Tensor]
+) -> np.ndarray:
+    """`apply` to the clean view's features of items, a chunk at a time (source in eval
+    mode), as one float64 array."""
     source.set_mode(False)
-    out = [
-        F.softmax(head(source.features(chunk, np.zeros(len(chunk), np.int64))), dim=1).cpu()
-        for chunk in np.array_split(ids, max(1, math.ceil(len(ids) / PREDICT_BATCH)))
-    ]
+    chunks = np.array_split(ids, max(1, math.ceil(len(ids) / PREDICT_BATCH)))
+    out = [apply(source.features(c, np.zeros(len(c), np.int64))).cpu() for c in chunks]
     return torch.cat(out).double().numpy()
+
+
+def _by_clip(ctx: Context, rows: np.ndarray, ids: np.ndarray, values: np.ndarray) -> list:
+    """`values` of the segments `ids` (`ctx.table.ids_of(rows)`), split clip by clip."""
+    counts = np.bincount(ctx.table.clip[ids], minlength=int(rows.max()) + 1)[rows]
+    return np.split(values, np.cumsum(counts)[:-1])
 
 
 # ------------------------------------------------------------------------------ training
@@ -470,16 +480,10 @@ def fit_embedding_classifier(ctx: Context, rows: np.ndarray, seed: int) -> SongC
     return fit_classifier(features, labels, ctx.n_classes, ctx.settings.song_embedding_c, seed)
 
 
-@torch.no_grad()
 def clip_embedding_features(ctx: Context, rows: np.ndarray) -> np.ndarray:
     """Per clip row, the mean and std of its segments' clean-view embeddings."""
     ids = ctx.table.ids_of(rows)
-    ctx.segments.set_mode(False)
-    chunks = np.array_split(ids, max(1, math.ceil(len(ids) / PREDICT_BATCH)))
-    clean = [ctx.segments.features(c, np.zeros(len(c), np.int64)).cpu() for c in chunks]
-    embeddings = torch.cat(clean).double().numpy()
-    counts = np.bincount(ctx.table.clip[ids], minlength=int(rows.max()) + 1)[rows]
-    per_clip = np.split(embeddings, np.cumsum(counts)[:-1])
+    per_clip = _by_clip(ctx, rows, ids, _on_clean_views(ctx.segments, ids, lambda x: x))
     return np.stack([EmbeddingMoments.of(e).features() for e in per_clip])
 
 
