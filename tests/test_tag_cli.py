@@ -138,6 +138,40 @@ def test_cuda_without_a_gpu_is_a_usage_error(make_audio, tmp_path: Path) -> None
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
 
 
+def test_a_rerun_on_a_tagged_library_never_loads_the_model(make_audio, model_dir, tmp_path):
+    """Nothing to analyse, nothing loaded: torch and the weights wait for a file that
+    needs them, so a rerun over a tagged library is quick and small."""
+    lib, cache = tmp_path / "lib", tmp_path / "cache"
+    make_library(make_audio, lib, formats=("flac", "mp3"))
+    assert mer_tag(lib, "--model", model_dir, cache=cache).returncode == 0
+    loaded = "import atexit, sys; atexit.register(lambda: print('torch' in sys.modules))"
+    run = "from mer_plugin.cli import main; sys.argv[0] = 'mer'; main()"
+    env = {**os.environ, "MER_CACHE_DIR": str(cache)}
+    cmd = [sys.executable, "-c", f"{loaded}; {run}", "tag", lib, "--model", model_dir]
+    for reason in ("cached", "this model"):  # skipped by the results cache, then by the tags
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert reason in result.stdout
+        assert result.stdout.splitlines()[-1] == "False"  # torch never imported
+        shutil.rmtree(cache)
+
+
+def test_weights_that_cannot_be_loaded_stop_the_run_before_any_write(
+    make_audio, model_dir, tmp_path
+) -> None:
+    broken = tmp_path / "broken-model"
+    shutil.copytree(model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    (tmp_path / "lib").mkdir()
+    song = make_audio("lib/a.flac", 3.5)
+    before = digest(song)
+    result = mer_tag(song.parent, "--model", broken, cache=tmp_path / "cache")
+    assert result.returncode == 2, result.stderr
+    error = result.stderr.strip()  # the progress bar may leave an empty line
+    assert error.count("\n") == 0 and "cannot read the model" in error
+    assert digest(song) == before
+
+
 def test_an_unwritable_report_is_refused_before_any_work(make_audio, tmp_path: Path) -> None:
     song = make_audio("a.flac", 1.0)
     locked = tmp_path / "locked"

@@ -88,7 +88,7 @@ def _analyse(ray: Any, todo: list[dict], model: Model, device: str, timeline: bo
 
     on_gpu = pick_device(device) == "cuda"
     gpus = int(ray.cluster_resources().get("GPU", 0)) if on_gpu else 0
-    decode_args = {"spec": model.spec, "clip": False, "extras": extras_key(model)}
+    decode_args = {"spec": model.spec, "clip": False, "extras": extras_key(model.card)}
     actor_args = {"folder": str(model.folder), "device": device, "timeline": timeline}
     dataset = ray.data.from_items(todo)
     decoded = dataset.map(_decode, fn_kwargs=decode_args, num_cpus=1)

@@ -99,17 +99,14 @@ def tag(
 ) -> None:
     """Tag every track under PATHS with its mood (MOOD) and valence/arousal (MER_*)."""
     show_logs(verbose)
+    from mer_plugin.inference import ModelError
     from mer_plugin.library import walk
-    from mer_plugin.tagging import (
-        HardLinks,
-        TagOptions,
-        load_for_tagging,
-        tag_library,
-        write_report,
-    )
+    from mer_plugin.tagging import HardLinks, ModelOnDemand, TagOptions, tag_library, write_report
 
-    try:
-        loaded = load_for_tagging(model, device.value)
+    try:  # torch and the weights wait until a file needs analysis, unless a GPU is asked for
+        on_demand = ModelOnDemand(model, device.value)
+        if device == Device.cuda:
+            on_demand.load()
     except MerError as error:  # a model or device that cannot be had: a usage error
         raise fail(error, USAGE_EXIT) from None
     jobs = jobs or os.cpu_count() or 1
@@ -123,8 +120,11 @@ def tag(
         max_segments=max_segments,
     )
     library = walk(paths, clean=not dry_run)
-    with _progress(quiet, len(library.files) + len(library.problems)) as advance:
-        run = tag_library(library, loaded, options, advance)
+    try:
+        with _progress(quiet, len(library.files) + len(library.problems)) as advance:
+            run = tag_library(library, on_demand, options, advance)
+    except ModelError as error:  # loaded on demand: nothing was written yet
+        raise fail(error, USAGE_EXIT) from None
     for warning in run.warnings:
         typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
     if report is not None:

@@ -87,3 +87,30 @@ class ModelCard:
             raise CardError(f"the card has no {error.args[0]!r}") from None
         except (TypeError, ValueError) as error:
             raise CardError(f"the card is malformed: {error}") from None
+
+
+class CardFacts:
+    """What a model's card says, the same for a loaded model and one not loaded yet."""
+
+    card: ModelCard
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.card.classes
+
+    @property
+    def method(self) -> Method:
+        return self.card.method
+
+    @property
+    def spec(self) -> FrontEndSpec:
+        return self.card.backbone.spec
+
+    @property
+    def release(self) -> str:
+        return self.card.release
+
+    @property
+    def song_window(self) -> int:
+        """Segments per training clip (median): the length stage 2 learned songs at."""
+        return self.card.song_window

@@ -25,8 +25,7 @@ from torch import nn
 
 from mer_plugin.backbones import BackboneError, get_backbone
 from mer_plugin.errors import MerError
-from mer_plugin.frontend import FrontEndSpec
-from mer_plugin.inference.card import FORMAT, Method, ModelCard
+from mer_plugin.inference.card import FORMAT, CardFacts, ModelCard
 from mer_plugin.inference.find import (  # noqa: F401  (re-exported: found here before)
     DEFAULT_MODEL,
     ModelError,
@@ -41,7 +40,7 @@ from mer_plugin.song_extras import SongExtras
 
 
 @dataclass
-class Model:
+class Model(CardFacts):
     folder: Path
     card: ModelCard
     backbone: nn.Module  # eval mode
@@ -50,27 +49,6 @@ class Model:
     extras: SongExtras | None = None  # song-level extractors stage 2 takes
     # on the song's embedding moments, averaged with the song's probabilities, when it has one
     song_embedding: SongClassifier | None = None
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.card.classes
-
-    @property
-    def method(self) -> Method:
-        return self.card.method
-
-    @property
-    def spec(self) -> FrontEndSpec:
-        return self.card.backbone.spec
-
-    @property
-    def release(self) -> str:
-        return self.card.release
-
-    @property
-    def song_window(self) -> int:
-        """Segments per training clip (median): the length stage 2 learned songs at."""
-        return self.card.song_window
 
 
 # ------------------------------------------------------------------------------ saving

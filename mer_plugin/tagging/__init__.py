@@ -1,6 +1,7 @@
 """`mer tag`'s engine: decide, analyse, predict and write, for a whole library, resumably.
 
     model = load_for_tagging(None, device="auto")  # the shipped default model
+    model = ModelOnDemand(None)  # or: its card now, its weights when a file needs them
     run = tag_library(walk([Path("~/Music").expanduser()]), model, TagOptions(jobs=2))
     run.outcomes  # one per file: tagged | would tag | skipped | failed | not done (+ reason)
 
@@ -48,6 +49,7 @@ from mer_plugin.tagging.outcomes import (
 from mer_plugin.tagging.policy import skip_reason
 from mer_plugin.tagging.results_cache import CACHE_FILE
 from mer_plugin.tagging.run import (
+    ModelOnDemand,
     Tagger,
     load_for_tagging,
     model_id,
@@ -65,6 +67,7 @@ __all__ = [
     "HARD_LINKED",
     "HardLinks",
     "MerError",
+    "ModelOnDemand",
     "OWN_MOOD",
     "REPORT_SUFFIXES",
     "SAME_MODEL",

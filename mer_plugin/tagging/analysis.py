@@ -21,7 +21,7 @@ from mer_plugin.kernels.segments import cut_segments
 from mer_plugin.song_extras import SongExtras
 
 if TYPE_CHECKING:  # workers import this module: torch (under inference) stays out
-    from mer_plugin.inference import Model
+    from mer_plugin.inference import ModelCard
 
 
 @dataclass
@@ -46,10 +46,9 @@ MIN_DECODED = 0.9
 ExtrasKey = tuple[tuple[str, tuple[str, ...]], ...]  # (extractor, features used) pairs
 
 
-def extras_key(model: Model) -> ExtrasKey:
+def extras_key(card: ModelCard) -> ExtrasKey:
     """What a worker needs to compute the model's extractor features (picklable)."""
-    card = model.extras.to_card() if model.extras else []
-    return tuple((entry["name"], tuple(entry["features"])) for entry in card)
+    return tuple((entry["name"], tuple(entry["features"])) for entry in card.song_extractors)
 
 
 @cache

@@ -14,6 +14,7 @@ import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from mer_plugin.emotion import QUADRANTS
 from mer_plugin.errors import MerError
-from mer_plugin.inference.card import Method
+from mer_plugin.inference.card import CardFacts, Method
 from mer_plugin.library import Library
 from mer_plugin.tagging.analysis import Analysis, extras_key
 from mer_plugin.tagging.interrupts import Interrupts
@@ -53,6 +54,32 @@ def load_for_tagging(name_or_folder: str | Path | None, device: str = "auto") ->
     return on_device(load_model(resolve_model(name_or_folder)), device)
 
 
+class ModelOnDemand(CardFacts):
+    """A model whose card is read now and whose weights (and torch) are loaded when a
+    file first needs analysis: a rerun over a tagged library never loads them."""
+
+    def __init__(self, name_or_folder: str | Path | None, device: str = "auto") -> None:
+        from mer_plugin.inference import read_card, resolve_model
+
+        self.folder = resolve_model(name_or_folder)
+        self.card = read_card(self.folder)
+        self.device = device
+        self._model: Model | None = None
+
+    def load(self) -> Model:
+        """The loaded model; `ModelError` when it cannot be had (weights, backbone, device)."""
+        from mer_plugin.inference import ModelError
+
+        if self._model is None:
+            try:
+                self._model = load_for_tagging(self.folder, self.device)
+            except ModelError:
+                raise
+            except MerError as error:  # a missing backbone plugin or device
+                raise ModelError(str(error)) from None
+        return self._model
+
+
 def model_release(name_or_folder: str | Path | None) -> str:
     """What MER_MODEL says of the model `load_for_tagging` would load, from its card
     alone: neither the weights nor torch are loaded."""
@@ -61,7 +88,7 @@ def model_release(name_or_folder: str | Path | None) -> str:
     return read_card(resolve_model(name_or_folder)).release
 
 
-def model_id(model: Model) -> str:
+def model_id(model: Model | ModelOnDemand) -> str:
     """The model's release and a digest of its files: what the cache calls the same model."""
     digest = hashlib.sha256()
     for name in ("model.json", "model.safetensors"):
@@ -92,18 +119,27 @@ class Tagger:
 
     def __init__(
         self,
-        model: Model,
+        model: Model | ModelOnDemand,
         options: TagOptions,
         cache: ResultCache | None,
         check_tags: bool = True,
     ) -> None:
-        self.model = model
+        self.source: CardFacts = model  # loaded, or on demand: its card known before loading
         self.options = options
         self.policy = Policy(model.release, model_id(model), options, cache)
         self.seconds: Counter = self.policy.seconds
         self.stop_signal: int | None = None  # the signal that ended the last `run` early
         self.check_tags = check_tags  # False: every readable file is analysed
-        self.batcher = segment_batcher(model)
+
+    @cached_property
+    def model(self) -> Model:
+        """The model, loaded when the first file needs it."""
+        model = self.source
+        return model.load() if isinstance(model, ModelOnDemand) else model
+
+    @cached_property
+    def batcher(self) -> SegmentBatcher:
+        return segment_batcher(self.model)
 
     def check(self, path: Path) -> Planned | Outcome:
         """The policy: what to do with a file, before anything is decoded."""
@@ -147,7 +183,7 @@ class Tagger:
     def write(self, planned: Planned, outcome: Outcome) -> Outcome:
         """Write a predicted outcome's tags and cache it: "tagged", else why not."""
         start = time.perf_counter()
-        fields = tag_fields(outcome, self.model.release)
+        fields = tag_fields(outcome, self.source.release)
         try:
             if (change := moved(planned)) is not None:
                 return _ended(outcome, Status.SKIPPED, change)
@@ -169,10 +205,10 @@ class Tagger:
         """Tag `files`, calling `record` with each outcome. Interrupted (Ctrl-C): the
         files not done, as "not done" outcomes; else an empty list."""
         jobs = max(1, min(self.options.jobs, len(files)))
-        model = self.model
-        clip, stall_s = model.method == Method.CLIP, self.options.stall_timeout
-        extras, budget = extras_key(model), self.options.max_segments
-        pipeline = Pipeline(model.spec, clip, extras, jobs, self.segments, stall_s, budget)
+        card = self.source
+        clip, stall_s = card.method == Method.CLIP, self.options.stall_timeout
+        extras, budget = extras_key(card.card), self.options.max_segments
+        pipeline = Pipeline(card.spec, clip, extras, jobs, self.segments, stall_s, budget)
         waiting: deque[Path] = deque(files)
         current: list[Planned] = []  # the file between the pipeline and `record`
         with Interrupts() as interrupts:
@@ -202,6 +238,7 @@ class Tagger:
                 record(checked)
             else:
                 pipeline.submit(checked)
+                self.model  # noqa: B018  (loaded once, while the workers decode)
 
 
 def _not_done(planned: list[Planned], waiting: deque[Path]) -> list[Outcome]:

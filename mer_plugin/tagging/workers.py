@@ -249,9 +249,7 @@ class Pipeline:
         self.done: Done = Queue(maxsize=_QUEUED_BATCHES * jobs)
 
     def __enter__(self) -> Pipeline:
-        if self.jobs > 1:
-            self.workers = [self._new_worker() for _ in range(self.jobs)]
-        return self
+        return self  # workers start with the first file: a run with nothing to do has none
 
     def __exit__(self, kind: type | None, *_: object) -> None:
         for worker in self.workers:
@@ -263,13 +261,15 @@ class Pipeline:
 
     @property
     def has_room(self) -> bool:
-        return self.busy < (self.jobs + 1 if self.workers else 1)
+        return self.busy < (self.jobs + 1 if self.jobs > 1 else 1)
 
     def in_flight(self) -> list[Planned]:
         working = [w.task for w in self.workers if w.task is not None]
         return [*self.queued, *working, *(planned for planned, _ in self.ready)]
 
     def submit(self, planned: Planned) -> None:
+        if self.jobs > 1 and not self.workers:
+            self.workers = [self._new_worker() for _ in range(self.jobs)]
         self.queued.append(planned)
         self._dispatch()
 
@@ -286,7 +286,7 @@ class Pipeline:
 
     def next_done(self, interrupts: Interrupts) -> tuple[Planned, Analysis | str]:
         """A finished file: inline, the next one; else the first any worker finishes."""
-        if not self.workers:
+        if self.jobs == 1:
             planned = self.queued[0]
             with interrupts.interruptible():
                 send = partial(self.segments, planned)
