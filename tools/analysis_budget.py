@@ -1,12 +1,15 @@
 """How few segments a song needs: the song quadrant from every Nth segment (or at most N
-segments, evenly spread) against the full analysis, on real long tracks.
+segments, evenly spread, or every Nth then all of them when that is a near tie) against
+the full analysis, on real long tracks.
 
-    python tools/analysis_budget.py MUSIC_FOLDER... --probs budget.npz
+    python tools/analysis_budget.py MUSIC_FOLDER... --store budget.npz
 
-Every track is analysed in full once with the default model (segment probabilities kept
-in `--probs`, reused by later runs); then each budget's song quadrant (the mean of the
-kept segments' probabilities, as the default model's song level) is compared with the
-full one. Prints a markdown table: budget, segments analysed, agreement.
+Every track is analysed in full once with the default model (each segment's class
+probabilities and embedding kept in `--store`, reused by later runs); then each budget's
+song is computed from the kept segments as the model's song level does (the mean of
+their probabilities, averaged with the song embedding classifier's when the model has
+one) and its quadrant compared with the full analysis'. Prints markdown tables: budget,
+segments analysed, agreement.
 """
 
 from __future__ import annotations
@@ -14,76 +17,130 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mer_plugin.errors import AudioError
-from mer_plugin.inference import load_model, predict_file, resolve_model
+from mer_plugin.features import iter_segments
+from mer_plugin.inference import Model, load_model, resolve_model
+from mer_plugin.inference.heads import EmbeddingMoments
 from mer_plugin.library import walk
 
-STRIDES = (1, 2, 3, 4, 5, 6, 8, 10)
-CAPS = (10, 20, 30, 40)
+STRIDES = (1, 2, 3, 4, 5, 6, 8)
+CAPS = (20, 30, 40)
+MARGINS = (0.05, 0.1, 0.15, 0.2)  # near-tie thresholds of the refined budget
+
+Track = tuple[np.ndarray, np.ndarray]  # segment probabilities (n, classes), embeddings (n, d)
+Pick = Callable[[Track], np.ndarray]  # which segments a budget analyses
 
 
-def full_probabilities(files: list[Path], store: Path) -> dict[str, np.ndarray]:
-    """Each file's segment probabilities (n, classes), computed once into `store`."""
-    known = dict(np.load(store)) if store.exists() else {}
-    todo = [f for f in files if str(f) not in known]
-    if todo:
-        model = load_model(resolve_model(None))
-        assert model.song is None, "the song level here is the mean of segments"
-        start = time.perf_counter()
-        for i, path in enumerate(todo, 1):
-            try:
-                timeline = predict_file(model, path).timeline
-            except AudioError as error:
-                print(f"skipped: {error}", file=sys.stderr)
-                continue
-            known[str(path)] = np.array([list(s.probabilities.values()) for s in timeline])
-            took = time.perf_counter() - start
-            print(f"{i}/{len(todo)} analysed ({took:.0f} s)", file=sys.stderr, flush=True)
-            if i % 20 == 0 or i == len(todo):
-                np.savez(store, **known)
-    return {k: v for k, v in known.items() if k in {str(f) for f in files}}
+@torch.no_grad()
+def analyse(model: Model, path: Path) -> Track:
+    """Every segment's class probabilities and embedding."""
+    probs, embeddings = [], []
+    for batch in iter_segments(path, model.spec):
+        embedded = model.backbone(torch.from_numpy(batch))
+        probs.append(torch.softmax(model.head(embedded), dim=1).numpy())
+        embeddings.append(embedded.numpy())
+    return np.concatenate(probs), np.concatenate(embeddings)
 
 
-def agreement(probs: dict[str, np.ndarray], pick) -> tuple[float, float]:
+def full_analyses(model: Model, files: list[Path], store: Path) -> dict[str, Track]:
+    """Each file's full analysis, computed once into `store`."""
+    known: dict[str, np.ndarray] = dict(np.load(store)) if store.exists() else {}
+    todo = [f for f in files if f"p:{f}" not in known]
+    start = time.perf_counter()
+    for i, path in enumerate(todo, 1):
+        try:
+            known[f"p:{path}"], known[f"e:{path}"] = analyse(model, path)
+        except AudioError as error:
+            print(f"skipped: {error}", file=sys.stderr)
+            continue
+        took = time.perf_counter() - start
+        print(f"{i}/{len(todo)} analysed ({took:.0f} s)", file=sys.stderr, flush=True)
+        if i % 20 == 0 or i == len(todo):
+            np.savez(store, **known)
+    return {str(f): (known[f"p:{f}"], known[f"e:{f}"]) for f in files if f"p:{f}" in known}
+
+
+def song(model: Model, track: Track, rows: np.ndarray) -> np.ndarray:
+    """The model's song probabilities from the segments `rows` of `track`."""
+    probs, embeddings = track[0][rows], track[1][rows]
+    result = probs.mean(axis=0)
+    if model.song_embedding is not None:
+        features = EmbeddingMoments.of(embeddings).features()[None]
+        result = (result + model.song_embedding.predict_proba(features)[0]) / 2
+    return result
+
+
+def every(k: int) -> Pick:
+    return lambda track: np.arange(0, len(track[0]), k)
+
+
+def spread(cap: int) -> Pick:
+    """At most `cap` segments, evenly spread, first and last included."""
+
+    def pick(track: Track) -> np.ndarray:
+        n = len(track[0])
+        return np.unique(np.linspace(0, n - 1, min(n, cap)).round().astype(int))
+
+    return pick
+
+
+def agreement(model: Model, tracks: dict[str, Track], pick: Pick) -> tuple[float, float]:
     """Share of songs whose quadrant from the picked segments is the full one's, and the
-    share of segments picked."""
+    share of segments analysed."""
     same = kept = total = 0
-    for p in probs.values():
-        rows = p[pick(len(p))]
-        same += int(np.argmax(rows.mean(axis=0)) == np.argmax(p.mean(axis=0)))
-        kept, total = kept + len(rows), total + len(p)
-    return same / len(probs), kept / total
+    for track in tracks.values():
+        n = len(track[0])
+        rows = pick(track)
+        full = np.argmax(song(model, track, np.arange(n)))
+        same += int(np.argmax(song(model, track, rows)) == full)
+        kept, total = kept + len(rows), total + n
+    return same / len(tracks), kept / total
 
 
-def spread(n: int, cap: int) -> np.ndarray:
-    """At most `cap` of `n` segment indices, evenly spread, first and last included."""
-    return np.unique(np.linspace(0, n - 1, min(n, cap)).round().astype(int))
+def refined(model: Model, k: int, margin: float) -> Pick:
+    """Every k-th segment; all of them when the top two quadrants are within `margin`."""
+
+    def pick(track: Track) -> np.ndarray:
+        rows = every(k)(track)
+        top = np.sort(song(model, track, rows))[::-1]
+        return rows if top[0] - top[1] >= margin else np.arange(len(track[0]))
+
+    return pick
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path)
-    parser.add_argument("--probs", type=Path, required=True, help="npz of full analyses")
+    parser.add_argument("--store", type=Path, required=True, help="npz of full analyses")
     parser.add_argument("--min-seconds", type=float, default=60.0, help="shorter tracks left out")
     args = parser.parse_args()
-    files = walk(args.folders).files
-    probs = full_probabilities(files, args.probs)
-    hop = load_model(resolve_model(None)).spec.segment_hop_seconds
-    probs = {k: p for k, p in probs.items() if len(p) * hop >= args.min_seconds}
-    minutes = sum(len(p) for p in probs.values()) * hop / 60
-    print(f"{len(probs)} tracks of >= {args.min_seconds:g} s, {minutes:.0f} min in all\n")
+    model = load_model(resolve_model(None))
+    assert model.song is None, "the song level here is the mean of segments"
+    torch.set_grad_enabled(False)
+    tracks = full_analyses(model, walk(args.folders).files, args.store)
+    hop = model.spec.segment_hop_seconds
+    tracks = {k: t for k, t in tracks.items() if len(t[0]) * hop >= args.min_seconds}
+    minutes = sum(len(t[0]) for t in tracks.values()) * hop / 60
+    shown = f"{len(tracks)} tracks of >= {args.min_seconds:g} s, {minutes:.0f} min"
+    print(f"{model.release}: {shown}\n")
     print("| budget | segments analysed | same song quadrant as full analysis |")
     print("|---|---|---|")
-    for k in STRIDES:
-        same, share = agreement(probs, lambda n, k=k: slice(None, None, k))
-        print(f"| every {k} | {share:.1%} | {same:.1%} |")
-    for cap in CAPS:
-        same, share = agreement(probs, lambda n, cap=cap: spread(n, cap))
-        print(f"| at most {cap}, evenly spread | {share:.1%} | {same:.1%} |")
+    budgets = [(f"every {k}", every(k)) for k in STRIDES]
+    budgets += [(f"at most {cap}, evenly spread", spread(cap)) for cap in CAPS]
+    budgets += [
+        (f"every {k}, all when the top two are within {m:g}", refined(model, k, m))
+        for k in (2, 3, 4)
+        for m in MARGINS
+    ]
+    for name, pick in budgets:
+        same, share = agreement(model, tracks, pick)
+        print(f"| {name} | {share:.1%} | {same:.1%} |", flush=True)
 
 
 if __name__ == "__main__":
