@@ -14,6 +14,9 @@ run. Reported, not asserted: timings on a shared machine vary.
   streamed through decode, segments and the model (`predict_file`'s stream), its tags
   written; CPU seconds per stage (decode to log-mel segments, model, tag write).
 - `mer tag`'s CPU seconds are its whole process tree's (workers included).
+- Memory: peak RSS of `mer tag` (main process and whole tree) and `mer predict` on a
+  120-minute mp3 (240 4Q clips joined) against a 3-minute one (its start), both
+  44.1 kHz stereo 192 kbps. Target: <= 1.10x.
 
     pytest benchmarks/bench_tag_real.py --benchmark-enable
 """
@@ -36,6 +39,7 @@ TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
 from audio_factory import ffmpeg_or_skip  # noqa: E402
+from bench_tag import peak_memory  # noqa: E402  (the memory sampler both suites use)
 
 from mer_plugin.features import iter_segments  # noqa: E402
 from mer_plugin.inference import load_model, resolve_model  # noqa: E402
@@ -155,4 +159,45 @@ def test_real_music(benchmark, library, summary, tmp_path) -> None:
         f"{x:.0f}x realtime, {cpu[0]:.1f} CPU s ({reference / wall:.2f}x the sequential "
         f"loop's {reference:.1f} s = {audio / reference:.0f}x, CPU s {per_stage}; --jobs 1: "
         f"{jobs1:.1f} s = {audio / jobs1:.0f}x); target {TARGET_X}x and {TARGET_RATIO}x: {verdict}"
+    )
+
+
+# ------------------------------------------------------------------------------ memory
+
+LONG_CLIPS, SHORT_S, MEMORY_TARGET = 240, 180, 1.10  # 240 clips of 30 s: 120 minutes
+
+
+@pytest.fixture(scope="session")
+def long_and_short(kept_dir: Path) -> tuple[Path, Path]:
+    """A 120-minute mp3 of real music and its first 3 minutes, made once."""
+    folder = kept_dir / "tag-real" / "memory"
+    long, short = folder / "long" / "120min.mp3", folder / "short" / "3min.mp3"
+    if not short.exists():
+        long.parent.mkdir(parents=True, exist_ok=True)
+        short.parent.mkdir(parents=True, exist_ok=True)
+        listing = folder / "clips.txt"
+        listing.write_text("".join(f"file '{c}'\n" for c in _clips()[:LONG_CLIPS]))
+        ffmpeg = [ffmpeg_or_skip(), "-v", "error", "-y"]
+        joined = ["-f", "concat", "-safe", "0", "-i", str(listing), *ENCODE["mp3"]]
+        subprocess.run([*ffmpeg, *joined, long], check=True)
+        subprocess.run([*ffmpeg, "-i", long, "-t", str(SHORT_S), "-c", "copy", short], check=True)
+    return long, short
+
+
+@pytest.mark.parametrize("command", ["tag", "predict"])
+def test_memory_of_a_long_file(long_and_short, summary, tmp_path, command: str) -> None:
+    mer = Path(sys.executable).with_name("mer")
+    env = {**os.environ, "MER_CACHE_DIR": str(tmp_path / "cache")}
+    peaks = {}
+    for path in long_and_short:
+        args = ["tag", path.parent, "--force", "-q"] if command == "tag" else ["predict", path]
+        peaks[path] = peak_memory([mer, *args], env)
+    long, short = (peaks[path] for path in long_and_short)
+    ratios = {part: long[part] / short[part] for part in ("main", "tree")}
+    verdict = "met" if max(ratios.values()) <= MEMORY_TARGET else "NOT met"
+    summary.append(
+        f"mer {command}, 120-min vs 3-min mp3: main process {long['main'] / 1e6:.0f} / "
+        f"{short['main'] / 1e6:.0f} MB = {ratios['main']:.2f}x, process tree "
+        f"{long['tree'] / 1e6:.0f} / {short['tree'] / 1e6:.0f} MB = {ratios['tree']:.2f}x "
+        f"(target <= {MEMORY_TARGET:.2f}x: {verdict})"
     )

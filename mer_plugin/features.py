@@ -7,7 +7,6 @@ output alone.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,10 +58,16 @@ class SegmentStream:
 
 
 def iter_segments(
-    path: str | Path, spec: FrontEndSpec, *, strict: bool = True, stride: int = 1
+    path: str | Path,
+    spec: FrontEndSpec,
+    *,
+    strict: bool = True,
+    stride: int = 1,
+    rest: bool = False,
 ) -> Iterator[np.ndarray]:
     """Yield batches of log-mel segments (k, segment_frames, n_mels) of a file, as decoded:
-    every `stride`-th segment (the first, then every stride-th after it).
+    every `stride`-th segment (the first, then every stride-th after it), or with `rest`
+    the others (those a first pass with that stride skipped).
 
     Raises `AudioError` for unreadable files and for files that decode to no samples;
     a file that stops decoding part way raises too unless `strict=False` (then an
@@ -74,9 +79,11 @@ def iter_segments(
 
     def kept(batch: np.ndarray) -> np.ndarray:
         nonlocal n_segments
-        first = -n_segments % stride  # the batch's first segment whose index is a multiple
+        start = -n_segments % stride  # the batch's first segment whose index is a multiple
         n_segments += len(batch)
-        return batch[first::stride]
+        if not rest:
+            return batch[start::stride]
+        return np.delete(batch, np.arange(start, len(batch), stride), axis=0)
 
     for block in open_stream(path, spec.sample_rate, strict=strict):
         n_samples += len(block)
@@ -88,15 +95,6 @@ def iter_segments(
     for batch in (segments.push(log_mel.finish()), segments.finish()):
         if len(batch := kept(batch)):
             yield batch
-
-
-def budget_stride(duration: float | None, spec: FrontEndSpec, max_segments: int | None) -> int:
-    """Every how many segments to analyse so that a track of `duration` seconds has at
-    most `max_segments` analysed, evenly spread; 1 (all of them) without a cap or a known
-    duration."""
-    if not max_segments or not duration:
-        return 1
-    return max(1, math.ceil(segments_of(duration, spec) / max_segments))
 
 
 def segments_of(duration: float, spec: FrontEndSpec) -> int:

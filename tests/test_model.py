@@ -182,16 +182,35 @@ def test_embedding_moments_added_in_pieces_are_the_mean_and_std() -> None:
 
 
 def test_a_budget_analyses_every_stride_th_segment(dataset, cache_dir, tmp_path) -> None:
-    from mer_plugin.features import budget_stride
+    from mer_plugin.budget import Budget
 
     model = load_model(train_model(dataset, TINY, "segment", FAST, tmp_path / "m", cache_dir))
     path = dataset.clips[0].path
     full = predict_file(model, path)
-    stride = budget_stride(full.timeline[-1].end, model.spec, 2)
+    capped = Budget(max_segments=2)
+    stride = capped.stride_for(len(full.timeline))
     assert stride > 1
-    budget = predict_file(model, path, max_segments=2)
-    assert len(budget.timeline) <= 2
-    picked = full.timeline[::stride]
-    assert [s.start for s in budget.timeline] == pytest.approx([s.start for s in picked])
-    for got, want in zip(budget.timeline, picked, strict=True):
-        assert got.probabilities == pytest.approx(want.probabilities, abs=1e-6)
+    for budget, picked in ((capped, full.timeline[::stride]), (Budget(3), full.timeline[::3])):
+        got = predict_file(model, path, budget)
+        assert [s.start for s in got.timeline] == pytest.approx([s.start for s in picked])
+        for mine, want in zip(got.timeline, picked, strict=True):
+            assert mine.probabilities == pytest.approx(want.probabilities, abs=1e-6)
+    assert len(predict_file(model, path, capped).timeline) <= 2
+
+
+def test_a_near_tie_is_analysed_whole(dataset, cache_dir, tmp_path) -> None:
+    """A first pass whose song is a near tie (any margin is, below 1) brings the rest of
+    the segments: the song (embedding moments included) and timeline are the full
+    analysis'."""
+    from mer_plugin.budget import Budget
+
+    settings = replace(FAST, song_embedding_c=1.0)
+    model = load_model(train_model(dataset, TINY, "segment", settings, tmp_path / "m", cache_dir))
+    assert model.song_embedding is not None
+    path = dataset.clips[0].path
+    full = predict_file(model, path)
+    both = predict_file(model, path, Budget(stride=3, near_tie=1.0))
+    assert [s.start for s in both.timeline] == [s.start for s in full.timeline]
+    assert both.probabilities == pytest.approx(full.probabilities, abs=1e-6)
+    for mine, want in zip(both.timeline, full.timeline, strict=True):
+        assert mine.probabilities == pytest.approx(want.probabilities, abs=1e-6)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mer_plugin.features import SegmentStream
-from mer_plugin.frontend import FrontEndSpec
+from mer_plugin.features import SegmentStream, iter_segments
+from mer_plugin.frontend import MUSICNN, FrontEndSpec
 from mer_plugin.kernels.segments import cut_segments, pad_to_segment, segment_count
 
 
@@ -70,3 +70,15 @@ def test_stream_pads_audio_shorter_than_one_segment() -> None:
 def test_stream_of_nothing_gives_nothing() -> None:
     stream = SegmentStream(_spec(5, 5))
     assert stream.finish().shape == (0, 5, 4)
+
+
+def test_a_second_pass_gives_the_segments_the_first_skipped(make_audio) -> None:
+    """A budget's two passes over a file (every third segment, then the rest) are the
+    whole file's segments, batch boundaries notwithstanding."""
+    path = make_audio("long.flac", 40.0, kind="noise")
+    whole = np.concatenate(list(iter_segments(path, MUSICNN)))
+    first = list(iter_segments(path, MUSICNN, stride=3))
+    rest = list(iter_segments(path, MUSICNN, stride=3, rest=True))
+    assert len(whole) == 13 and len(rest) > 1  # the rest came in several batches
+    np.testing.assert_array_equal(np.concatenate(first), whole[::3])
+    np.testing.assert_array_equal(np.concatenate(rest), np.delete(whole, np.s_[::3], axis=0))

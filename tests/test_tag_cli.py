@@ -198,8 +198,8 @@ def test_a_symlink_loop_on_the_command_line_is_one_failed_path(
 @pytest.mark.parametrize(
     "args",
     [(), ("{song}", "--jobs", "0"), ("{song}", "--report", "out.txt"), ("{missing}",)]
-    + [("{song}", "--device", "tpu")],
-    ids=["no-path", "jobs-0", "report-txt", "missing-path", "device"],
+    + [("{song}", "--device", "tpu"), ("{song}", "--full", "--max-segments", "4")],
+    ids=["no-path", "jobs-0", "report-txt", "missing-path", "device", "full-and-a-cap"],
 )
 def test_usage_errors_exit_2(make_audio, tmp_path: Path, args: tuple[str, ...]) -> None:
     song, missing = make_audio("a.flac", 1.0), tmp_path / "missing"

@@ -24,6 +24,7 @@ from tiny_model import train_tiny_model
 from tinytag import TinyTag
 
 from mer_plugin.audio import open_stream
+from mer_plugin.budget import FULL, Budget
 from mer_plugin.errors import AudioError, TagError
 from mer_plugin.hookspecs import TagWriter, hookimpl
 from mer_plugin.inference import Model, predict_file
@@ -165,12 +166,13 @@ def test_a_clip_model_tags_as_predict_says(make_audio: MAKE, options, tmp_path: 
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-@pytest.mark.parametrize("max_segments", [None, 10])
+@pytest.mark.parametrize(("budget", "stride"), [(FULL, 1), (Budget(max_segments=10), 4)])
 def test_pipeline_streams_the_segments_of_a_whole_analysis(
-    make_audio: MAKE, jobs: int, max_segments: int | None
+    make_audio: MAKE, jobs: int, budget: Budget, stride: int
 ) -> None:
     """The batches a pipeline streams (inline, from a worker) are the segments of one
-    whole analysis: all of them, or every stride-th under a budget."""
+    whole analysis: all of them, or every stride-th under a budget (at most 10 of 31:
+    every 4th), then on a second pass the rest."""
     from mer_plugin.frontend import MUSICNN
     from mer_plugin.tagging.interrupts import Interrupts
     from mer_plugin.tagging.policy import Planned
@@ -180,15 +182,46 @@ def test_pipeline_streams_the_segments_of_a_whole_analysis(
     whole = analyse(str(path), MUSICNN, False)
     assert not isinstance(whole, str) and len(whole.segments) == 31  # 95 s in 3 s segments
     batches = []
-    pipeline = Pipeline(MUSICNN, False, (), jobs, lambda _, b: batches.append(b), 120, max_segments)
+    pipeline = Pipeline(MUSICNN, False, (), jobs, lambda _, b: batches.append(b), 120, budget)
+    planned = Planned(path, bytes(path), path.stat(), None)
     with Interrupts() as interrupts, pipeline:
-        pipeline.submit(Planned(path, bytes(path), path.stat(), None))
+        pipeline.submit(planned)
         _, streamed = pipeline.next_done(interrupts)
+        first = len(batches)
+        pipeline.submit(planned, rest=True)
+        _, rest = pipeline.next_done(interrupts)
     assert not isinstance(streamed, str) and streamed.segments is None
-    assert len(batches) > 1  # sent as decoded
-    stride = 4 if max_segments else 1  # at most 10 of 31: every 4th, 8 segments
-    assert streamed.stride == stride
-    np.testing.assert_array_equal(np.concatenate(batches), whole.segments[::stride])
+    assert first > 1  # sent as decoded
+    assert (streamed.stride, streamed.rest) == (stride, False)
+    np.testing.assert_array_equal(np.concatenate(batches[:first]), whole.segments[::stride])
+    assert not isinstance(rest, str) and rest.rest
+    expected_rest = np.delete(whole.segments, np.s_[::stride], axis=0)
+    assert sum(len(b) for b in batches[first:]) == len(expected_rest)
+    if len(expected_rest):
+        np.testing.assert_array_equal(np.concatenate(batches[first:]), expected_rest)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_near_tie_is_analysed_whole_and_a_clear_song_from_its_budget(
+    make_audio: MAKE, model, options, jobs: int
+) -> None:
+    """`mer tag`'s budget: every third segment; on a near tie (any margin is one, below
+    1), the rest too, and then the song and timeline are the full analysis'."""
+    paths = [song(make_audio, f"{i}.mp3", 40.0, kind="noise", seed=i) for i in range(2)]
+    full = {path: predict_file(model, path) for path in paths}
+    for budget, picked in (
+        (Budget(3, near_tie=1.0), slice(None)),
+        (Budget(3), slice(None, None, 3)),
+    ):
+        run = tag(paths, model, options, budget=budget, jobs=jobs, dry_run=True, timeline=True)
+        for outcome in run.outcomes:
+            assert outcome.status == Status.WOULD_TAG, outcome
+            expected = full[outcome.path].timeline[picked]
+            assert [s.start for s in outcome.timeline] == pytest.approx([s.start for s in expected])
+            for got, want in zip(outcome.timeline, expected, strict=True):
+                assert got.probabilities == pytest.approx(want.probabilities, abs=1e-5)
+            if budget.near_tie:
+                assert outcome.valence == pytest.approx(full[outcome.path].valence, abs=1e-5)
 
 
 def test_gathering_grows_past_a_short_estimate() -> None:

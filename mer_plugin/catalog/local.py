@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mer_plugin.budget import DEFAULT_BUDGET, Budget
 from mer_plugin.catalog.table import FAILED, OK, Key, file_key, key_of, read_rows, write_rows
 from mer_plugin.emotion import valence_arousal
 from mer_plugin.library import walk
@@ -35,14 +36,18 @@ def analyse_to_table(
     jobs: int = 1,
     on_file: Callable[[], None] | None = None,
     timeline: bool = False,
+    budget: Budget = DEFAULT_BUDGET,
 ) -> AnalyseRun:
     """Analyse the files under `paths` that `out` has no current row for, and write the
     whole table to `out` (also when interrupted: what was done is kept); with `timeline`,
-    each track's segment timeline too."""
+    each track's segment timeline too. The `budget` picks the segments, as for `mer tag`."""
     run, todo = split_done(paths, read_rows(out, timeline), model, timeline)
-    predicted = predict_files(
-        list(todo), model, jobs, on_outcome=lambda _: on_file and on_file(), timeline=timeline
-    )
+
+    def advance(_: Outcome) -> None:
+        if on_file is not None:
+            on_file()
+
+    predicted = predict_files(list(todo), model, jobs, advance, timeline, budget)
     run.interrupted = predicted.interrupted
     for outcome in predicted.outcomes:  # not done (interrupted), vanished: no row
         if outcome.status in (Status.WOULD_TAG, Status.FAILED):

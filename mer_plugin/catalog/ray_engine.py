@@ -18,12 +18,15 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mer_plugin.budget import DEFAULT_BUDGET, Budget
 from mer_plugin.catalog.local import AnalyseRun, split_done
 from mer_plugin.catalog.table import FAILED, OK, Key, TableError, schema
 from mer_plugin.errors import MerError
+from mer_plugin.inference.find import ModelError
 
 if TYPE_CHECKING:
     from mer_plugin.inference import Model
@@ -49,10 +52,11 @@ def analyse_on_ray(
     device: str = "auto",
     address: str | None = None,
     timeline: bool = False,
+    budget: Budget = DEFAULT_BUDGET,
 ) -> AnalyseRun:
     """Analyse the files under `paths` on Ray (a running cluster at `address`, else a
     local instance) into the Parquet dataset folder `out`; with `timeline`, each track's
-    segment timeline too."""
+    segment timeline too. The `budget` picks the segments, as for `mer tag`."""
     ray = ray_module()
     if not ray.is_initialized():
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
@@ -65,7 +69,7 @@ def analyse_on_ray(
     _quiet(ray)
     run, todo = split_done(paths, _read_dataset(out, timeline), model, timeline)
     items = [_item(path, key) for path, key in todo.items()]
-    rows = _analyse(ray, items, model, device, timeline) if items else []
+    rows = _analyse(ray, items, model, device, timeline, budget) if items else []
     run.rows += rows
     run.analysed = sum(row["status"] == OK for row in rows)
     run.failed = sum(row["status"] == FAILED for row in run.rows)
@@ -82,14 +86,22 @@ def _quiet(ray: Any) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def _analyse(ray: Any, todo: list[dict], model: Model, device: str, timeline: bool) -> list[dict]:
+def _analyse(
+    ray: Any, todo: list[dict], model: Model, device: str, timeline: bool, budget: Budget
+) -> list[dict]:
     from mer_plugin.inference.device import pick_device
     from mer_plugin.tagging.analysis import extras_key
 
     on_gpu = pick_device(device) == "cuda"
     gpus = int(ray.cluster_resources().get("GPU", 0)) if on_gpu else 0
-    decode_args = {"spec": model.spec, "clip": False, "extras": extras_key(model.card)}
-    actor_args = {"folder": str(model.folder), "device": device, "timeline": timeline}
+    extras = extras_key(model.card)
+    decode_args = {"spec": model.spec, "clip": False, "extras": extras, "budget": budget}
+    actor_args = {
+        "folder": str(model.folder),
+        "device": device,
+        "timeline": timeline,
+        "budget": budget,
+    }
     dataset = ray.data.from_items(todo)
     decoded = dataset.map(_decode, fn_kwargs=decode_args, num_cpus=1)
     cpus = max(1, int(ray.available_resources().get("CPU", 1)))
@@ -105,25 +117,29 @@ def _analyse(ray: Any, todo: list[dict], model: Model, device: str, timeline: bo
     return predicted.take_all()
 
 
-def _decode(row: dict, spec: Any, clip: bool, extras: Any) -> dict:
-    """A Ray task: one file decoded into its log-mel segments, or the reason it failed."""
+def _decode(row: dict, spec: Any, clip: bool, extras: Any, budget: Budget) -> dict:
+    """A Ray task: one file decoded into the log-mel segments its budget's first pass
+    takes, or the reason it failed."""
     from mer_plugin.tagging.analysis import analyse
 
-    result = analyse(row["local_path"], spec, clip, extras)
+    result = analyse(row["local_path"], spec, clip, extras, budget)
     if isinstance(result, str):
-        return {**row, "segments": None, "extras": None, "note": None, "failure": result}
+        failed = {"segments": None, "extras": None, "note": None, "stride": 1}
+        return {**row, **failed, "failure": result}
     analysed = {"segments": result.segments, "extras": result.extras, "note": result.note}
-    return {**row, **analysed, "failure": None}
+    return {**row, **analysed, "stride": result.stride, "failure": None}
 
 
 class _Predictor:
-    """A Ray actor holding the model: rows of decoded files in, result rows out."""
+    """A Ray actor holding the model: rows of decoded files in, result rows out. A file
+    whose first pass is a near tie is decoded again here for the rest of its segments."""
 
-    def __init__(self, folder: str, device: str, timeline: bool) -> None:
+    def __init__(self, folder: str, device: str, timeline: bool, budget: Budget) -> None:
         from mer_plugin.tagging import load_for_tagging
 
         self.model = load_for_tagging(folder, device)
         self.timeline = timeline
+        self.budget = budget
 
     def __call__(self, batch: Any) -> Any:
         """The rows' segments go through the backbone together (a GPU's batch holds
@@ -144,13 +160,36 @@ class _Predictor:
         from mer_plugin.tagging.analysis import Analysis
         from mer_plugin.tagging.run import predict_outcome
 
-        analysis = row["failure"] or Analysis(None, 0.0, extras=row["extras"], note=row["note"])
+        analysis = row["failure"] or Analysis(
+            None, 0.0, extras=row["extras"], note=row["note"], stride=int(row["stride"])
+        )
+        if not row["failure"]:
+            analysis, streamed = self._whole_on_a_near_tie(row, analysis, streamed)
         path = Path(row["local_path"])
         outcome = predict_outcome(
             self.model, path, analysis, streamed=streamed, timeline=self.timeline
         )
         key = (row["path"], row["size"], row["mtime_ns"], self.model.release)
         return result_row(key, outcome)
+
+    def _whole_on_a_near_tie(self, row: dict, analysis: Any, streamed: Any) -> tuple[Any, Any]:
+        """The first pass, or both passes when the first is a near tie (a failed second
+        pass is the row's failure)."""
+        from mer_plugin.inference.predict import both_passes, near_tie, song_segments
+        from mer_plugin.tagging.analysis import analyse
+
+        stride = analysis.stride
+        if stride == 1 or not near_tie(self.model, streamed, analysis.extras, self.budget):
+            return analysis, streamed
+        spec, path = self.model.spec, row["local_path"]
+        rest = analyse(path, spec, False, (), self.budget, rest=True)
+        if isinstance(rest, str):
+            return rest, None
+        try:
+            joined = both_passes(streamed, song_segments(self.model, [rest.segments]), stride)
+        except ModelError as error:
+            return str(error), None
+        return replace(analysis, stride=1), joined
 
 
 def _read_dataset(out: Path, timeline: bool) -> list[dict]:

@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from mer_plugin.cli.common import USAGE_EXIT, Verbose, fail, library_paths
+from mer_plugin.budget import DEFAULT_BUDGET, FULL
+from mer_plugin.cli.common import USAGE_EXIT, Full, Verbose, fail, library_paths
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
 
@@ -48,10 +49,12 @@ def analyse(
             "valence, arousal and confidence."
         ),
     ] = False,
+    full: Full = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     verbose: Verbose = False,
 ) -> None:
     """Write every track's emotion under PATHS to a table (resumable; audio untouched)."""
+    budget = FULL if full else DEFAULT_BUDGET
     from mer_plugin.catalog import analyse_to_table
     from mer_plugin.catalog.ray_engine import analyse_on_ray, ray_module
     from mer_plugin.catalog.table import check_target
@@ -69,10 +72,10 @@ def analyse(
         raise fail(error, USAGE_EXIT) from None
     try:
         if engine == Engine.ray:
-            run = analyse_on_ray(paths, out, loaded, device, address, timeline)
+            run = analyse_on_ray(paths, out, loaded, device, address, timeline, budget)
         else:
             jobs = jobs or os.cpu_count() or 1
-            run = analyse_to_table(paths, out, loaded, jobs, timeline=timeline)
+            run = analyse_to_table(paths, out, loaded, jobs, timeline=timeline, budget=budget)
     except MerError as error:
         raise fail(error) from None
     if not quiet:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mer_plugin.budget import FULL, Budget
 from mer_plugin.errors import MerError
 
 USAGE_EXIT = 2  # as typer and click report a bad option
@@ -25,9 +26,28 @@ MaxSegments = Annotated[
         min=1,
         metavar="N",
         help="Analyse at most N 3-s segments of a track, evenly spread (faster; the song's "
-        "mood can differ: see docs/performance.md). Default: every segment.",
+        "mood can differ: see docs/performance.md).",
     ),
 ]
+Full = Annotated[
+    bool,
+    typer.Option(
+        "--full",
+        help="Analyse every 3-s segment of each track (default: every third, and all of "
+        "them when the song is a near tie between two moods: see docs/performance.md).",
+    ),
+]
+
+
+def budget_of(max_segments: int | None, full: bool, default: Budget) -> Budget:
+    """The analysis budget the options ask for; a usage error for both at once."""
+    if max_segments and full:
+        raise typer.BadParameter("--full and --max-segments exclude each other")
+    if full:
+        return FULL
+    return Budget(max_segments=max_segments) if max_segments else default
+
+
 Verbose = Annotated[
     bool,
     typer.Option(

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from mer_plugin.cli.common import MaxSegments, Verbose, fail
+from mer_plugin.budget import FULL, Budget
+from mer_plugin.cli.common import MaxSegments, Verbose, budget_of, fail
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
 
@@ -38,7 +39,7 @@ def predict(
         if tags:
             _print_tags(file, top, as_json)
         else:
-            _print_emotion(file, model, as_json, plot, max_segments)
+            _print_emotion(file, model, as_json, plot, budget_of(max_segments, False, FULL))
     except MerError as error:
         raise fail(error) from None
 
@@ -70,7 +71,7 @@ def _top_rows(timeline, top: int) -> list[dict[str, float]]:
 
 
 def _print_emotion(
-    file: Path, model_name: str | None, as_json: bool, plot: Path | None, max_segments: int | None
+    file: Path, model_name: str | None, as_json: bool, plot: Path | None, budget: Budget
 ) -> None:
     from mer_plugin.inference import load_model, predict_file, resolve_model
     from mer_plugin.inference.plot import check_plot_target, plot_prediction
@@ -78,7 +79,7 @@ def _print_emotion(
     if plot is not None:
         check_plot_target(plot)
     model = load_model(resolve_model(model_name))
-    result = predict_file(model, file, max_segments)
+    result = predict_file(model, file, budget)
     if plot is not None:
         plot_prediction(result, file.name, plot)
     if as_json:

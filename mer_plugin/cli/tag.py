@@ -18,7 +18,16 @@ from typing import Annotated
 
 import typer
 
-from mer_plugin.cli.common import USAGE_EXIT, MaxSegments, Verbose, fail, library_paths
+from mer_plugin.budget import DEFAULT_BUDGET
+from mer_plugin.cli.common import (
+    USAGE_EXIT,
+    Full,
+    MaxSegments,
+    Verbose,
+    budget_of,
+    fail,
+    library_paths,
+)
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
 
@@ -93,12 +102,14 @@ def tag(
             help="A file whose decoding makes no progress this long fails; the run goes on.",
         ),
     ] = 120.0,
+    full: Full = False,
     max_segments: MaxSegments = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     verbose: Verbose = False,
 ) -> None:
     """Tag every track under PATHS with its mood (MOOD) and valence/arousal (MER_*)."""
     show_logs(verbose)
+    budget = budget_of(max_segments, full, DEFAULT_BUDGET)
     from mer_plugin.inference import ModelError
     from mer_plugin.library import walk
     from mer_plugin.tagging import HardLinks, ModelOnDemand, TagOptions, tag_library, write_report
@@ -117,7 +128,7 @@ def tag(
         jobs,
         hard_links=HardLinks(hard_links.value),
         stall_timeout=stall_timeout,
-        max_segments=max_segments,
+        budget=budget,
     )
     library = walk(paths, clean=not dry_run)
     try:

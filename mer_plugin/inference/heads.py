@@ -76,6 +76,13 @@ class EmbeddingMoments:
         self.sum += e.sum(axis=0)
         self.squares += np.square(e).sum(axis=0)
 
+    def merged(self, other: EmbeddingMoments) -> EmbeddingMoments:
+        """The moments of both sets of embeddings."""
+        both = EmbeddingMoments(len(self.sum))
+        both.count = self.count + other.count
+        both.sum, both.squares = self.sum + other.sum, self.squares + other.squares
+        return both
+
     def features(self) -> np.ndarray:
         """The song's embedding feature: mean, then standard deviation (ddof 0)."""
         mean = self.sum / max(self.count, 1)

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from mer_plugin.audio import audio_info
+from mer_plugin.budget import FULL, Budget
 from mer_plugin.emotion import valence_arousal
-from mer_plugin.features import budget_stride, clip_frames, iter_segments
+from mer_plugin.features import clip_frames, iter_segments, segments_of
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.inference.card import Method
 from mer_plugin.inference.device import batch_size
@@ -192,7 +193,14 @@ def predict_stream(
 def song_prediction(
     model: Model, segments: SongSegments, extras: np.ndarray | None = None, stride: int = 1
 ) -> Prediction:
-    """A song's prediction from what its segments gave: stage 2 or the mean of their
+    """A song's prediction from what its segments gave (`song_probabilities`)."""
+    return _prediction(model, song_probabilities(model, segments, extras), segments.probs, stride)
+
+
+def song_probabilities(
+    model: Model, segments: SongSegments, extras: np.ndarray | None = None
+) -> np.ndarray:
+    """The song's class probabilities: stage 2 or the mean of its segments'
     probabilities, averaged with the embedding classifier's when the model has one."""
     probs = segments.probs
     if len(probs) == 0:
@@ -202,7 +210,32 @@ def song_prediction(
         if segments.moments is None:
             raise ModelError("the model's song level needs its segments' embeddings")
         song = (song + model.song_embedding.predict_proba(segments.moments.features())[0]) / 2
-    return _prediction(model, song, probs, stride)
+    return song
+
+
+def near_tie(
+    model: Model, segments: SongSegments, extras: np.ndarray | None, budget: Budget
+) -> bool:
+    """Whether a budget's first pass leaves the song's two likeliest classes within
+    `budget.near_tie` of each other: then the rest of the track is analysed too."""
+    if not budget.near_tie or len(segments.probs) == 0:
+        return False
+    second, first = np.sort(song_probabilities(model, segments, extras))[-2:]
+    return bool(first - second < budget.near_tie)
+
+
+def both_passes(first: SongSegments, rest: SongSegments, stride: int) -> SongSegments:
+    """A track's segments in order from a first pass (every `stride`-th) and the rest."""
+    n = len(first.probs) + len(rest.probs)
+    picked = np.arange(n) % stride == 0
+    if picked.sum() != len(first.probs):  # the two passes decoded different lengths
+        raise ModelError("the track decoded differently on its second pass")
+    probs = np.empty((n, first.probs.shape[1]))
+    probs[picked], probs[~picked] = first.probs, rest.probs
+    moments = first.moments
+    if moments is not None and rest.moments is not None:
+        moments = moments.merged(rest.moments)
+    return SongSegments(probs, moments)
 
 
 def _stage2(model: Model, segment_probs: np.ndarray, extras: np.ndarray | None) -> np.ndarray:
@@ -226,19 +259,28 @@ def _join(segments: np.ndarray, spec: FrontEndSpec) -> np.ndarray:
     return np.concatenate([segments[:-1, :hop].reshape(-1, segments.shape[2]), segments[-1]])
 
 
-def predict_file(model: Model, path: str | Path, max_segments: int | None = None) -> Prediction:
+def predict_file(model: Model, path: str | Path, budget: Budget = FULL) -> Prediction:
     """Predict a file's emotion, streaming (a long file costs no more memory than a short
-    one, except for clip models, which take all frames at once); with `max_segments`,
-    from at most that many segments, evenly spread. Raises `AudioError` when the file
-    cannot be read."""
+    one, except for clip models, which take all frames at once), from every segment or
+    those a `budget` picks. Raises `AudioError` when the file cannot be read."""
     spec = model.spec
     if model.method == Method.CLIP:
         frames = clip_frames(path, spec)
         segments = cut_segments(frames, spec.segment_frames, spec.segment_hop_frames)
         return predict_segments(model, segments, frames)
-    stride = budget_stride(audio_info(path).duration, spec, max_segments) if max_segments else 1
+    stride = 1 if budget == FULL else budget.stride_for(_segments_of(path, spec))
     extras = model.extras(path) if model.extras else None
-    return predict_stream(model, iter_segments(path, spec, stride=stride), extras, stride)
+    found = song_segments(model, iter_segments(path, spec, stride=stride))
+    if stride > 1 and near_tie(model, found, extras, budget):
+        rest = song_segments(model, iter_segments(path, spec, stride=stride, rest=True))
+        found, stride = both_passes(found, rest, stride), 1
+    return song_prediction(model, found, extras, stride)
+
+
+def _segments_of(path: str | Path, spec: FrontEndSpec) -> int:
+    """How many segments a file's header says it has (0: its length is unknown)."""
+    duration = audio_info(path).duration
+    return segments_of(duration, spec) if duration else 0
 
 
 def _prediction(

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mer_plugin.audio import AudioWarning, audio_info
+from mer_plugin.budget import FULL, Budget
 from mer_plugin.errors import AudioError, MerError
-from mer_plugin.features import budget_stride, clip_frames, iter_segments, segments_of
+from mer_plugin.features import clip_frames, iter_segments, segments_of
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.kernels.segments import cut_segments
 from mer_plugin.song_extras import SongExtras
@@ -36,6 +37,7 @@ class Analysis:
     extras: np.ndarray | None = None
     note: str | None = None  # the file decoded only in part: how much was analysed, why
     stride: int = 1  # the segments are every stride-th of the file's (an analysis budget)
+    rest: bool = False  # or those a first pass with that stride skipped
 
 
 # a file that stops decoding (trailing junk, a lost sync) is analysed from what decoded
@@ -61,13 +63,15 @@ def analyse(
     spec: FrontEndSpec,
     clip: bool,
     extras: ExtrasKey = (),
-    max_segments: int | None = None,
+    budget: Budget = FULL,
+    rest: bool = False,
     send: Callable[[np.ndarray], None] | None = None,
 ) -> Analysis | str:
-    """Decode a file into what the model eats (at most `max_segments` segments, evenly
-    spread, unless a clip model's); a failure's reason. With `send`, segment batches go
-    to it as they are made (to the model, or from a worker to the main process), so a
-    long file's segments are never all held, and the analysis has none."""
+    """Decode a file into what the model eats (the segments the `budget` picks first, or
+    with `rest` the others; every frame of a clip model's); a failure's reason. With
+    `send`, segment batches go to it as they are made (to the model, or from a worker to
+    the main process), so a long file's segments are never all held, and the analysis
+    has none. The song's extractor features come with the first pass."""
     start = time.perf_counter()
     try:
         frames = song = note = None
@@ -75,33 +79,36 @@ def analyse(
         if clip:
             frames, segments = _clip_input(path, spec)
         else:
-            segments, note, stride = _segments(path, spec, max_segments, send)
-        if extras:
+            segments, note, stride = _segments(path, spec, budget, send, rest)
+        if extras and not rest:
             song = _song_extras(extras)(path)
     except MerError as error:
         return getattr(error, "reason", str(error))
     except Exception as error:  # a decoder's bug must not stop the run
         return f"{type(error).__name__}: {error}"
-    return Analysis(segments, time.perf_counter() - start, frames, song, note, stride)
+    return Analysis(segments, time.perf_counter() - start, frames, song, note, stride, rest)
 
 
 def _segments(
     path: str,
     spec: FrontEndSpec,
-    max_segments: int | None,
+    budget: Budget,
     send: Callable[[np.ndarray], None] | None = None,
+    rest: bool = False,
 ) -> tuple[np.ndarray | None, str | None, int]:
-    """The file's segments (every stride-th) sent batch by batch, or without `send`
-    gathered into one array sized from the header's duration (held once rather than as
-    batches plus their copy); the note of a file that decoded only in part
+    """The file's segments (every stride-th, or the rest) sent batch by batch, or without
+    `send` gathered into one array sized from the header's duration (held once rather
+    than as batches plus their copy); the note of a file that decoded only in part
     (`MIN_DECODED`); the stride."""
     duration = audio_info(path).duration or 0.0
-    stride = budget_stride(duration, spec, max_segments)
-    expected = math.ceil(segments_of(duration, spec) / stride) + 2 if duration else 0
+    stride = budget.stride_for(segments_of(duration, spec) if duration else 0)
+    total = segments_of(duration, spec) if duration else 0
+    first = math.ceil(total / stride)
+    expected = (total - first if rest else first) + 2 if duration else 0
     gather = Gather(expected, spec) if send is None else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AudioWarning)
-        for batch in iter_segments(path, spec, strict=False, stride=stride):
+        for batch in iter_segments(path, spec, strict=False, stride=stride, rest=rest):
             if gather is None:
                 send(batch)
             else:

@@ -12,6 +12,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mer_plugin.budget import DEFAULT_BUDGET, Budget
+
 if TYPE_CHECKING:
     from mer_plugin.inference.predict import SegmentResult
 
@@ -59,8 +61,8 @@ class TagOptions:
     # seconds a decoding worker may go without progress on a file before the file fails
     # and the worker is replaced (a decoder stuck on a network share, a stopped process)
     stall_timeout: float = 120.0
-    # an analysis budget: at most this many segments of a track, evenly spread (None: all)
-    max_segments: int | None = None
+    # which segments of a track are analysed (`features.FULL`: all of them)
+    budget: Budget = DEFAULT_BUDGET
     # keep each analysed file's segment timeline in its outcome (`mer analyse --timeline`)
     timeline: bool = False
 

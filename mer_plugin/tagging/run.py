@@ -14,15 +14,18 @@ import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mer_plugin.budget import DEFAULT_BUDGET, Budget
 from mer_plugin.emotion import QUADRANTS
 from mer_plugin.errors import MerError
 from mer_plugin.inference.card import CardFacts, Method
+from mer_plugin.inference.find import ModelError
 from mer_plugin.library import Library
 from mer_plugin.tagging.analysis import Analysis, extras_key
 from mer_plugin.tagging.interrupts import Interrupts
@@ -68,8 +71,6 @@ class ModelOnDemand(CardFacts):
 
     def load(self) -> Model:
         """The loaded model; `ModelError` when it cannot be had (weights, backbone, device)."""
-        from mer_plugin.inference import ModelError
-
         if self._model is None:
             try:
                 self._model = load_for_tagging(self.folder, self.device)
@@ -130,6 +131,8 @@ class Tagger:
         self.seconds: Counter = self.policy.seconds
         self.stop_signal: int | None = None  # the signal that ended the last `run` early
         self.check_tags = check_tags  # False: every readable file is analysed
+        # files whose budget's first pass is kept while their other segments are analysed
+        self.first_pass: dict[Path, tuple[Analysis, SongSegments]] = {}
 
     @cached_property
     def model(self) -> Model:
@@ -165,20 +168,57 @@ class Tagger:
         self.batcher.add(planned.path, batch)
         self.seconds["model"] += time.perf_counter() - start
 
+    def needs_rest(self, planned: Planned, analysis: Analysis | str) -> bool:
+        """Whether a budget's first pass over a file left its song a near tie: then what
+        it gave is kept, and the file goes back for the segments it skipped."""
+        if isinstance(analysis, str) or analysis.segments is not None:
+            return False
+        if analysis.rest or analysis.stride == 1 or not self.options.budget.near_tie:
+            return False
+        from mer_plugin.inference.predict import near_tie
+
+        start = time.perf_counter()
+        self.seconds["analyse"] += analysis.seconds
+        streamed = self.batcher.finish(planned.path)
+        self.first_pass[planned.path] = (analysis, streamed)
+        tie = near_tie(self.model, streamed, analysis.extras, self.options.budget)
+        self.seconds["model"] += time.perf_counter() - start
+        return tie
+
     def predict(self, planned: Planned, analysis: Analysis | str) -> Outcome:
         """ "would tag" with the prediction, or "failed" with the reason."""
         path, previous = planned.path, planned.previous_mood
+        first = self.first_pass.pop(path, None)
         if isinstance(analysis, str):
             self.batcher.discard(path)
             return predict_outcome(self.model, path, analysis, previous)
-        self.seconds["analyse"] += analysis.seconds
         start = time.perf_counter()
         try:
-            streamed = self.batcher.finish(path) if analysis.segments is None else None
+            if first is None:
+                self.seconds["analyse"] += analysis.seconds
+                streamed = self.batcher.finish(path) if analysis.segments is None else None
+            else:
+                analysis, streamed = self._both_passes(path, first, analysis)
             timeline = self.options.timeline
             return predict_outcome(self.model, path, analysis, previous, streamed, timeline)
+        except ModelError as error:  # the passes disagree: the file changed meanwhile
+            return predict_outcome(self.model, path, str(error), previous)
         finally:
             self.seconds["model"] += time.perf_counter() - start
+
+    def _both_passes(
+        self, path: Path, first: tuple[Analysis, SongSegments], analysis: Analysis
+    ) -> tuple[Analysis, SongSegments]:
+        """A file's first pass, kept by `needs_rest`, joined with `analysis`: its second
+        pass (the rest of the segments), or the first pass itself when that sufficed."""
+        from mer_plugin.inference.predict import both_passes
+
+        kept, segments = first
+        if not analysis.rest:
+            return kept, segments
+        self.seconds["analyse"] += analysis.seconds
+        joined = both_passes(segments, self.batcher.finish(path), kept.stride)
+        return replace(kept, stride=1), joined
 
     def write(self, planned: Planned, outcome: Outcome) -> Outcome:
         """Write a predicted outcome's tags and cache it: "tagged", else why not."""
@@ -207,7 +247,7 @@ class Tagger:
         jobs = max(1, min(self.options.jobs, len(files)))
         card = self.source
         clip, stall_s = card.method == Method.CLIP, self.options.stall_timeout
-        extras, budget = extras_key(card.card), self.options.max_segments
+        extras, budget = extras_key(card.card), self.options.budget
         pipeline = Pipeline(card.spec, clip, extras, jobs, self.segments, stall_s, budget)
         waiting: deque[Path] = deque(files)
         current: list[Planned] = []  # the file between the pipeline and `record`
@@ -219,7 +259,10 @@ class Tagger:
                         if pipeline.busy:
                             planned, analysis = pipeline.next_done(interrupts)
                             current[:] = [planned]
-                            record(self.finish(planned, analysis, interrupts))
+                            if self.needs_rest(planned, analysis):
+                                pipeline.submit(planned, rest=True)
+                            else:
+                                record(self.finish(planned, analysis, interrupts))
                             current.clear()
             except KeyboardInterrupt:
                 self.stop_signal = interrupts.received or signal.SIGINT
@@ -338,14 +381,15 @@ def predict_files(
     jobs: int = 1,
     on_outcome: Callable[[Outcome], None] | None = None,
     timeline: bool = False,
+    budget: Budget = DEFAULT_BUDGET,
 ) -> TagRun:
     """Each file's prediction through `tag_library`'s pipeline (decoding workers, Ctrl-C
     between steps), for an application that keeps the results itself (the beets plugin,
     `beetsplug/mer.py`): no tags are read or written, no results cache is used. Outcomes,
     in the files' order: "would tag" with the prediction (`tag_fields` turns it into
     tags; with `timeline`, its segments too), "failed" or "skipped" (vanished) with the
-    reason, "not done" after Ctrl-C."""
-    options = TagOptions(dry_run=True, jobs=jobs, use_cache=False, timeline=timeline)
+    reason, "not done" after Ctrl-C. The `budget` picks the segments, as for `mer tag`."""
+    options = TagOptions(dry_run=True, jobs=jobs, use_cache=False, timeline=timeline, budget=budget)
     run = TagRun(model.release, dry_run=True)
     _run(Tagger(model, options, None, check_tags=False), run, files, [], on_outcome)
     return run

@@ -21,11 +21,13 @@ from collections.abc import Callable
 from functools import partial
 from multiprocessing import Pipe, get_context
 from multiprocessing.connection import Connection
+from pathlib import Path
 from queue import Empty, Full, Queue
 
 import numpy as np
 
 from mer_plugin import plugins
+from mer_plugin.budget import FULL, Budget
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.logs import show_logs
 from mer_plugin.tagging.analysis import Analysis, ExtrasKey, analyse
@@ -108,7 +110,7 @@ def _send(conn: Connection, item: object) -> None:
     elif isinstance(item, Analysis):
         arrays = {name: array for name in _ARRAYS if (array := getattr(item, name)) is not None}
         layouts = [(n, a.shape, a.dtype.str) for n, a in arrays.items()]
-        conn.send(("analysis", item.seconds, layouts, item.note, item.stride))
+        conn.send(("analysis", item.seconds, layouts, item.note, item.stride, item.rest))
         for array in arrays.values():
             _send_raw(conn, array)
     else:
@@ -136,10 +138,10 @@ def _receive(
             _, shape, dtype = message
             deliver(_receive_raw(conn, shape, dtype))
         else:
-            _, seconds, layouts, note, stride = message
+            _, seconds, layouts, note, stride, rest = message
             arrays = {name: _receive_raw(conn, shape, dtype) for name, shape, dtype in layouts}
             segments = arrays.pop("segments", None)  # None: streamed
-            return Analysis(segments, seconds, note=note, stride=stride, **arrays)
+            return Analysis(segments, seconds, note=note, stride=stride, rest=rest, **arrays)
 
 
 def _receive_raw(conn: Connection, shape: tuple, dtype: str) -> np.ndarray:
@@ -197,10 +199,10 @@ class _Worker:
     def _heard(self) -> None:
         self.heard = time.monotonic()
 
-    def give(self, planned: Planned, args: tuple) -> None:
+    def give(self, planned: Planned, args: tuple, rest: bool) -> None:
         self.task = planned
         self.heard = time.monotonic()
-        self.jobs.send((str(planned.path), *args))
+        self.jobs.send((str(planned.path), *args, rest))
 
     def stalled(self, limit_s: float) -> bool:
         """Working on a file and silent for more than `limit_s` (stuck, or stopped)."""
@@ -237,13 +239,14 @@ class Pipeline:
         jobs: int,
         segments: Segments,
         stall_s: float = 120,
-        max_segments: int | None = None,
+        budget: Budget = FULL,
     ) -> None:
-        self.args = (spec, clip, extras, max_segments)
+        self.args = (spec, clip, extras, budget)
         self.jobs = jobs
         self.segments = segments
         self.stall_s = stall_s  # a worker silent this long on a file is replaced
         self.queued: deque[Planned] = deque()
+        self.second_pass: set[Path] = set()  # queued for the segments a budget skipped
         self.workers: list[_Worker] = []
         self.ready: deque[tuple[Planned, Analysis | str]] = deque()
         self.done: Done = Queue(maxsize=_QUEUED_BATCHES * jobs)
@@ -267,30 +270,41 @@ class Pipeline:
         working = [w.task for w in self.workers if w.task is not None]
         return [*self.queued, *working, *(planned for planned, _ in self.ready)]
 
-    def submit(self, planned: Planned) -> None:
+    def submit(self, planned: Planned, rest: bool = False) -> None:
+        """Queue a file; with `rest`, for the segments its budget's first pass skipped
+        (ahead of the files waiting, whose results it holds up)."""
         if self.jobs > 1 and not self.workers:
             self.workers = [self._new_worker() for _ in range(self.jobs)]
-        self.queued.append(planned)
+        if rest:
+            self.second_pass.add(planned.path)
+            self.queued.appendleft(planned)
+        else:
+            self.queued.append(planned)
         self._dispatch()
 
     def _dispatch(self) -> None:
         for i, worker in enumerate(self.workers):
             if worker.task is None and self.queued:
+                planned = self.queued[0]
+                rest = planned.path in self.second_pass
                 try:
-                    worker.give(self.queued[0], self.args)
+                    worker.give(planned, self.args, rest)
                 except OSError:  # died idle: replace it, give the file to the new one
                     worker.stop(at_once=True)
                     self.workers[i] = worker = self._new_worker()
-                    worker.give(self.queued[0], self.args)
+                    worker.give(planned, self.args, rest)
+                self.second_pass.discard(planned.path)
                 self.queued.popleft()
 
     def next_done(self, interrupts: Interrupts) -> tuple[Planned, Analysis | str]:
         """A finished file: inline, the next one; else the first any worker finishes."""
         if self.jobs == 1:
             planned = self.queued[0]
+            rest = planned.path in self.second_pass
             with interrupts.interruptible():
                 send = partial(self.segments, planned)
-                result = analyse(str(planned.path), *self.args, send=send)
+                result = analyse(str(planned.path), *self.args, rest, send=send)
+            self.second_pass.discard(planned.path)
             return self.queued.popleft(), result
         while not self.ready:
             self._collect(interrupts)
