@@ -13,6 +13,7 @@ import pytest
 from mer_cli import mer
 from tiny_model import train_tiny_model
 
+from mer_plugin.budget import Budget
 from mer_plugin.catalog import COLUMNS, analyse_to_table, read_rows
 from mer_plugin.inference import Model, predict_file
 from mer_plugin.tagging import load_for_tagging
@@ -170,6 +171,25 @@ def test_the_ray_engine_writes_the_timeline(model, library, tmp_path, local_ray)
     run = analyse_on_ray([library], out, model, device="cpu", timeline=True)
     assert (run.analysed, run.failed) == (len(FORMATS), 1)
     assert_timelines(pq.read_table(out).to_pylist(), model, library)
+
+
+def test_the_ray_engine_analyses_the_rest_of_a_near_tie(model, make_audio, tmp_path, local_ray):
+    """Ray's budget is `mer tag`'s: every third segment, and on a near tie (any margin
+    is one, below 1) the rest, decoded again in the model's actor."""
+    from mer_plugin.catalog.ray_engine import analyse_on_ray
+
+    (tmp_path / "long").mkdir()
+    path = make_audio("long/a.flac", 30.0, kind="noise")
+    full = predict_file(model, path)
+    budgets = ((Budget(3, near_tie=1.0), slice(None)), (Budget(3), slice(None, None, 3)))
+    for i, (budget, picked) in enumerate(budgets):
+        out = tmp_path / f"{i}.parquet"
+        analyse_on_ray([path.parent], out, model, "cpu", timeline=True, budget=budget)
+        (row,) = pq.read_table(out).to_pylist()
+        expected = full.timeline[picked]
+        assert [s["start"] for s in row["timeline"]] == pytest.approx([e.start for e in expected])
+        if budget.near_tie:
+            assert row["valence"] == pytest.approx(full.valence, abs=1e-5)
 
 
 def test_the_ray_engine_without_ray_says_how_to_install_it(library, tmp_path: Path) -> None:
