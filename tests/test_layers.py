@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "mer_plugin.user_cache": 0,
     "mer_plugin.signals": 0,
     "mer_plugin.budget": 0,
+    "mer_plugin.heap": 0,
     "mer_plugin.logs": 0,
     "mer_plugin.files": 0,
     "mer_plugin.hookspecs": 1,

@@ -29,6 +29,7 @@ import numpy as np
 from mer_plugin import plugins
 from mer_plugin.budget import FULL, Budget
 from mer_plugin.frontend import FrontEndSpec
+from mer_plugin.heap import RELEASE_EVERY, release_free_memory
 from mer_plugin.logs import show_logs
 from mer_plugin.tagging.analysis import Analysis, ExtrasKey, analyse
 from mer_plugin.tagging.interrupts import Interrupts
@@ -92,9 +93,24 @@ def _serve(jobs: Connection, results: Connection) -> None:
                 os._exit(70)
             if stop_on and stop_on in job[0]:
                 os.kill(os.getpid(), signal.SIGSTOP)
-            _send(results, analyse(*job, send=partial(_send, results)))
+            _send(results, analyse(*job, send=_streamer(results)))
         except (EOFError, BrokenPipeError, ConnectionResetError):  # the main process is gone
             os._exit(0)
+
+
+def _streamer(results: Connection) -> Callable[[np.ndarray], None]:
+    """Sends a file's segment batches as they are made, handing freed heap memory back
+    to the OS every few (a long file's decoding would otherwise keep some)."""
+    sent = 0
+
+    def send(batch: np.ndarray) -> None:
+        nonlocal sent
+        _send(results, batch)
+        sent += 1
+        if sent % RELEASE_EVERY == 0:
+            release_free_memory()
+
+    return send
 
 
 _CHUNK = 1 << 24  # bytes per message: a receive buffers one message before copying it
