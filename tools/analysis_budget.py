@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mer_plugin.budget import Budget
 from mer_plugin.errors import AudioError
 from mer_plugin.features import iter_segments
 from mer_plugin.inference import Model, load_model, resolve_model
 from mer_plugin.inference.heads import EmbeddingMoments
+from mer_plugin.inference.predict import SongSegments, near_tie, song_probabilities
 from mer_plugin.library import walk
 
 STRIDES = (1, 2, 3, 4, 5, 6, 8)
@@ -68,12 +70,12 @@ def full_analyses(model: Model, files: list[Path], store: Path) -> dict[str, Tra
 
 def song(model: Model, track: Track, rows: np.ndarray) -> np.ndarray:
     """The model's song probabilities from the segments `rows` of `track`."""
-    probs, embeddings = track[0][rows], track[1][rows]
-    result = probs.mean(axis=0)
-    if model.song_embedding is not None:
-        features = EmbeddingMoments.of(embeddings).features()[None]
-        result = (result + model.song_embedding.predict_proba(features)[0]) / 2
-    return result
+    return song_probabilities(model, segments_of(track, rows))
+
+
+def segments_of(track: Track, rows: np.ndarray) -> SongSegments:
+    """What the segments `rows` of `track` give the song, as `SegmentBatcher` keeps it."""
+    return SongSegments(track[0][rows], EmbeddingMoments.of(track[1][rows]))
 
 
 def every(k: int) -> Pick:
@@ -104,12 +106,13 @@ def agreement(model: Model, tracks: dict[str, Track], pick: Pick) -> tuple[float
 
 
 def refined(model: Model, k: int, margin: float) -> Pick:
-    """Every k-th segment; all of them when the top two quadrants are within `margin`."""
+    """Every k-th segment; all of them on a near tie (`near_tie`, as `mer tag` decides)."""
+    budget = Budget(k, near_tie=margin)
 
     def pick(track: Track) -> np.ndarray:
         rows = every(k)(track)
-        top = np.sort(song(model, track, rows))[::-1]
-        return rows if top[0] - top[1] >= margin else np.arange(len(track[0]))
+        tie = near_tie(model, segments_of(track, rows), None, budget)
+        return np.arange(len(track[0])) if tie else rows
 
     return pick
 

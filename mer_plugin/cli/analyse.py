@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from mer_plugin.budget import DEFAULT_BUDGET, FULL
-from mer_plugin.cli.common import USAGE_EXIT, Full, Verbose, fail, library_paths
+from mer_plugin.budget import DEFAULT_BUDGET
+from mer_plugin.cli.common import USAGE_EXIT, Full, Verbose, budget_of, fail, library_paths
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
 
@@ -54,7 +54,7 @@ def analyse(
     verbose: Verbose = False,
 ) -> None:
     """Write every track's emotion under PATHS to a table (resumable; audio untouched)."""
-    budget = FULL if full else DEFAULT_BUDGET
+    budget = budget_of(None, full, DEFAULT_BUDGET)
     from mer_plugin.catalog import analyse_to_table
     from mer_plugin.catalog.ray_engine import analyse_on_ray, ray_module
     from mer_plugin.catalog.table import check_target

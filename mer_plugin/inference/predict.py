@@ -273,19 +273,14 @@ def predict_file(model: Model, path: str | Path, budget: Budget = FULL) -> Predi
         frames = clip_frames(path, spec)
         segments = cut_segments(frames, spec.segment_frames, spec.segment_hop_frames)
         return predict_segments(model, segments, frames)
-    stride = 1 if budget == FULL else budget.stride_for(_segments_of(path, spec))
+    duration = audio_info(path).duration if budget != FULL else None
+    stride = budget.stride_for(segments_of(duration or 0.0, spec))
     extras = model.extras(path) if model.extras else None
     found = song_segments(model, iter_segments(path, spec, stride=stride))
     if stride > 1 and near_tie(model, found, extras, budget):
         rest = song_segments(model, iter_segments(path, spec, stride=stride, rest=True))
         found, stride = both_passes(found, rest, stride), 1
     return song_prediction(model, found, extras, stride)
-
-
-def _segments_of(path: str | Path, spec: FrontEndSpec) -> int:
-    """How many segments a file's header says it has (0: its length is unknown)."""
-    duration = audio_info(path).duration
-    return segments_of(duration, spec) if duration else 0
 
 
 def _prediction(

@@ -101,7 +101,7 @@ def _segments(
     than as batches plus their copy); the note of a file that decoded only in part
     (`MIN_DECODED`); the stride."""
     duration = audio_info(path).duration or 0.0
-    total = segments_of(duration, spec) if duration else 0
+    total = segments_of(duration, spec)  # 0 when the header gives no duration
     stride = budget.stride_for(total)
     first = math.ceil(total / stride)
     expected = (total - first if rest else first) + 2 if duration else 0

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from functools import partial
 from multiprocessing import Pipe, get_context
 from multiprocessing.connection import Connection
-from pathlib import Path
 from queue import Empty, Full, Queue
 
 import numpy as np
@@ -261,8 +260,8 @@ class Pipeline:
         self.jobs = jobs
         self.segments = segments
         self.stall_s = stall_s  # a worker silent this long on a file is replaced
-        self.queued: deque[Planned] = deque()
-        self.second_pass: set[Path] = set()  # queued for the segments a budget skipped
+        # files waiting for a worker; True: for the segments their budget's first pass skipped
+        self.queued: deque[tuple[Planned, bool]] = deque()
         self.workers: list[_Worker] = []
         self.ready: deque[tuple[Planned, Analysis | str]] = deque()
         self.done: Done = Queue(maxsize=_QUEUED_BATCHES * jobs)
@@ -284,7 +283,8 @@ class Pipeline:
 
     def in_flight(self) -> list[Planned]:
         working = [w.task for w in self.workers if w.task is not None]
-        return [*self.queued, *working, *(planned for planned, _ in self.ready)]
+        waiting = (planned for planned, _ in self.queued)
+        return [*waiting, *working, *(planned for planned, _ in self.ready)]
 
     def submit(self, planned: Planned, rest: bool = False) -> None:
         """Queue a file; with `rest`, for the segments its budget's first pass skipped
@@ -292,36 +292,32 @@ class Pipeline:
         if self.jobs > 1 and not self.workers:
             self.workers = [self._new_worker() for _ in range(self.jobs)]
         if rest:
-            self.second_pass.add(planned.path)
-            self.queued.appendleft(planned)
+            self.queued.appendleft((planned, True))
         else:
-            self.queued.append(planned)
+            self.queued.append((planned, False))
         self._dispatch()
 
     def _dispatch(self) -> None:
         for i, worker in enumerate(self.workers):
             if worker.task is None and self.queued:
-                planned = self.queued[0]
-                rest = planned.path in self.second_pass
+                planned, rest = self.queued[0]
                 try:
                     worker.give(planned, self.args, rest)
                 except OSError:  # died idle: replace it, give the file to the new one
                     worker.stop(at_once=True)
                     self.workers[i] = worker = self._new_worker()
                     worker.give(planned, self.args, rest)
-                self.second_pass.discard(planned.path)
                 self.queued.popleft()
 
     def next_done(self, interrupts: Interrupts) -> tuple[Planned, Analysis | str]:
         """A finished file: inline, the next one; else the first any worker finishes."""
         if self.jobs == 1:
-            planned = self.queued[0]
-            rest = planned.path in self.second_pass
+            planned, rest = self.queued[0]
             with interrupts.interruptible():
                 send = partial(self.segments, planned)
                 result = analyse(str(planned.path), *self.args, rest, send=send)
-            self.second_pass.discard(planned.path)
-            return self.queued.popleft(), result
+            self.queued.popleft()
+            return planned, result
         while not self.ready:
             self._collect(interrupts)
         return self.ready.popleft()
