@@ -3,6 +3,7 @@ and a tiny backbone, registered as a plugin the way a third-party one would be."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +56,18 @@ class TinyNet(nn.Module):
         self.stem = nn.Conv1d(n_mels, 16, 3, padding=1)
         self.out = nn.Linear(32, 16)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.stem(x.transpose(1, 2)))
+    def stages(self) -> tuple[tuple[str, Callable[[torch.Tensor], torch.Tensor]], ...]:
+        """(group, function), input to output: a frozen stem's output can be cached."""
+        return (("stem", self._stem), ("out", self._out))
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.stem(x.transpose(1, 2)))
+
+    def _out(self, h: torch.Tensor) -> torch.Tensor:
         return self.out(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._out(self._stem(x))
 
 
 def _create(pretrained: bool) -> nn.Module:

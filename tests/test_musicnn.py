@@ -30,7 +30,7 @@ from mer_plugin.backbones import (
 from mer_plugin.backbones.musicnn import ConvPoolBlock, MusiCNN
 from mer_plugin.frontend import MUSICNN
 from mer_plugin.plugins import get_plugins
-from mer_plugin.training.backbone import build_backbone
+from mer_plugin.training.backbone import build_backbone, frozen_split
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicnn"
 TAG_ATOL = 1e-3  # absolute, on probabilities
@@ -263,6 +263,25 @@ def test_finetune_freezes_all_but_the_last_groups_the_embedding_uses() -> None:
     assert not any(p.requires_grad for p in model.frontend.parameters())
     with pytest.raises(BackboneError, match="cannot fine-tune 4"):
         build_backbone(backbone, pretrained=False, finetune=4, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "finetune", "at"),
+    [("musicnn-msd", 2, "midend"), ("musicnn-msd-pool", 1, "backend")],
+)
+def test_fine_tuning_splits_musicnn_where_its_frozen_groups_end(
+    backbone: str, finetune: int, at: str
+) -> None:
+    """The frozen groups' output, run through the learning ones, is the embedding: what
+    `mer train --finetune` caches (training/frozen_cache.py) and trains from."""
+    built = build_backbone(get_backbone(backbone), pretrained=True, finetune=finetune, seed=0)
+    split = frozen_split(built)
+    assert split is not None and split.at == at
+    x = torch.randn(3, MUSICNN.segment_frames, MUSICNN.n_mels)
+    with torch.inference_mode():
+        torch.testing.assert_close(split.trainable(split.frozen(x)), built.module(x))
+    whole = build_backbone(get_backbone(backbone), pretrained=True, finetune=3, seed=0)
+    assert frozen_split(whole) is None  # the front-end learns: nothing frozen to cache
 
 
 # ---------------------------------------------------------------- fused backbones

@@ -23,11 +23,12 @@ from mer_plugin.inference.folder import load_model
 from mer_plugin.plugins import get_plugins
 from mer_plugin.training.augment import augment, from_power, to_power
 from mer_plugin.training.backbone import build_backbone
-from mer_plugin.training.cache import SegmentTable, _segments_view, embedding_cache, frame_cache
+from mer_plugin.training.cache import SegmentTable, embed_view, embedding_cache, frame_cache
 from mer_plugin.training.evaluate import EvalOptions, evaluate, gmm_check, metrics
 from mer_plugin.training.methods import fit, predict
 from mer_plugin.training.prepare import prepare
 from mer_plugin.training.settings import AugmentSettings, Settings, SettingsError
+from mer_plugin.training.sources import FrozenCacheSource, OnlineSource
 from mer_plugin.training.train import train_model
 
 # enough steps for a head to separate the four generated classes, still under a second
@@ -202,7 +203,7 @@ def test_fused_embeddings_are_the_parts_cached_side_by_side(
     assert fused.shape == (2, len(table), 32)
     assert len(list((tmp_path / "embeddings").iterdir())) == 2  # one cache per part
     for view in range(2):
-        direct = _segments_view(frames, table, built, view, FAST.augment, 0, cpu, print, 64)
+        direct = embed_view(frames, table, built, view, FAST.augment, 0, cpu, print)
         np.testing.assert_allclose(fused[view], direct, rtol=1e-5, atol=1e-6)
 
 
@@ -229,6 +230,54 @@ def test_finetune_trains_only_the_last_groups(dataset_dir: Path, cache_dir: Path
     assert torch.equal(fitted.backbone_state["stem.weight"], before["stem.weight"])
     assert not torch.equal(fitted.backbone_state["out.weight"], before["out.weight"])
     assert predict(fitted, ctx, rows).shape == (len(rows), 4)
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float32", 1e-4), ("float16", 1e-2)])
+def test_training_from_the_frozen_cache_equals_training_on_the_fly(
+    dataset_dir: Path, tmp_path: Path, dtype: str, tolerance: float
+) -> None:
+    """`--finetune 1` on tiny-test: its frozen stem's cached output trains the same `out`
+    layer, and gives the same predictions, as running the whole network every step. A
+    batch of clips is cut to its shortest after the cached stem (on the fly: before), so
+    the clip method's edge frames differ a little: compared at 1e-2."""
+    data = load_dataset(dataset_dir, "Artist")
+    settings = replace(FAST, finetune=1, epochs=2, warmup_epochs=1, clip_epochs=3, views=1)
+    cached = prepare(data, TINY, replace(settings, frozen_cache=dtype), tmp_path)
+    online = prepare(data, TINY, replace(settings, frozen_cache="off"), tmp_path)
+    assert isinstance(cached.ctx.segments, FrozenCacheSource)
+    assert isinstance(online.ctx.segments, OnlineSource)
+    rows = np.arange(len(data.clips))
+    for method in ("clip", "segment", "sssl"):
+        close = max(tolerance, 1e-2) if method == "clip" else tolerance
+        one, other = (fit(method, p.ctx, rows, seed=0) for p in (cached, online))
+        assert one.backbone_state and other.backbone_state
+        weights = (one.backbone_state["out.weight"], other.backbone_state["out.weight"])
+        np.testing.assert_allclose(*weights, atol=close)
+        np.testing.assert_allclose(
+            predict(one, cached.ctx, rows), predict(other, online.ctx, rows), atol=close
+        )
+
+
+def test_the_frozen_cache_is_built_once_and_an_interrupted_view_again(
+    dataset_dir: Path, tmp_path: Path
+) -> None:
+    data = load_dataset(dataset_dir, "Artist")
+    settings = replace(FAST, finetune=1, views=2)
+    first = prepare(data, TINY, settings, tmp_path, clip_level=False).ctx.segments
+    (folder,) = (tmp_path / "frozen").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "view0.float16", "view0.offsets.npy", "view1.float16", "view1.offsets.npy"
+    ]  # fmt: skip
+    (folder / "view1.offsets.npy").unlink()  # as if stopped while writing view 1
+    built_at = (folder / "view0.float16").stat().st_mtime_ns
+    again = prepare(data, TINY, settings, tmp_path, clip_level=False).ctx.segments
+    assert (folder / "view0.float16").stat().st_mtime_ns == built_at
+    assert (folder / "view1.offsets.npy").is_file()
+    ids, views = np.arange(len(first.outputs.offsets[0]) - 1), np.ones(1, np.int64)
+    for i in ids[:5]:
+        np.testing.assert_array_equal(
+            first.outputs.batch(ids[i : i + 1], views), again.outputs.batch(ids[i : i + 1], views)
+        )
 
 
 def test_eval_folds_never_share_a_group(dataset_dir: Path, cache_dir: Path) -> None:

@@ -5,6 +5,8 @@ seed 0, so only the split and the head's initialisation change).
     python tools/cv_seeds.py ../shared/data/4q-dev --backbone musicnn-msd --views 3
     python tools/cv_seeds.py ../shared/data/4q-dev --backbone musicnn-msd-pool --views 1
     python tools/cv_seeds.py ../shared/data/4q-dev --extractor essentia --set song_c=0
+    python tools/cv_seeds.py ../shared/data/4q-dev --method sssl --set finetune=2 \
+      --set epochs=8 --set warmup_epochs=2 --set rampup_epochs=3
 
 Prints each seed's mean macro-F1 over folds, then their mean and standard deviation; with
 `--extractor`, the method with the extractor's features in stage 2 beside it, on the
@@ -31,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset")
     parser.add_argument("--backbone", default="musicnn-msd")
-    parser.add_argument("--method", default="segment", choices=("segment", "sssl"))
+    parser.add_argument("--method", default="segment", choices=("clip", "segment", "sssl"))
     parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--folds", type=int, default=5)
@@ -43,7 +45,8 @@ def main() -> None:
     data = load_dataset(args.dataset, args.group_by)
     settings = Settings(views=args.views).with_overrides(args.set)
     extras = SongExtras.of(args.extractor) if args.extractor else None
-    prepared = prepare(data, args.backbone, settings, clip_level=False, extras=extras)
+    clip_level = args.method == "clip"
+    prepared = prepare(data, args.backbone, settings, clip_level=clip_level, extras=extras)
     print(f"caches ready in {prepared.seconds:.0f} s", flush=True)
     with_extras = prepared.ctx
     runs = {args.method: replace(with_extras, extras=None)}
@@ -60,6 +63,7 @@ def main() -> None:
                 seconds[name].append(time.perf_counter() - started)
                 probs = predict(fitted, ctx, test)
                 scores.append(metrics(probs, ctx.clip_labels[test], data.classes)["macro_f1"])
+                print(f"  fold {k}: {scores[-1]:.3f} ({seconds[name][-1]:.0f} s)", flush=True)
             means[name].append(float(np.mean(scores)))
             print(
                 f"fold seed {seed}, {name}: macro-F1 {means[name][-1]:.3f} ± "

@@ -21,9 +21,13 @@ kernels and TensorFlow's 'same' split (the odd extra frame at the end) for the t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+Stage = Callable[[torch.Tensor], torch.Tensor]
 
 BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization default
 BN_MOMENTUM = 0.01  # torch's momentum = 1 - TensorFlow's decay 0.99
@@ -228,6 +232,13 @@ class MusiCNN(TagOutputs, nn.Module):
         if len(x) <= EVAL_CHUNK or any(m.training for m in self.frontend.modules()):
             return self.frontend(x)
         return torch.cat([self.frontend(chunk) for chunk in x.split(EVAL_CHUNK)])
+
+    def stages(self) -> tuple[tuple[str, Stage], ...]:
+        """The embedding as its layer groups applied in turn, input to output: (group,
+        function); every output but the last is (B, channels, time). Training caches the
+        output of the frozen ones (mer_plugin/training/frozen_cache.py)."""
+        last = self.backend.pool if self.pooled else self.backend
+        return (("frontend", self._frontend), ("midend", self.midend), ("backend", last))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(x) if self.pooled else self.embed(x)

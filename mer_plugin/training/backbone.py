@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +64,44 @@ def build_backbone(
     built = BuiltBackbone(backbone, module, pretrained, tuple(chosen))
     built.set_mode(False)
     return built
+
+
+Stage = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FrozenSplit:
+    """The embedding cut where training starts: `frozen` (the groups that do not learn, in
+    eval mode) then `trainable`; `at` names the first trainable group."""
+
+    at: str
+    frozen: Stage
+    trainable: Stage
+
+
+def frozen_split(built: BuiltBackbone) -> FrozenSplit | None:
+    """Where a fine-tuned module's frozen groups end, when it names its stages
+    (`stages()`: (group, function) from input to output, composing the embedding) and at
+    least its first stage is frozen; None otherwise (the whole network runs every step)."""
+    stages = getattr(built.module, "stages", None)
+    if stages is None or not built.trainable_groups:
+        return None
+    named = tuple(stages())
+    names = [name for name, _ in named]
+    first = built.trainable_groups[0]
+    if first not in names or names.index(first) == 0:
+        return None
+    cut = names.index(first)
+    return FrozenSplit(first, _chain(named[:cut]), _chain(named[cut:]))
+
+
+def _chain(stages: tuple[tuple[str, Stage], ...]) -> Stage:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        for _, stage in stages:
+            x = stage(x)
+        return x
+
+    return run
 
 
 def _embedding_groups(module: nn.Module, backbone: Backbone) -> tuple[str, ...]:

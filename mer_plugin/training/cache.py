@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -315,10 +315,9 @@ def embedding_cache(
     for view in range(views):
         path = folder / f"view{view}.npy"
         if not path.is_file():
-            rows = np.arange(len(cache.lengths))
-            embed = _segments_view if table is not None else _clips_view
-            with reporter.bar(len(rows), f"{built.backbone.name} {level}, view {view}") as bar:
-                array = embed(
+            label = f"{built.backbone.name} {level}, view {view}"
+            with reporter.bar(len(cache.lengths), label) as bar:
+                array = embed_view(
                     cache, table, built, view, augmentation, seed, device, bar.advance, batch_size
                 )
             _save_npy(path, array)
@@ -343,37 +342,42 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def _run(built: BuiltBackbone, batch: np.ndarray, device: torch.device) -> np.ndarray:
-    x = torch.from_numpy(batch).to(device)
-    return built.module(x).float().cpu().numpy()  # float32 even on CUDA: computed once
+def run_frozen(
+    function: Callable[[torch.Tensor], torch.Tensor], batch: np.ndarray, device: torch.device
+) -> np.ndarray:
+    """A frozen network `function` on a numpy batch; float32 out, even on CUDA."""
+    return function(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 
 
-def _segments_view(
+def view_batches(
     cache: FrameCache,
     table: SegmentTable | None,
-    built: BuiltBackbone,
     view: int,
     augmentation: AugmentSettings,
     seed: int,
-    device: torch.device,
-    advance: Callable[[int], None],
-    batch_size: int,
-) -> np.ndarray:
-    assert table is not None
-    built.module.to(device)
-    parts, pending, done = [], [], 0
-    for row in range(len(cache.lengths)):
+    batch_size: int = 64,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Log-mel batches of view `view` of every segment in `table` (of every whole clip, one
+    at a time, when None), in order, each with how many clip rows it completes. View v of
+    clip row r is drawn from the seed (seed, v, r), whatever the batching."""
+    rows = len(cache.lengths)
+    if table is None:
+        for row in range(rows):
+            rng = np.random.default_rng([seed, view, row])
+            yield 1, view_clip(cache, row, view, augmentation, rng)[None]
+        return
+    pending: list[np.ndarray] = []
+    done = 0
+    for row in range(rows):
         ids = np.flatnonzero(table.clip == row)
         rng = np.random.default_rng([seed, view, row])
         pending.append(view_segments(cache, table, ids, np.full(len(ids), view), augmentation, rng))
-        if sum(len(p) for p in pending) >= batch_size or row == len(cache.lengths) - 1:
-            parts.append(_run(built, np.concatenate(pending), device))
-            advance(row + 1 - done)
+        if sum(len(p) for p in pending) >= batch_size or row == rows - 1:
+            yield row + 1 - done, np.concatenate(pending)
             pending, done = [], row + 1
-    return np.concatenate(parts)
 
 
-def _clips_view(
+def embed_view(
     cache: FrameCache,
     table: SegmentTable | None,
     built: BuiltBackbone,
@@ -382,12 +386,12 @@ def _clips_view(
     seed: int,
     device: torch.device,
     advance: Callable[[int], None],
-    batch_size: int,
+    batch_size: int = 64,
 ) -> np.ndarray:
+    """The frozen backbone's embeddings (items, embedding_size) of one view."""
     built.module.to(device)
     parts = []
-    for row in range(len(cache.lengths)):
-        rng = np.random.default_rng([seed, view, row])
-        parts.append(_run(built, view_clip(cache, row, view, augmentation, rng)[None], device))
-        advance(1)
+    for rows, batch in view_batches(cache, table, view, augmentation, seed, batch_size):
+        parts.append(run_frozen(built.module, batch, device))
+        advance(rows)
     return np.concatenate(parts)

@@ -1,5 +1,7 @@
 """From a dataset and a backbone to a method `Context`: frames cached, segments listed,
-features cached (frozen backbone) or computed on the fly (fine-tuning)."""
+features cached (frozen backbone) or computed by the learning groups, from the frozen
+groups' cached output where the backbone names its stages, else by the whole network on
+the fly (fine-tuning)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from mer_plugin.datasets import Dataset, DatasetError
 from mer_plugin.hookspecs import Backbone
 from mer_plugin.inference.device import pick_device
 from mer_plugin.song_extras import SongExtras
-from mer_plugin.training.backbone import BuiltBackbone, build_backbone
+from mer_plugin.training.backbone import BuiltBackbone, build_backbone, frozen_split
 from mer_plugin.training.cache import (
     FrameCache,
     SegmentTable,
@@ -22,10 +24,11 @@ from mer_plugin.training.cache import (
     extras_cache,
     frame_cache,
 )
+from mer_plugin.training.frozen_cache import frozen_cache
 from mer_plugin.training.methods import Context
 from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import Settings
-from mer_plugin.training.sources import CachedSource, OnlineSource
+from mer_plugin.training.sources import CachedSource, FrozenCacheSource, OnlineSource
 
 
 @dataclass
@@ -77,6 +80,16 @@ def prepare(
             return CachedSource(array, device)
 
         segments, clips = cached(table), cached(None) if clip_level else None
+    elif (split := frozen_split(built)) and s.frozen_cache != "off":
+
+        def from_frozen(level_table: SegmentTable | None) -> FrozenCacheSource:
+            outputs = frozen_cache(
+                frames, level_table, built, split, s.views, s.augment, s.seed, device,
+                s.frozen_cache, cache_dir, reporter,
+            )  # fmt: skip
+            return FrozenCacheSource(built, outputs, split.trainable, device, s.amp)
+
+        segments, clips = from_frozen(table), from_frozen(None) if clip_level else None
     else:
         rng = np.random.default_rng([s.seed, 7])
         segments = OnlineSource(built, frames, table, s.augment, rng, s.views, device, s.amp)

@@ -47,6 +47,9 @@ class Settings:
     # --- shared by every method
     seed: int = setting(0, "random seed: folds, initialisation, augmentation, batches")
     finetune: int = setting(0, "0: frozen backbone (cached embeddings); k: train its last k groups")
+    frozen_cache: str = setting(
+        "float16", "fine-tuning: cache the frozen groups' output (float16, float32) or off"
+    )
     pretrained: bool | None = setting(
         None, "start from shipped weights; none: where the backbone has them"
     )
@@ -100,6 +103,10 @@ class Settings:
         rules = (
             (self.views >= 1, f"views={self.views}: at least 1 (the clean view)"),
             (self.finetune >= 0, f"finetune={self.finetune}: 0 or more groups"),
+            (
+                self.frozen_cache in ("float16", "float32", "off"),
+                f"frozen_cache={self.frozen_cache!r}: float16, float32 or off",
+            ),
             (self.batch_size >= 2, f"batch_size={self.batch_size}: at least 2"),
             (self.epochs >= 1, f"epochs={self.epochs}: at least 1"),
             (self.clip_epochs >= 1, f"clip_epochs={self.clip_epochs}: at least 1"),

@@ -1,6 +1,7 @@
-"""Where a head's input comes from: cached embeddings (frozen backbone) or the backbone
-run on the fly (fine-tuning). Both hand out features of items (segments or whole clips)
-under a view (0 clean, > 0 augmented), so the methods' code is the same for both.
+"""Where a head's input comes from: cached embeddings (frozen backbone), or a backbone
+that learns, run on the fly whole or from its frozen groups' cached output (fine-tuning).
+All hand out features of items (segments or whole clips) under a view (0 clean, > 0
+augmented), so the methods' code is the same for all.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mer_plugin.training.backbone import BuiltBackbone
+from mer_plugin.training.backbone import BuiltBackbone, Stage
 from mer_plugin.training.cache import FrameCache, SegmentTable, view_clip, view_segments
+from mer_plugin.training.frozen_cache import FrozenOutputs
 from mer_plugin.training.settings import AugmentSettings
 
 
@@ -52,46 +54,23 @@ class CachedSource:
         pass
 
 
-@dataclass
-class OnlineSource:
-    """Features computed by the backbone on the fly; each view > 0 is a fresh augmentation.
-
-    Items are segment ids of `table`, or clip rows when `table` is None (whole clips; a
-    batch of clips is cut to its shortest clip).
-    """
+class _LearningBackbone:
+    """What a source whose backbone learns shares: its weights, modes and precision."""
 
     built: BuiltBackbone
-    cache: FrameCache
-    table: SegmentTable | None
-    augmentation: AugmentSettings
-    rng: np.random.Generator
-    n_views: int
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    amp: bool = True  # bfloat16 autocast of the backbone on CUDA
-    initial: dict[str, torch.Tensor] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.built.module.to(self.device)
-        self.initial = self.snapshot()
+    device: torch.device
+    amp: bool  # bfloat16 autocast of the backbone on CUDA
+    initial: dict[str, torch.Tensor]
 
     @property
     def dim(self) -> int:
         return self.built.backbone.embedding_size
 
-    def features(self, ids: np.ndarray, views: np.ndarray) -> torch.Tensor:
-        if self.table is not None:
-            batch = view_segments(self.cache, self.table, ids, views, self.augmentation, self.rng)
-        else:
-            clips = [
-                view_clip(self.cache, r, v, self.augmentation, self.rng)
-                for r, v in zip(ids, views, strict=True)
-            ]
-            shortest = min(len(c) for c in clips)
-            batch = np.stack([c[:shortest] for c in clips])
+    def _run(self, network: Stage, batch: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(batch).to(self.device)
         amp = self.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, torch.bfloat16, enabled=amp):
-            return self.built.module(x).float()
+            return network(x).float()
 
     def parameters(self) -> list[nn.Parameter]:
         return self.built.trainable_parameters()
@@ -111,7 +90,68 @@ class OnlineSource:
             self.built.module.load_state_dict(state)
 
 
-FeatureSource = CachedSource | OnlineSource
+@dataclass
+class OnlineSource(_LearningBackbone):
+    """Features computed by the whole backbone on the fly; each view > 0 is a fresh
+    augmentation.
+
+    Items are segment ids of `table`, or clip rows when `table` is None (whole clips; a
+    batch of clips is cut to its shortest clip).
+    """
+
+    built: BuiltBackbone
+    cache: FrameCache
+    table: SegmentTable | None
+    augmentation: AugmentSettings
+    rng: np.random.Generator
+    n_views: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: bool = True
+    initial: dict[str, torch.Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.built.module.to(self.device)
+        self.initial = self.snapshot()
+
+    def features(self, ids: np.ndarray, views: np.ndarray) -> torch.Tensor:
+        if self.table is not None:
+            batch = view_segments(self.cache, self.table, ids, views, self.augmentation, self.rng)
+        else:
+            clips = [
+                view_clip(self.cache, r, v, self.augmentation, self.rng)
+                for r, v in zip(ids, views, strict=True)
+            ]
+            shortest = min(len(c) for c in clips)
+            batch = np.stack([c[:shortest] for c in clips])
+        return self._run(self.built.module, batch)
+
+
+@dataclass
+class FrozenCacheSource(_LearningBackbone):
+    """Features from the cached output of the backbone's frozen groups, run through the
+    groups that learn (mer_plugin/training/frozen_cache.py): fine-tuning at the cost of
+    its trainable part. Views are the cached ones."""
+
+    built: BuiltBackbone
+    outputs: FrozenOutputs
+    trainable: Stage
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: bool = True
+    initial: dict[str, torch.Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.built.module.to(self.device)
+        self.initial = self.snapshot()
+
+    @property
+    def n_views(self) -> int:
+        return self.outputs.n_views
+
+    def features(self, ids: np.ndarray, views: np.ndarray) -> torch.Tensor:
+        return self._run(self.trainable, self.outputs.batch(ids, views))
+
+
+FeatureSource = CachedSource | OnlineSource | FrozenCacheSource
 
 
 @contextmanager
