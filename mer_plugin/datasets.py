@@ -23,7 +23,9 @@ import numpy as np
 from mer_plugin.emotion import QUADRANTS
 from mer_plugin.errors import MerError
 
-AUDIO_EXTENSIONS = (".wav", ".aif", ".aiff", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4")
+AUDIO_EXTENSIONS = (
+    ".wav", ".aif", ".aiff", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".mid", ".midi"
+)  # fmt: skip
 
 
 class DatasetError(MerError):

@@ -38,6 +38,7 @@ ENTRY_POINT_GROUP = "mer"
 # modules with hookimpls, registered before entry points
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "mer_plugin.builtin.decoders",
+    "mer_plugin.builtin.midi",
     "mer_plugin.builtin.tag_writers",
     "mer_plugin.builtin.backbones",
     "mer_plugin.builtin.essentia",
