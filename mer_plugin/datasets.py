@@ -7,7 +7,10 @@ Sources:
   paths are relative to the manifest. Continuous labels map to Russell quadrants at the
   scale's midpoint: 0.5 when every value lies in [0, 1], 0 when in [-1, 1], otherwise the
   middle of the observed range. Q1 = valence and arousal high, Q2 = arousal high and
-  valence low, Q3 = both low, Q4 = valence high and arousal low.
+  valence low, Q3 = both low, Q4 = valence high and arousal low;
+- a folder of unlabelled audio (`load_unlabelled`), for SSSL's unlabelled branch.
+
+Any file a decoder reads is a clip: audio, or MIDI rendered by the FluidSynth decoder.
 """
 
 from __future__ import annotations
@@ -178,6 +181,24 @@ def quadrant(valence: float, arousal: float, v_mid: float = 0.5, a_mid: float = 
     if arousal >= a_mid:
         return "Q1" if valence >= v_mid else "Q2"
     return "Q4" if valence >= v_mid else "Q3"
+
+
+def load_unlabelled(folder: str | Path) -> Dataset:
+    """Every audio file under `folder` (recursively, hidden ones left out), without labels
+    (label ""): music for a semi-supervised method's unlabelled branch. Each file is its
+    own group."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder (unlabelled music is a folder of audio)")
+    paths = [
+        path
+        for path in sorted(root.rglob("*"))
+        if path.suffix.lower() in AUDIO_EXTENSIONS
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    ]
+    if not paths:
+        raise DatasetError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    return Dataset(root.name, [Clip(path, "", str(path)) for path in paths], ())
 
 
 def _check(dataset: Dataset) -> None:

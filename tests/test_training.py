@@ -4,6 +4,7 @@ the `mer train` / `mer eval` commands, end to end on generated audio (seconds)."
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -11,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 from mer_cli import mer
-from synthetic_music import TINY, TINY_SPEC, TinyPlugin
+from synthetic_music import TINY, TINY_SPEC, TinyPlugin, make_dataset
 from typer.testing import CliRunner
 
 from mer_plugin.backbones import get_backbone
 from mer_plugin.cli.app import app
-from mer_plugin.datasets import grouped_folds, load_dataset
+from mer_plugin.datasets import DatasetError, grouped_folds, load_dataset, load_unlabelled
 from mer_plugin.frontend import MUSICNN, FrontEndSpec
 from mer_plugin.hookspecs import Backbone, hookimpl
 from mer_plugin.inference.folder import load_model
@@ -295,6 +296,102 @@ def test_eval_folds_never_share_a_group(dataset_dir: Path, cache_dir: Path) -> N
     json.dumps(report)
 
 
+@pytest.fixture(scope="module")
+def more_quadrants(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second generated dataset (other draws of the same four quadrants), 2 clips each."""
+    return make_dataset(tmp_path_factory.mktemp("more") / "more quadrants", per_class=2, seed=1)
+
+
+@pytest.fixture(scope="module")
+def unlabelled_music(tmp_path_factory: pytest.TempPathFactory, more_quadrants: Path) -> Path:
+    """Music without labels in nested folders, beside files that are not music for mer:
+    a hidden file, a text file, and an empty .wav (skipped with its reason)."""
+    root = tmp_path_factory.mktemp("unlabelled") / "musique sans étiquette"
+    for i, wav in enumerate(sorted(more_quadrants.rglob("*.wav"))):
+        target = root / f"album {i % 2}" / f"track {i}.wav"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(wav, target)
+    (root / "album 0" / ".hidden.wav").write_bytes(b"")
+    (root / "notes.txt").write_text("not music")
+    (root / "empty.wav").write_bytes(b"")
+    return root
+
+
+def test_a_train_only_set_joins_every_training_fold_and_no_test_fold(
+    dataset_dir: Path, more_quadrants: Path, cache_dir: Path
+) -> None:
+    data = load_dataset(dataset_dir, "Artist")
+    more = load_dataset(more_quadrants)
+    options = EvalOptions(folds=2, methods=("segment",), noise_rates=())
+    alone = evaluate(data, TINY, FAST, options, cache_dir)
+    report = evaluate(data, TINY, FAST, options, cache_dir, train_only=[more])
+    assert report["clips"] == len(data.clips) and report["train_only"] == {
+        "datasets": ["more quadrants"], "clips": len(more.clips)
+    }  # fmt: skip
+    protocol = report["protocol"]
+    assert protocol["test_groups"] == alone["protocol"]["test_groups"]  # the same folds
+    assert sum(protocol["test_fold_sizes"]) == len(data.clips)
+    prepared = prepare(data, TINY, FAST, cache_dir, train_only=[more])
+    ctx = prepared.ctx
+    assert ctx.train_only.tolist() == list(range(len(data.clips), len(ctx.dataset.clips)))
+    for train, test in ctx.folds(2, seed=0):
+        assert not set(test) & set(ctx.train_only) and not set(train) & set(ctx.train_only)
+    rows = np.arange(len(data.clips))
+    with_more = fit("segment", ctx, rows, seed=0)
+    without = fit("segment", replace(ctx, train_only=ctx.train_only[:0]), rows, seed=0)
+    assert not np.allclose(predict(with_more, ctx, rows), predict(without, ctx, rows))
+
+
+def test_a_train_only_set_must_have_the_same_classes(
+    dataset_dir: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    manifest = tmp_path / "two classes.csv"
+    wavs = sorted(dataset_dir.rglob("*.wav"))
+    arousal = {"Q1": "tense", "Q2": "tense", "Q3": "calm", "Q4": "calm"}
+    rows = "".join(f"{w},{arousal[w.parent.name]}\n" for w in wavs)
+    manifest.write_text("path,label\n" + rows)
+    with pytest.raises(DatasetError, match="two classes: classes calm, tense, not those of"):
+        prepare(
+            load_dataset(dataset_dir), TINY, FAST, cache_dir, train_only=[load_dataset(manifest)]
+        )
+
+
+def test_unlabelled_music_is_every_audio_file_under_its_folder(
+    unlabelled_music: Path, tmp_path: Path
+) -> None:
+    music = load_unlabelled(unlabelled_music)
+    names = sorted(str(c.path.relative_to(unlabelled_music)) for c in music.clips)
+    assert names == ["album 0/track 0.wav", "album 0/track 2.wav", "album 0/track 4.wav",
+                     "album 0/track 6.wav", "album 1/track 1.wav", "album 1/track 3.wav",
+                     "album 1/track 5.wav", "album 1/track 7.wav", "empty.wav"]  # fmt: skip
+    assert {c.label for c in music.clips} == {""}
+    (tmp_path / "readme.txt").write_text("nothing to hear")
+    with pytest.raises(DatasetError, match="no audio files"):
+        load_unlabelled(tmp_path)
+    with pytest.raises(DatasetError, match="not a folder"):
+        load_unlabelled(unlabelled_music / "notes.txt")
+
+
+def test_sssl_learns_from_unlabelled_music(
+    dataset_dir: Path, unlabelled_music: Path, cache_dir: Path
+) -> None:
+    """The unlabelled files' segments follow the labelled rows and feed sssl's unlabelled
+    branch (a different model from the same seed); an unreadable one is skipped."""
+    data = load_dataset(dataset_dir, "Artist")
+    prepared = prepare(data, TINY, FAST, cache_dir, unlabelled=load_unlabelled(unlabelled_music))
+    ctx = prepared.ctx
+    assert len(ctx.dataset.clips) == len(data.clips)
+    assert ctx.unlabelled.tolist() == list(range(len(data.clips), len(data.clips) + 8))
+    assert any("empty.wav" in line for line in ctx.dataset.skipped)
+    assert prepared.more_data == {"unlabelled": {"folder": unlabelled_music.name, "clips": 8}}
+    rows = np.arange(len(data.clips))
+    learnt = fit("sssl", ctx, rows, seed=0)
+    plain = fit("sssl", replace(ctx, unlabelled=ctx.unlabelled[:0]), rows, seed=0)
+    assert learnt.history[-1]["loss"] != plain.history[-1]["loss"]
+    probs = predict(learnt, ctx, rows)
+    assert probs.shape == (len(rows), 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------ CLI
 
 
@@ -321,6 +418,26 @@ def test_cli_eval_then_train(dataset_dir: Path, tmp_path: Path) -> None:
     assert card["command"].startswith("mer train")
     assert card["metrics"]["mean"] == report["results"]["segment"]["mean"]
     assert card["metrics"]["protocol"]["folds"] == 2
+
+
+def test_cli_trains_on_a_train_only_set_and_unlabelled_music(
+    dataset_dir: Path, more_quadrants: Path, unlabelled_music: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    common = ["--group-by", "Artist", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    common += ["--backbone", "shortchunk-cnn", "--set", "epochs=3", "--set", "warmup_epochs=1"]
+    more = ["--add", str(more_quadrants), "--unlabelled", str(unlabelled_music)]
+    out = tmp_path / "model"
+    train = ["train", str(dataset_dir), "--method", "sssl", "--out", str(out), *more, *common]
+    result = runner.invoke(app, train)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "model.json").read_text())["training_data"]
+    assert data["clips"] == 16 + 8 and data["train_only"]["datasets"] == ["more quadrants"]
+    assert data["unlabelled"] == {"folder": unlabelled_music.name, "clips": 8}
+    assert "--unlabelled" in json.loads((out / "model.json").read_text())["command"]
+    segment = ["eval", str(dataset_dir), "--methods", "segment", *more, *common]
+    refused = runner.invoke(app, segment)
+    assert refused.exit_code == 2 and "only sssl learns from music without labels" in refused.output
 
 
 def test_cli_errors(dataset_dir: Path, tmp_path: Path) -> None:

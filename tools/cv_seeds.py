@@ -5,6 +5,8 @@ seed 0, so only the split and the head's initialisation change).
     python tools/cv_seeds.py ../shared/data/4q-dev --backbone musicnn-msd --views 3
     python tools/cv_seeds.py ../shared/data/4q-dev --backbone musicnn-msd-pool --views 1
     python tools/cv_seeds.py ../shared/data/4q-dev --extractor essentia --set song_c=0
+    python tools/cv_seeds.py ../shared/data/4q-dev --add build/midi/vgmidi/manifest.csv
+    python tools/cv_seeds.py ../shared/data/4q-dev --method sssl --unlabelled MUSIC_FOLDER
     python tools/cv_seeds.py ../shared/data/4q-dev --method sssl --set finetune=2 \
       --set epochs=8 --set warmup_epochs=2 --set rampup_epochs=3
 
@@ -21,7 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from mer_plugin.datasets import grouped_folds, load_dataset
+from mer_plugin.datasets import load_dataset, load_unlabelled
 from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.evaluate import metrics
 from mer_plugin.training.methods import fit, predict
@@ -40,13 +42,20 @@ def main() -> None:
     parser.add_argument("--group-by", default="Artist")
     parser.add_argument("--extractor", action="append", default=[])
     parser.add_argument("--set", action="append", default=[], help="NAME=VALUE (Settings)")
+    parser.add_argument("--add", action="append", default=[], help="a train-only dataset")
+    parser.add_argument("--unlabelled", help="a folder of music without labels (sssl)")
     args = parser.parse_args()
 
     data = load_dataset(args.dataset, args.group_by)
     settings = Settings(views=args.views).with_overrides(args.set)
     extras = SongExtras.of(args.extractor) if args.extractor else None
     clip_level = args.method == "clip"
-    prepared = prepare(data, args.backbone, settings, clip_level=clip_level, extras=extras)
+    train_only = [load_dataset(path) for path in args.add]
+    unlabelled = load_unlabelled(args.unlabelled) if args.unlabelled else None
+    prepared = prepare(
+        data, args.backbone, settings, clip_level=clip_level, extras=extras,
+        train_only=train_only, unlabelled=unlabelled,
+    )  # fmt: skip
     print(f"caches ready in {prepared.seconds:.0f} s", flush=True)
     with_extras = prepared.ctx
     runs = {args.method: replace(with_extras, extras=None)}
@@ -57,7 +66,7 @@ def main() -> None:
     for seed in range(args.seeds):
         for name, ctx in runs.items():
             scores = []
-            for k, (train, test) in enumerate(grouped_folds(ctx.dataset, args.folds, seed)):
+            for k, (train, test) in enumerate(ctx.folds(args.folds, seed)):
                 started = time.perf_counter()
                 fitted = fit(args.method, ctx, train, 100 * seed + k)
                 seconds[name].append(time.perf_counter() - started)

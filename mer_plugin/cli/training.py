@@ -60,6 +60,34 @@ Extractors = Annotated[
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+TrainOnly = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--add",
+        metavar="DATASET",
+        help="A labelled dataset with the same classes (folder or manifest) that only "
+        "trains: in every training fold, never a test fold (repeatable).",
+    ),
+]
+Unlabelled = Annotated[
+    Path | None,
+    typer.Option(
+        "--unlabelled", metavar="FOLDER", help="Music without labels for sssl's unlabelled branch."
+    ),
+]
+
+
+def _more_data(added: list[Path] | None, unlabelled: Path | None, methods: tuple[str, ...]):
+    """The train-only datasets and the unlabelled music, loaded; unlabelled music without
+    sssl is a usage error."""
+    from mer_plugin.datasets import load_dataset, load_unlabelled
+
+    if unlabelled is not None and "sssl" not in methods:
+        raise typer.BadParameter(
+            "only sssl learns from music without labels", param_hint="--unlabelled"
+        )
+    train_only = tuple(load_dataset(path) for path in added or ())
+    return train_only, load_unlabelled(unlabelled) if unlabelled is not None else None
 
 
 def _settings(seed: int, finetune: int, device: str, sets: list[str] | None):
@@ -114,6 +142,8 @@ def train(
         str, typer.Option(help="The training data's licence terms, for the model card.")
     ] = "",
     extractors: Extractors = None,
+    added: TrainOnly = None,
+    unlabelled: Unlabelled = None,
     cache_dir: CacheDir = None,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -136,6 +166,7 @@ def train(
         raise fail(MerError(f"{metrics}: not a usable eval report: {error}")) from None
     try:
         data = load_dataset(dataset, group_by, annotations)
+        train_only, music = _more_data(added, unlabelled, (method,))
         folder = train_model(
             data,
             backbone,
@@ -150,6 +181,8 @@ def train(
             metrics=measured,
             data_licence=data_licence,
             extractors=tuple(extractors or ()),
+            train_only=train_only,
+            unlabelled=music,
         )
     except MerError as error:
         raise fail(error) from None
@@ -185,6 +218,8 @@ def eval_(
         bool, typer.Option(help="Also the frozen-embedding logistic-regression references.")
     ] = True,
     extractors: Extractors = None,
+    added: TrainOnly = None,
+    unlabelled: Unlabelled = None,
     cache_dir: CacheDir = None,
     device: Device = "auto",
     quiet: Quiet = False,
@@ -219,9 +254,9 @@ def eval_(
     to_stdout = json_out is not None and str(json_out) == "-"
     try:
         data = load_dataset(dataset, group_by, annotations)
-        report = evaluate(
-            data, backbone, settings, options, cache_dir, Reporter(quiet or to_stdout)
-        )
+        train_only, music = _more_data(added, unlabelled, chosen)
+        reporter = Reporter(quiet or to_stdout)
+        report = evaluate(data, backbone, settings, options, cache_dir, reporter, train_only, music)
         text = json.dumps(report, indent=2)
         if to_stdout:
             typer.echo(text)
@@ -251,6 +286,10 @@ def print_report(report: dict) -> None:
         f"{report['dataset']}: {report['clips']} clips, {protocol['folds']} grouped folds{run}, "
         f"backbone {report['backbone']['name']}"
     )
+    if "train_only" in report:
+        title += f"; + {report['train_only']['clips']} train-only clips"
+    if "unlabelled" in report:
+        title += f"; + {report['unlabelled']['clips']} unlabelled (sssl)"
     table = Table(
         "method",
         "accuracy",

@@ -1,7 +1,8 @@
 """Grouped, stratified K-fold cross-validation of the methods, the logistic-regression
 references on frozen embeddings, and the GMM separation check (docs/design.md §5).
 
-Every method sees the same folds (`grouped_folds`: no group on both sides). Nothing is
+Every method sees the same folds (`Context.folds`: no group on both sides; clips of
+train-only sets join every training fold and no test fold). Nothing is
 tuned on a test fold: settings are fixed before the run; SSSL's stage 2 uses inner folds
 of the training clips only.
 """
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mer_plugin.datasets import Dataset, grouped_folds
+from mer_plugin.datasets import Dataset
 from mer_plugin.emotion import QUADRANTS
 from mer_plugin.hookspecs import Backbone
 from mer_plugin.inference.card import Method
@@ -96,15 +98,21 @@ def evaluate(
     options: EvalOptions,
     cache_dir: str | Path | None = None,
     reporter: Reporter | None = None,
+    train_only: Sequence[Dataset] = (),
+    unlabelled: Dataset | None = None,
 ) -> dict:
-    """Cross-validate `options.methods` (+ references, + GMM check); a JSON-ready report."""
+    """Cross-validate `options.methods` (+ references, + GMM check); a JSON-ready report.
+    `train_only` sets join every training fold (never a test fold); `unlabelled` music
+    feeds sssl's unlabelled branch."""
     unknown = set(options.methods) - set(METHODS)
     if unknown:
         raise SettingsError(f"unknown methods {sorted(unknown)} (known: {', '.join(METHODS)})")
     reporter = reporter or Reporter(quiet=True)
     extras = SongExtras.of(options.extractors) if options.extractors else None
     clip_level = Method.CLIP in options.methods
-    prepared = prepare(dataset, backbone, settings, cache_dir, reporter, clip_level, extras)
+    prepared = prepare(
+        dataset, backbone, settings, cache_dir, reporter, clip_level, extras, train_only, unlabelled
+    )
     ctx = replace(prepared.ctx, extras=None)
     runs = [(m, Method(m), ctx) for m in options.methods]
     if extras:
@@ -112,7 +120,7 @@ def evaluate(
         runs += [
             (f"{m}+{suffix}", Method(m), prepared.ctx) for m in options.methods if m != Method.CLIP
         ]
-    folds = grouped_folds(ctx.dataset, options.folds, settings.seed)
+    folds = ctx.folds(options.folds, settings.seed)
     results: dict[str, list[dict]] = {name: [] for name, _, _ in runs}
     references = options.references and prepared.built.pretrained and settings.finetune == 0
     if references:
@@ -219,7 +227,8 @@ def _report(
     data = ctx.dataset
     return {
         "dataset": data.name,
-        "clips": len(data.clips),
+        "clips": len(data.clips) - len(ctx.train_only),
+        **prepared.more_data,
         "segments": int(len(ctx.table)),
         "classes": list(data.classes),
         "skipped": data.skipped,

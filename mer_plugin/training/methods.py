@@ -55,10 +55,22 @@ class Context:
     settings: Settings
     reporter: Reporter = field(default_factory=lambda: Reporter(quiet=True))
     extras: np.ndarray | None = None  # song-level extractor features per clip row (stage 2)
+    # rows of `dataset` that only ever train (added labelled sets): in every training
+    # set, never in a test fold
+    train_only: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # rows after the dataset's: music without labels, for sssl's unlabelled branch
+    unlabelled: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def n_classes(self) -> int:
         return len(self.dataset.classes)
+
+    def folds(self, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """K grouped, stratified (train, test) splits, as cache rows, of the clips under
+        evaluation (the train-only ones join every training set in `fit`)."""
+        evaluated = np.setdiff1d(np.arange(len(self.dataset.clips)), self.train_only)
+        splits = grouped_folds(self.dataset.subset(evaluated), k, seed)
+        return [(evaluated[train], evaluated[test]) for train, test in splits]
 
     @property
     def clip_labels(self) -> np.ndarray:
@@ -82,7 +94,9 @@ class Fitted:
 
 
 def fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
-    """Train `method` on the clips at cache `rows`."""
+    """Train `method` on the clips at cache `rows` and the train-only clips; sssl also
+    on the unlabelled music."""
+    rows = np.concatenate([rows, np.setdiff1d(ctx.train_only, rows)])
     with compute_threads(ctx.segments):
         fitted = _fit(method, ctx, rows, seed)
         if method != Method.CLIP and ctx.settings.song_embedding_c > 0:
@@ -107,7 +121,8 @@ def _fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
         head = fit_ce(ctx.segments, ids, seg_labels, ctx, ctx.settings.epochs, seed, Method.SEGMENT)
         history: list[dict] = []
     elif method == Method.SSSL:
-        head, history = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed)
+        unlabelled = ctx.table.ids_of(ctx.unlabelled)
+        head, history = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed, unlabelled)
     else:
         raise ValueError(f"unknown method {method!r}")
     # stage 2: sssl's song classifier (unless turned off); for segment, only to take
@@ -290,9 +305,16 @@ def clean_probability(
 
 
 def fit_sssl(
-    source: FeatureSource, ids: np.ndarray, labels: np.ndarray, ctx: Context, seed: int
+    source: FeatureSource,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    ctx: Context,
+    seed: int,
+    unlabelled: np.ndarray | None = None,
 ) -> tuple[Head, list[dict]]:
-    """SSSL on segments (warm-up, then GMM split + refinement + pseudo-labels + mixup)."""
+    """SSSL on segments (warm-up, then GMM split + refinement + pseudo-labels + mixup);
+    segments of music without labels (`unlabelled` ids) join the unlabelled branch."""
+    unlabelled = np.zeros(0, np.int64) if unlabelled is None else unlabelled
     s = ctx.settings
     rng = np.random.default_rng(seed)
     head, optimizer = _new_head(source, ids, ctx, seed)
@@ -308,7 +330,7 @@ def fit_sssl(
                 w = clean_probability(head, source, ids, labels, s, _clips_of(source, ids, ctx))
                 ramp = min(1.0, (epoch - s.warmup_epochs + 1) / max(s.rampup_epochs, 1))
                 loss = _sssl_epoch(
-                    head, optimizer, source, ids, labels, w, ramp, ctx, rng, generator
+                    head, optimizer, source, ids, labels, w, ramp, ctx, rng, generator, unlabelled
                 )
                 labelled = float((w > s.tau).mean())
                 record = {"epoch": epoch, "phase": "sssl", "loss": loss, "labelled": labelled}
@@ -348,15 +370,20 @@ def _sssl_epoch(
     ctx: Context,
     rng: np.random.Generator,
     generator: torch.Generator,
+    unlabelled: np.ndarray,
 ) -> float:
     s = ctx.settings
     is_clean = w > s.tau
     if min(is_clean.sum(), (~is_clean).sum()) < s.min_split:  # no split: plain refinement
         is_clean = np.ones(len(ids), bool)
     clean, noisy = np.flatnonzero(is_clean), np.flatnonzero(~is_clean)
+    # music without labels joins the noisy segments (no label, no weight: never a target)
+    noisy = np.concatenate([noisy, len(ids) + np.arange(len(unlabelled))])
+    ids = np.concatenate([ids, unlabelled])
     device = _device(source)
-    onehot = F.one_hot(torch.from_numpy(labels), ctx.n_classes).float().to(device)
-    weight = torch.from_numpy(w).float().to(device)
+    onehot = F.one_hot(torch.from_numpy(labels), ctx.n_classes).float()
+    onehot = F.pad(onehot, (0, 0, 0, len(unlabelled))).to(device)
+    weight = torch.from_numpy(np.pad(w, (0, len(unlabelled)))).float().to(device)
     total, steps = 0.0, 0
     for batch in _batches(len(clean), s.batch_size, rng):
         l_idx = clean[batch]

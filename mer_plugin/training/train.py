@@ -56,18 +56,22 @@ def train_model(
     data_licence: str = "",
     extractors: Sequence[str] = (),
     version: str = "1",
+    train_only: Sequence[Dataset] = (),
+    unlabelled: Dataset | None = None,
 ) -> Path:
-    """Train `method` on every readable clip of `dataset`; write the model folder `out`.
-    `extractors` name song-level extractor plugins whose features stage 2 appends."""
+    """Train `method` on every readable clip of `dataset` and of the `train_only` sets
+    (sssl also on the `unlabelled` music); write the model folder `out`. `extractors`
+    name song-level extractor plugins whose features stage 2 appends."""
     if method not in METHODS:
         raise SettingsError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
     method = Method(method)
     extras = song_extras(extractors, (method,))
     reporter = reporter or Reporter(quiet=True)
+    clip_level = method == Method.CLIP
     prepared = prepare(
-        dataset, backbone, settings, cache_dir, reporter, method == Method.CLIP, extras
+        dataset, backbone, settings, cache_dir, reporter, clip_level, extras, train_only, unlabelled
     )
-    rows = np.arange(len(prepared.ctx.dataset.clips))
+    rows = np.arange(len(prepared.ctx.dataset.clips))  # fit adds nothing: all rows train
     fitted = fit(method, prepared.ctx, rows, settings.seed)
     out = Path(out)
     name = name or out.name
@@ -150,6 +154,7 @@ def model_card(
             "per_class": dict(sorted(Counter(c.label for c in data.clips).items())),
             "groups": len(set(data.groups)),
             "skipped": data.skipped,
+            **prepared.more_data,
         },
         "settings": settings.to_dict(),
         "history": fitted.history,
