@@ -40,7 +40,8 @@ class Backbone:
 
     The module maps (batch, spec.segment_frames, spec.n_mels) to (batch, embedding_size)
     through `embed`; `finetune_groups` names its parameter groups from input to output,
-    so training can unfreeze the last k of them.
+    so training can unfreeze the last k of them. A module may also define `stages()`
+    (docs/plugins.md): then the frozen groups' output is cached for fine-tuning.
     """
 
     name: str
