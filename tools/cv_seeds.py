@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--method", default="segment", choices=("clip", "segment", "sssl"))
     parser.add_argument("--views", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="fold seeds from this one")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--group-by", default="Artist")
     parser.add_argument("--extractor", action="append", default=[])
@@ -63,7 +64,7 @@ def main() -> None:
         runs[f"{args.method}+{'+'.join(extras.names)}"] = with_extras
     means: dict[str, list[float]] = {name: [] for name in runs}
     seconds: dict[str, list[float]] = {name: [] for name in runs}  # training, per fold
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name, ctx in runs.items():
             scores = []
             for k, (train, test) in enumerate(ctx.folds(args.folds, seed)):
@@ -80,9 +81,10 @@ def main() -> None:
                 flush=True,
             )
     for name, values in means.items():
+        spread = f"{np.std(values, ddof=1):.3f}" if len(values) > 1 else "n/a (one seed)"
         print(
             f"{args.backbone}, {name}, views {args.views}: mean over {args.seeds} fold seeds "
-            f"{np.mean(values):.3f}, seed-to-seed standard deviation {np.std(values, ddof=1):.3f}, "
+            f"{np.mean(values):.3f}, seed-to-seed standard deviation {spread}, "
             f"training {np.mean(seconds[name]):.1f} ± {np.std(seconds[name], ddof=1):.1f} s / fold"
         )
 
