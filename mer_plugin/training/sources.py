@@ -62,6 +62,10 @@ class _LearningBackbone:
     amp: bool  # bfloat16 autocast of the backbone on CUDA
     initial: dict[str, torch.Tensor]
 
+    def __post_init__(self) -> None:  # the dataclasses below call it
+        self.built.module.to(self.device)
+        self.initial = self.snapshot()
+
     @property
     def dim(self) -> int:
         return self.built.backbone.embedding_size
@@ -109,10 +113,6 @@ class OnlineSource(_LearningBackbone):
     amp: bool = True
     initial: dict[str, torch.Tensor] = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.built.module.to(self.device)
-        self.initial = self.snapshot()
-
     def features(self, ids: np.ndarray, views: np.ndarray) -> torch.Tensor:
         if self.table is not None:
             batch = view_segments(self.cache, self.table, ids, views, self.augmentation, self.rng)
@@ -138,10 +138,6 @@ class FrozenCacheSource(_LearningBackbone):
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     amp: bool = True
     initial: dict[str, torch.Tensor] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.built.module.to(self.device)
-        self.initial = self.snapshot()
 
     @property
     def n_views(self) -> int:
