@@ -42,7 +42,8 @@ from mer_plugin.user_cache import cache_folder
 FORMAT = 1  # bump when the layout of a cache folder changes
 
 
-def _digest(payload: object) -> str:
+def cache_key(payload: object) -> str:
+    """A short hash naming a cache folder by everything its content depends on."""
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -79,7 +80,7 @@ def frame_cache(
 ) -> FrameCache:
     """The frame cache of a dataset's clips, built on first use."""
     clips = [(str(c.path.resolve()), *_stat(c.path)) for c in dataset.clips]
-    key = _digest({"format": FORMAT, "clips": clips, "spec": spec.to_dict()})
+    key = cache_key({"format": FORMAT, "clips": clips, "spec": spec.to_dict()})
     folder = cache_folder(root) / "frames" / key
     if not (folder / "index.json").is_file():
         _build_frames(dataset, spec, folder, reporter or Reporter(quiet=True))
@@ -224,7 +225,7 @@ def extras_cache(
     features and clips (paths, sizes, mtimes). A clip an extractor cannot read is an error
     that names it: the frame cache has already dropped the undecodable ones."""
     card = extras.to_card()
-    key = _digest({"clips": [(str(c.path), *_stat(c.path)) for c in dataset.clips], "x": card})
+    key = cache_key({"clips": [(str(c.path), *_stat(c.path)) for c in dataset.clips], "x": card})
     path = cache_folder(root) / "extras" / f"{key}.npy"
     if path.is_file():
         return np.load(path)
@@ -298,7 +299,7 @@ def embedding_cache(
         ]
         return np.concatenate(parts, axis=-1)
     level = "clips" if table is None else "segments"
-    key = _digest(
+    key = cache_key(
         {
             "frames": cache.key,
             "backbone": built.backbone.name,

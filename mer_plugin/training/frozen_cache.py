@@ -27,7 +27,7 @@ from mer_plugin.training.backbone import BuiltBackbone, FrozenSplit
 from mer_plugin.training.cache import (
     FrameCache,
     SegmentTable,
-    _digest,
+    cache_key,
     run_frozen,
     view_batches,
 )
@@ -78,7 +78,7 @@ def frozen_cache(
     if dtype not in DTYPES:
         raise ValueError(f"frozen cache dtype {dtype!r}: one of {', '.join(DTYPES)}")
     level = "clips" if table is None else "segments"
-    key = _digest(
+    key = cache_key(
         {
             "frames": cache.key,
             "backbone": built.backbone.name,
