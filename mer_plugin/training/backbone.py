@@ -89,9 +89,9 @@ def frozen_split(built: BuiltBackbone) -> FrozenSplit | None:
     named = tuple(stages())
     names = [name for name, _ in named]
     first = built.trainable_groups[0]
-    if first not in names or names.index(first) == 0:
+    cut = names.index(first) if first in names else 0
+    if cut == 0:
         return None
-    cut = names.index(first)
     return FrozenSplit(first, _chain(named[:cut]), _chain(named[cut:]))
 
 

@@ -34,7 +34,7 @@ from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.inference.folder import state_digest
 from mer_plugin.song_extras import SongExtras
 from mer_plugin.training.augment import augment, crop, jitter_starts
-from mer_plugin.training.backbone import BuiltBackbone
+from mer_plugin.training.backbone import BuiltBackbone, Stage
 from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import AugmentSettings
 from mer_plugin.user_cache import cache_folder
@@ -299,16 +299,7 @@ def embedding_cache(
         ]
         return np.concatenate(parts, axis=-1)
     level = "clips" if table is None else "segments"
-    key = cache_key(
-        {
-            "frames": cache.key,
-            "backbone": built.backbone.name,
-            "weights": state_digest(built.module),
-            "augment": augmentation,
-            "seed": seed,
-            "level": level,
-        }
-    )
+    key = cache_key(views_depend_on(cache, built, augmentation, seed, level))
     folder = cache_folder(root) / "embeddings" / key
     folder.mkdir(parents=True, exist_ok=True)
     reporter = reporter or Reporter(quiet=True)
@@ -324,6 +315,26 @@ def embedding_cache(
             _save_npy(path, array)
         out.append(np.load(path))
     return np.stack(out)
+
+
+def views_depend_on(
+    cache: FrameCache, built: BuiltBackbone, augmentation: AugmentSettings, seed: int, level: str
+) -> dict:
+    """What a backbone's cached outputs of the views of every item depend on (its key)."""
+    return {
+        "frames": cache.key,
+        "backbone": built.backbone.name,
+        "weights": state_digest(built.module),
+        "augment": augmentation,
+        "seed": seed,
+        "level": level,
+    }
+
+
+def stack_shortest(pieces: list[np.ndarray]) -> np.ndarray:
+    """Arrays of (time, ...) stacked into one batch, each cut to the shortest's length."""
+    shortest = min(len(p) for p in pieces)
+    return np.stack([p[:shortest] for p in pieces])
 
 
 def _fused_parts(built: BuiltBackbone) -> list[BuiltBackbone]:
@@ -343,9 +354,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def run_frozen(
-    function: Callable[[torch.Tensor], torch.Tensor], batch: np.ndarray, device: torch.device
-) -> np.ndarray:
+def run_frozen(function: Stage, batch: np.ndarray, device: torch.device) -> np.ndarray:
     """A frozen network `function` on a numpy batch; float32 out, even on CUDA."""
     return function(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 

@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mer_plugin.inference.folder import state_digest
 from mer_plugin.training.backbone import BuiltBackbone, FrozenSplit
 from mer_plugin.training.cache import (
     FrameCache,
     SegmentTable,
     cache_key,
     run_frozen,
+    stack_shortest,
     view_batches,
+    views_depend_on,
 )
 from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import AugmentSettings
@@ -55,9 +56,7 @@ class FrozenOutputs:
             self.views[v][self.offsets[v][i] : self.offsets[v][i + 1]]
             for i, v in zip(ids, views, strict=True)
         ]
-        shortest = min(len(p) for p in pieces)
-        out = np.stack([p[:shortest] for p in pieces]).astype(np.float32)
-        return out.transpose(0, 2, 1)
+        return stack_shortest(pieces).astype(np.float32).transpose(0, 2, 1)
 
 
 def frozen_cache(
@@ -78,18 +77,8 @@ def frozen_cache(
     if dtype not in DTYPES:
         raise ValueError(f"frozen cache dtype {dtype!r}: one of {', '.join(DTYPES)}")
     level = "clips" if table is None else "segments"
-    key = cache_key(
-        {
-            "frames": cache.key,
-            "backbone": built.backbone.name,
-            "weights": state_digest(built.module),
-            "at": split.at,
-            "augment": augmentation,
-            "seed": seed,
-            "level": level,
-            "dtype": dtype,
-        }
-    )
+    depends = views_depend_on(cache, built, augmentation, seed, level)
+    key = cache_key({**depends, "at": split.at, "dtype": dtype})
     folder = cache_folder(root) / "frozen" / key
     folder.mkdir(parents=True, exist_ok=True)
     reporter = reporter or Reporter(quiet=True)

@@ -127,11 +127,11 @@ def prepare(
     ctx = Context(
         usable, table, segments, clips, settings, reporter, features, more_rows, unlabelled_rows
     )
-    more = _more_data(train_only, more_rows, unlabelled, unlabelled_rows)
+    more = _added_data(train_only, more_rows, unlabelled, unlabelled_rows)
     return Prepared(ctx, built, frames, time.perf_counter() - started, extras or None, more)
 
 
-def _more_data(
+def _added_data(
     train_only: Sequence[Dataset],
     train_rows: np.ndarray,
     unlabelled: Dataset | None,

@@ -15,7 +15,13 @@ import torch
 from torch import nn
 
 from mer_plugin.training.backbone import BuiltBackbone, Stage
-from mer_plugin.training.cache import FrameCache, SegmentTable, view_clip, view_segments
+from mer_plugin.training.cache import (
+    FrameCache,
+    SegmentTable,
+    stack_shortest,
+    view_clip,
+    view_segments,
+)
 from mer_plugin.training.frozen_cache import FrozenOutputs
 from mer_plugin.training.settings import AugmentSettings
 
@@ -121,8 +127,7 @@ class OnlineSource(_LearningBackbone):
                 view_clip(self.cache, r, v, self.augmentation, self.rng)
                 for r, v in zip(ids, views, strict=True)
             ]
-            shortest = min(len(c) for c in clips)
-            batch = np.stack([c[:shortest] for c in clips])
+            batch = stack_shortest(clips)
         return self._run(self.built.module, batch)
 
 
