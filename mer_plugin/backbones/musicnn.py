@@ -60,16 +60,36 @@ def _use_mkldnn(x: torch.Tensor) -> bool:
     )
 
 
-class ConvPoolBlock(nn.Module):
-    """Conv over (time, frequency) -> ReLU -> batch norm -> max over frequency.
+def conv_max_relu_bn(
+    x: torch.Tensor,
+    conv: nn.Conv2d,
+    bn: nn.BatchNorm2d,
+    pool: tuple[int, int],
+    stride: tuple[int, int],
+) -> torch.Tensor:
+    """Eval-mode conv -> ReLU -> batch norm -> max pool, with the max taken first.
 
-    In eval mode the frequency max is taken straight after the conv, on the small pooled
-    tensor ReLU and batch norm follow: exact, because ReLU is monotone and eval batch norm
-    is a per-channel affine map whose sign is the sign of gamma (channels with a negative
-    gamma take the min instead, done by flipping the sign of their filters). This skips
-    two passes over the big (B, C, T, F) conv output; on CPU, without autograd, the max is
-    also pooled inside oneDNN before the output leaves its blocked layout.
+    Exact, because ReLU is monotone and eval batch norm is a per-channel affine map whose
+    sign is the sign of gamma (channels with a negative gamma take the min instead, done by
+    flipping the sign of their filters). This skips two passes over the big conv output; on
+    CPU, without autograd, the max is also pooled inside oneDNN before the output leaves
+    its blocked layout.
     """
+    sign = torch.where(bn.weight < 0, -1.0, 1.0)
+    weight = conv.weight * sign[:, None, None, None]
+    bias = conv.bias * sign
+    padding = list(conv.padding)
+    if _use_mkldnn(x):
+        y = torch.mkldnn_convolution(x.to_mkldnn(), weight, bias, padding, [1, 1], [1, 1], 1)
+        pooled = F.max_pool2d(y, pool, stride).to_dense()
+    else:
+        pooled = F.max_pool2d(F.conv2d(x, weight, bias, padding=padding), pool, stride)
+    return bn(F.relu(pooled * sign[:, None, None]))
+
+
+class ConvPoolBlock(nn.Module):
+    """Conv over (time, frequency) -> ReLU -> batch norm -> max over frequency
+    (in eval mode by `conv_max_relu_bn`)."""
 
     def __init__(self, filters: int, kernel: tuple[int, int], pad_time: tuple[int, int]) -> None:
         super().__init__()
@@ -82,15 +102,8 @@ class ConvPoolBlock(nn.Module):
         x = F.pad(x, (0, 0, *self.pad_time))
         if self.training:  # batch statistics need the full map
             return self.bn(F.relu(self.conv(x))).amax(dim=3)
-        sign = torch.where(self.bn.weight < 0, -1.0, 1.0)
-        weight = self.conv.weight * sign[:, None, None, None]
-        bias = self.conv.bias * sign
-        if _use_mkldnn(x):
-            y = torch.mkldnn_convolution(x.to_mkldnn(), weight, bias, [0, 0], [1, 1], [1, 1], 1)
-            pooled = F.max_pool2d(y, (1, y.shape[3])).to_dense().squeeze(3)
-        else:
-            pooled = F.conv2d(x, weight, bias).amax(dim=3)
-        return self.bn(F.relu(pooled * sign[:, None]).unsqueeze(3)).squeeze(3)
+        bands = x.shape[3] - self.conv.kernel_size[1] + 1
+        return conv_max_relu_bn(x, self.conv, self.bn, (1, bands), (1, bands)).squeeze(3)
 
 
 class FrontEnd(nn.Module):

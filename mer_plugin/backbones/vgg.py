@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mer_plugin.backbones.musicnn import BN_EPS, BN_MOMENTUM, TagOutputs
+from mer_plugin.backbones.musicnn import BN_EPS, BN_MOMENTUM, TagOutputs, conv_max_relu_bn
 
 FILTERS = 128
 POOLS = ((4, 1), (2, 2), (2, 2), (2, 2), (4, 4))  # max-pool sizes of blocks 1..5
@@ -31,7 +31,8 @@ EMBEDDING_TIME = 2  # pool5's time positions for a 3 s input
 
 
 class ConvBlock(nn.Module):
-    """Dropout -> 3x3 conv ('same') -> ReLU -> batch norm -> max pool (TF 'valid')."""
+    """Dropout -> 3x3 conv ('same') -> ReLU -> batch norm -> max pool (TF 'valid'); in eval
+    mode the max is taken before ReLU and batch norm (`conv_max_relu_bn`)."""
 
     def __init__(
         self, in_channels: int, pool: tuple[int, int], stride: tuple[int, int], dropout: float
@@ -44,6 +45,8 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, F) -> (B, 128, T', F')."""
+        if not self.training:
+            return conv_max_relu_bn(x, self.conv, self.bn, self.pool, self.stride)
         y = self.bn(F.relu(self.conv(self.dropout(x))))
         return F.max_pool2d(y, self.pool, self.stride)
 
