@@ -8,7 +8,7 @@ import socket
 import pytest
 from mer_cli import mer
 
-from mer_plugin.inference import load_model, predict_file, resolve_model
+from mer_plugin.inference import load_model, predict_file, read_card, resolve_model
 from mer_plugin.inference.folder import shipped_models_dir
 
 
@@ -44,3 +44,14 @@ def test_mer_predict_uses_the_default_model(make_audio) -> None:
     report = json.loads(completed.stdout)
     assert report["model"].startswith("mer-4q")
     assert report["mood"] in {"Happy", "Angry", "Sad", "Calm"}
+
+
+def test_the_fast_model_ships_beside_the_default_and_is_chosen_by_name(make_audio) -> None:
+    default, fast = read_card(resolve_model()), read_card(resolve_model("fast"))
+    assert (default.name, fast.name) == ("mer-4q", "mer-4q")
+    assert default.release != fast.release  # tags written by either are told apart
+    assert default.backbone.name == "musicnn-msd+mtt+vgg-msd+mtt"
+    assert fast.backbone.name == "musicnn-msd"
+    completed = mer("predict", make_audio("tune.wav", seconds=7), "--json", "--model", "fast")
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["model"] == fast.release

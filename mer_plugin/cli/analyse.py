@@ -11,7 +11,15 @@ from typing import Annotated
 import typer
 
 from mer_plugin.budget import DEFAULT_BUDGET
-from mer_plugin.cli.common import USAGE_EXIT, Full, Verbose, budget_of, fail, library_paths
+from mer_plugin.cli.common import (
+    USAGE_EXIT,
+    Full,
+    ModelOpt,
+    Verbose,
+    budget_of,
+    fail,
+    library_paths,
+)
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
 
@@ -29,9 +37,7 @@ def analyse(
     out: Annotated[
         Path, typer.Option(help="The results table: FILE.parquet, FILE.csv or FILE.jsonl.")
     ],
-    model: Annotated[
-        str | None, typer.Option(help="Model folder or shipped model name (default: shipped).")
-    ] = None,
+    model: ModelOpt = None,
     device: Annotated[str, typer.Option(help="Where the model runs: auto, cpu or cuda.")] = "auto",
     jobs: Annotated[
         int | None, typer.Option(min=1, help="Decoding processes (default: CPU cores).")

@@ -20,6 +20,13 @@ def fail(error: MerError, code: int = 1) -> typer.Exit:
     return typer.Exit(code=code)
 
 
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Model folder, or a shipped model's name: default, or fast (one backbone, about "
+        "a quarter of the default's compute, less accurate: see docs/model.md).",
+    ),
+]
 MaxSegments = Annotated[
     int | None,
     typer.Option(

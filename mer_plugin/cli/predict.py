@@ -9,16 +9,14 @@ from typing import Annotated
 import typer
 
 from mer_plugin.budget import FULL, Budget
-from mer_plugin.cli.common import MaxSegments, Verbose, budget_of, fail
+from mer_plugin.cli.common import MaxSegments, ModelOpt, Verbose, budget_of, fail
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
 
 
 def predict(
     file: Annotated[Path, typer.Argument(help="Audio file to analyse.")],
-    model: Annotated[
-        str | None, typer.Option(help="Model folder or shipped model name (default: shipped).")
-    ] = None,
+    model: ModelOpt = None,
     tags: Annotated[
         bool, typer.Option("--tags", help="Print the 50 MSD tags over time (MSD-musicnn).")
     ] = False,

@@ -23,6 +23,7 @@ from mer_plugin.cli.common import (
     USAGE_EXIT,
     Full,
     MaxSegments,
+    ModelOpt,
     Verbose,
     budget_of,
     fail,
@@ -64,9 +65,7 @@ def tag(
         list[Path],
         typer.Argument(help="Audio files or folders (walked recursively).", callback=library_paths),
     ],
-    model: Annotated[
-        str | None, typer.Option(help="Model folder or shipped model name (default: shipped).")
-    ] = None,
+    model: ModelOpt = None,
     device: Annotated[Device, typer.Option(help="Where the model runs.")] = Device.auto,
     jobs: Annotated[
         int | None, typer.Option(min=1, help="Decoding processes (default: CPU cores).")
