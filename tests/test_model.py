@@ -84,6 +84,9 @@ def test_model_folder_and_card(dataset, cache_dir, tmp_path) -> None:
     # a backbone without shipped weights travels inside the model
     assert card["backbone"]["weights_in_model"] and "backbone.out.weight" in tensors
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+    # others may read a model whoever trained it, as the umask allows (not owner-only)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert modes["model.safetensors"] == modes["model.json"]
 
 
 def test_a_long_song_is_classified_in_training_length_windows(dataset, cache_dir, tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from mer_plugin.backbones import BackboneError, get_backbone
@@ -62,7 +62,10 @@ def save_model(folder: str | Path, card: dict, tensors: dict[str, torch.Tensor])
     part.mkdir(parents=True)
     try:
         contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        save_file(contiguous, part / "model.safetensors", metadata={"format": str(FORMAT)})
+        # bytes written by Python, so the file gets the umask's mode like model.json
+        # (safetensors' save_file creates it readable by its owner only)
+        weights = save(contiguous, metadata={"format": str(FORMAT)})
+        (part / "model.safetensors").write_bytes(weights)
         (part / "model.json").write_text(json.dumps({"format": FORMAT, **card}, indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
