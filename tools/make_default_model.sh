@@ -5,8 +5,9 @@
 #   fast     mer-4q 2: MSD-musicnn alone, segment head + song embedding classifier (C 0.01);
 #            about a third of the default's backbone arithmetic (`mer tag --model fast`)
 # Each: 5-fold cross-validation on 4q-dev grouped by artist (its numbers go into the card),
-# then the configuration trained on all 600 clips. With an empty cache about 70 minutes on
-# 2 CPU cores (log-mel and 3 views of frozen embeddings of each backbone dominate); the
+# then the configuration trained on all 600 clips. With an empty cache an estimated 70 minutes
+# on 2 CPU cores (not timed end to end; log-mel and 3 views of frozen embeddings of each
+# backbone dominate); the
 # weights are the same bytes on every run (fixed seeds).
 #
 #   tools/make_default_model.sh [DATA_DIR] [MODEL...]  # default: ../shared/data/4q-dev default fast
@@ -34,7 +35,7 @@ build_model() {
 for model in "${models[@]}"; do
   case $model in
     # clip is left out of the default's evaluation: its whole-clip embeddings of four
-    # backbones would double the run, and clip trails segment on every backbone
+    # backbones would double the run, and clip trailed segment by 0.04 on MSD-musicnn
     default) build_model default 3 musicnn-msd+mtt+vgg-msd+mtt 0.003 segment,sssl ;;
     fast) build_model fast 2 musicnn-msd 0.01 clip,segment,sssl ;;
     *) echo "unknown model $model (default, fast)" >&2; exit 2 ;;
