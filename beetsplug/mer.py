@@ -1,6 +1,6 @@
 """mer for beets: the emotion of music in a beets library (`plugins: mer`).
 
-    beet mer [-f] [-q] [-w | -W] [--device auto|cpu|cuda] [-j N] [QUERY]
+    beet mer [-f] [-q] [-w | -W] [--device auto|cpu|cuda] [--precision P] [-j N] [QUERY]
 
 Each matching item is analysed by mer's tagging pipeline (`mer_plugin.tagging`:
 decoding workers, the model on `--device`), unless it already holds this model's result
@@ -60,13 +60,16 @@ DEFAULTS: dict[str, Any] = {
     "quiet": False,  # no line per analysed or skipped item: errors and the summary only
     "model": None,  # a model folder or shipped name; None: the model mer ships
     "device": "auto",  # where the model runs: auto, cpu or cuda
+    "precision": "auto",  # how the backbone computes on the CPU: auto, float32 or int8
     "workers": 0,  # decoding processes; 0: one per CPU core
 }
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "float32", "int8")  # mer_plugin.inference.device's, without torch
 HELP = {
     "force": "also analyse items that hold this model's result or a mood mer did not write",
     "quiet": "no line per item: errors and the summary only",
     "device": "where the model runs (default: auto)",
+    "precision": "how the backbone computes on the CPU (default: auto, int8 where the CPU has it)",
     "workers": "decoding processes (default: one per CPU core)",
 }
 
@@ -209,12 +212,13 @@ class MerPlugin(BeetsPlugin):
         add("-w", "--write", action="store_true", default=None, help="write tags to files")
         add("-W", "--nowrite", dest="write", action="store_false", help="don't write tags")
         add("--device", choices=DEVICES, help=HELP["device"])
+        add("--precision", choices=PRECISIONS, help=HELP["precision"])
         add("-j", "--workers", type="int", help=HELP["workers"])
         cmd.func = self.command
         return [cmd]
 
     def command(self, lib: Library, opts: Values, args: list[str]) -> None:
-        for name in ("force", "quiet", "device", "workers"):
+        for name in ("force", "quiet", "device", "precision", "workers"):
             if getattr(opts, name) is not None:
                 self.config[name] = getattr(opts, name)
         try:
@@ -250,7 +254,8 @@ class MerPlugin(BeetsPlugin):
         """The configured model, loaded once; MerError when it cannot be."""
         if self._model is None:
             device = self.config["device"].as_choice(DEVICES)
-            self._model = load_for_tagging(self.config["model"].get(), device)
+            precision = self.config["precision"].as_choice(PRECISIONS)
+            self._model = load_for_tagging(self.config["model"].get(), device, precision)
         return self._model
 
     def analyse(self, items: Iterable[Item], write: bool, progress: bool) -> list[Item]:

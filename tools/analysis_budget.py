@@ -3,13 +3,16 @@ segments, evenly spread, or every Nth then all of them when that is a near tie) 
 the full analysis, on real long tracks.
 
     python tools/analysis_budget.py MUSIC_FOLDER... --store budget.npz
+    python tools/analysis_budget.py MUSIC_FOLDER... --precision int8 --store int8.npz \
+        --reference budget.npz   # int8 segments against the float full analysis
 
 Every track is analysed in full once with the default model (each segment's class
 probabilities and embedding kept in `--store`, reused by later runs); then each budget's
 song is computed from the kept segments as the model's song level does (the mean of
 their probabilities, averaged with the song embedding classifier's when the model has
-one) and its quadrant compared with the full analysis'. Prints markdown tables: budget,
-segments analysed, agreement.
+one) and its quadrant compared with the full analysis' (that of `--reference`, another
+store of the same tracks, when given). Prints markdown tables: budget, segments
+analysed, agreement.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from mer_plugin.budget import Budget
 from mer_plugin.errors import AudioError
 from mer_plugin.features import iter_segments
 from mer_plugin.inference import Model, load_model, resolve_model
+from mer_plugin.inference.device import PRECISIONS, with_precision
 from mer_plugin.inference.heads import EmbeddingMoments
 from mer_plugin.inference.predict import SongSegments, near_tie, song_probabilities
 from mer_plugin.library import walk
@@ -68,6 +72,12 @@ def full_analyses(model: Model, files: list[Path], store: Path) -> dict[str, Tra
     return {str(f): (known[f"p:{f}"], known[f"e:{f}"]) for f in files if f"p:{f}" in known}
 
 
+def stored(store: Path) -> dict[str, Track]:
+    """The full analyses kept in `store`, by file."""
+    known = dict(np.load(store))
+    return {k[2:]: (v, known[f"e:{k[2:]}"]) for k, v in known.items() if k.startswith("p:")}
+
+
 def song(model: Model, track: Track, rows: np.ndarray) -> np.ndarray:
     """The model's song probabilities from the segments `rows` of `track`."""
     return song_probabilities(model, segments_of(track, rows))
@@ -92,14 +102,16 @@ def spread(cap: int) -> Pick:
     return pick
 
 
-def agreement(model: Model, tracks: dict[str, Track], pick: Pick) -> tuple[float, float]:
-    """Share of songs whose quadrant from the picked segments is the full one's, and the
-    share of segments analysed."""
+def agreement(
+    model: Model, tracks: dict[str, Track], pick: Pick, reference: dict[str, Track]
+) -> tuple[float, float]:
+    """Share of songs whose quadrant from the picked segments is the full reference
+    analysis' one, and the share of segments analysed."""
     same = kept = total = 0
-    for track in tracks.values():
+    for key, track in tracks.items():
         n = len(track[0])
         rows = pick(track)
-        full = np.argmax(song(model, track, np.arange(n)))
+        full = np.argmax(song(model, reference[key], np.arange(n)))
         same += int(np.argmax(song(model, track, rows)) == full)
         kept, total = kept + len(rows), total + n
     return same / len(tracks), kept / total
@@ -122,16 +134,22 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--store", type=Path, required=True, help="npz of full analyses")
     parser.add_argument("--min-seconds", type=float, default=60.0, help="shorter tracks left out")
+    parser.add_argument("--precision", choices=PRECISIONS[1:], default="float32")
+    parser.add_argument("--reference", type=Path, help="npz of the full analyses to agree with")
     args = parser.parse_args()
-    model = load_model(resolve_model(None))
+    model = with_precision(load_model(resolve_model(None)), args.precision)
     assert model.song is None, "the song level here is the mean of segments"
     torch.set_grad_enabled(False)
-    tracks = full_analyses(model, walk(args.folders).files, args.store)
+    files = walk(args.folders).files
+    tracks = full_analyses(model, files, args.store)
+    reference = stored(args.reference) if args.reference else tracks
+    if tracks.keys() - reference.keys():
+        sys.exit(f"{args.reference}: not every track of {args.store}")
     hop = model.spec.segment_hop_seconds
     tracks = {k: t for k, t in tracks.items() if len(t[0]) * hop >= args.min_seconds}
     minutes = sum(len(t[0]) for t in tracks.values()) * hop / 60
     shown = f"{len(tracks)} tracks of >= {args.min_seconds:g} s, {minutes:.0f} min"
-    print(f"{model.release}: {shown}\n")
+    print(f"{model.release}, {args.precision}: {shown}\n")
     print("| budget | segments analysed | same song quadrant as full analysis |")
     print("|---|---|---|")
     budgets = [(f"every {k}", every(k)) for k in STRIDES]
@@ -142,7 +160,7 @@ def main() -> None:
         for m in MARGINS
     ]
     for name, pick in budgets:
-        same, share = agreement(model, tracks, pick)
+        same, share = agreement(model, tracks, pick, reference)
         print(f"| {name} | {share:.1%} | {same:.1%} |", flush=True)
 
 

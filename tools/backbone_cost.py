@@ -10,6 +10,8 @@ log-mel segments, inference mode, after one warm-up batch, divided by the batch 
 torch's threads as set (`--threads`, default torch's own): wall time, and the CPU time of
 the process (all its threads), which other jobs on a shared machine inflate much less. All
 backbones are measured in one run, so they share its load; compare them with each other.
+Where this CPU has int8 kernels, each backbone with an int8 calibration is also timed with
+its int8 convolutions (`mer_plugin/backbones/int8.py`), right after its float run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mer_plugin.backbones import create_backbone, get_backbone
+from mer_plugin.backbones.int8 import int8_engine, quantize
 
 DEFAULT = ["musicnn-msd", "musicnn-mtt", "vgg-msd", "vgg-mtt", "musicnn-msd-pool"]
 TRACK_SEGMENTS = 80  # 3 s segments in a 4-minute track
@@ -65,12 +68,18 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
     columns = ["backbone", "embedding", "GFLOP / segment", "ms / segment", "CPU ms / segment"]
     columns.append("CPU s / 4-min track")
+    int8 = int8_engine() is not None
+    if int8:
+        columns += ["int8 ms / segment", "int8 CPU ms / segment"]
     print("| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|")
     for name in args.backbones:
         model, x = create_backbone(name), segments(name, args.batch)
         wall, cpu = ms_per_segment(model, x, args.repeats)
         size, track = get_backbone(name).embedding_size, cpu * TRACK_SEGMENTS / 1000
         row = f"{name} | {size} | {gflop(model, x):.2f} | {wall:.1f} | {cpu:.1f} | {track:.2f}"
+        if int8:
+            fast = quantize(model) and ms_per_segment(model, x, args.repeats)
+            row += f" | {fast[0]:.1f} | {fast[1]:.1f}" if fast else " | - | -"
         print(f"| {row} |", flush=True)
 
 

@@ -40,6 +40,7 @@ class BackboneError(MerError):
 
 
 FUSE = "+"  # joins the names of fused backbones
+CALIBRATION_FILE = "int8.safetensors"  # beside shipped weights: their int8 calibration
 
 
 def get_backbone(name: str) -> Backbone:
@@ -131,8 +132,9 @@ def weights_card(folder: str) -> dict:
 def build(
     name: str, factory: Callable[[], nn.Module], weights: str | None, pretrained: bool
 ) -> nn.Module:
-    """`factory()` in eval mode; `pretrained` loads the shipped `weights` folder into it.
-    A backbone without weights asked for `pretrained` raises ValueError."""
+    """`factory()` in eval mode; `pretrained` loads the shipped `weights` folder into it,
+    with its int8 calibration where it has one (`int8.py`). A backbone without weights
+    asked for `pretrained` raises ValueError."""
     from safetensors.torch import load as load_safetensors  # torch only when building
 
     model = factory()
@@ -141,6 +143,11 @@ def build(
             raise ValueError(f"{name!r} ships no weights")
         state = load_safetensors((shipped_folder(weights) / "model.safetensors").read_bytes())
         model.load_state_dict(state)
+        calibration = shipped_folder(weights) / CALIBRATION_FILE
+        if calibration.is_file():
+            from mer_plugin.backbones.int8 import attach_calibration
+
+            attach_calibration(model, calibration)
     return model.eval()
 
 

@@ -73,9 +73,24 @@ def conv_max_relu_bn(
     sign is the sign of gamma (channels with a negative gamma take the min instead, done by
     flipping the sign of their filters). This skips two passes over the big conv output; on
     CPU, without autograd, the max is also pooled inside oneDNN before the output leaves
-    its blocked layout.
+    its blocked layout. A conv given an `int8` path (`mer_plugin.backbones.int8`) runs it.
     """
     sign = torch.where(bn.weight < 0, -1.0, 1.0)
+    int8 = getattr(conv, "int8", None)
+    if int8 is not None and x.device.type == "cpu" and not torch.is_grad_enabled():
+        return bn(F.relu(int8(x, conv, sign, pool, stride)))
+    return bn(F.relu(conv_max(x, conv, sign, pool, stride)))
+
+
+def conv_max(
+    x: torch.Tensor,
+    conv: nn.Conv2d,
+    sign: torch.Tensor,
+    pool: tuple[int, int],
+    stride: tuple[int, int],
+) -> torch.Tensor:
+    """`conv_max_relu_bn`'s pooled conv before ReLU, in float: the max over each pooling
+    window of the conv's output, the min on channels whose `sign` is -1."""
     weight = conv.weight * sign[:, None, None, None]
     bias = conv.bias * sign
     padding = list(conv.padding)
@@ -84,7 +99,7 @@ def conv_max_relu_bn(
         pooled = F.max_pool2d(y, pool, stride).to_dense()
     else:
         pooled = F.max_pool2d(F.conv2d(x, weight, bias, padding=padding), pool, stride)
-    return bn(F.relu(pooled * sign[:, None, None]))
+    return pooled * sign[:, None, None]
 
 
 class ConvPoolBlock(nn.Module):

@@ -53,10 +53,12 @@ def analyse_on_ray(
     address: str | None = None,
     timeline: bool = False,
     budget: Budget = DEFAULT_BUDGET,
+    precision: str = "auto",
 ) -> AnalyseRun:
     """Analyse the files under `paths` on Ray (a running cluster at `address`, else a
     local instance) into the Parquet dataset folder `out`; with `timeline`, each track's
-    segment timeline too. The `budget` picks the segments, as for `mer tag`."""
+    segment timeline too. The `budget` picks the segments, as for `mer tag`; the actors'
+    backbones compute in `precision`, as `load_for_tagging`'s."""
     ray = ray_module()
     if not ray.is_initialized():
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
@@ -69,7 +71,8 @@ def analyse_on_ray(
     _quiet(ray)
     run, todo = split_done(paths, _read_dataset(out, timeline), model, timeline)
     items = [_item(path, key) for path, key in todo.items()]
-    rows = _analyse(ray, items, model, device, timeline, budget) if items else []
+    where = {"device": device, "precision": precision}
+    rows = _analyse(ray, items, model, where, timeline, budget) if items else []
     run.rows += rows
     run.analysed = sum(row["status"] == OK for row in rows)
     run.failed = sum(row["status"] == FAILED for row in run.rows)
@@ -87,18 +90,18 @@ def _quiet(ray: Any) -> None:
 
 
 def _analyse(
-    ray: Any, todo: list[dict], model: Model, device: str, timeline: bool, budget: Budget
+    ray: Any, todo: list[dict], model: Model, where: dict, timeline: bool, budget: Budget
 ) -> list[dict]:
     from mer_plugin.inference.device import pick_device
     from mer_plugin.tagging.analysis import extras_key
 
-    on_gpu = pick_device(device) == "cuda"
+    on_gpu = pick_device(where["device"]) == "cuda"
     gpus = int(ray.cluster_resources().get("GPU", 0)) if on_gpu else 0
     extras = extras_key(model.card)
     decode_args = {"spec": model.spec, "clip": False, "extras": extras, "budget": budget}
     actor_args = {
         "folder": str(model.folder),
-        "device": device,
+        **where,
         "timeline": timeline,
         "budget": budget,
     }
@@ -134,10 +137,12 @@ class _Predictor:
     """A Ray actor holding the model: rows of decoded files in, result rows out. A file
     whose first pass is a near tie is decoded again here for the rest of its segments."""
 
-    def __init__(self, folder: str, device: str, timeline: bool, budget: Budget) -> None:
+    def __init__(
+        self, folder: str, device: str, precision: str, timeline: bool, budget: Budget
+    ) -> None:
         from mer_plugin.tagging import load_for_tagging
 
-        self.model = load_for_tagging(folder, device)
+        self.model = load_for_tagging(folder, device, precision)
         self.timeline = timeline
         self.budget = budget
 

@@ -15,6 +15,8 @@ from mer_plugin.cli.common import (
     USAGE_EXIT,
     Full,
     ModelOpt,
+    Precision,
+    PrecisionOpt,
     Verbose,
     budget_of,
     fail,
@@ -39,6 +41,7 @@ def analyse(
     ],
     model: ModelOpt = None,
     device: Annotated[str, typer.Option(help="Where the model runs: auto, cpu or cuda.")] = "auto",
+    precision: PrecisionOpt = Precision.auto,
     jobs: Annotated[
         int | None, typer.Option(min=1, help="Decoding processes (default: CPU cores).")
     ] = None,
@@ -73,12 +76,13 @@ def analyse(
             if out.suffix != ".parquet":
                 raise MerError(f"{out}: Ray writes a Parquet dataset: name it FOLDER.parquet")
             ray_module()
-        loaded = load_for_tagging(model, device)
+        loaded = load_for_tagging(model, device, precision.value)
     except MerError as error:
         raise fail(error, USAGE_EXIT) from None
     try:
         if engine == Engine.ray:
-            run = analyse_on_ray(paths, out, loaded, device, address, timeline, budget)
+            where = (device, address, timeline, budget, precision.value)
+            run = analyse_on_ray(paths, out, loaded, *where)
         else:
             jobs = jobs or os.cpu_count() or 1
             run = analyse_to_table(paths, out, loaded, jobs, timeline=timeline, budget=budget)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,22 @@ ModelOpt = Annotated[
     typer.Option(
         help="Model folder, or a shipped model's name: default, or fast (one backbone, about "
         "a quarter of the default's compute, less accurate: see docs/model.md).",
+    ),
+]
+
+
+class Precision(StrEnum):  # inference.device.PRECISIONS, without importing torch for --help
+    auto = "auto"
+    float32 = "float32"
+    int8 = "int8"
+
+
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        help="How the backbone computes on the CPU: int8 (auto's choice where the CPU has "
+        "it, x86 with AVX2: faster, the song's mood as float's on nearly every track) or "
+        "float32 (see docs/performance.md).",
     ),
 ]
 MaxSegments = Annotated[

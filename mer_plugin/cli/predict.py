@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 
 from mer_plugin.budget import FULL, Budget
-from mer_plugin.cli.common import MaxSegments, ModelOpt, Verbose, budget_of, fail
+from mer_plugin.cli.common import (
+    MaxSegments,
+    ModelOpt,
+    Precision,
+    PrecisionOpt,
+    Verbose,
+    budget_of,
+    fail,
+)
 from mer_plugin.errors import MerError
 from mer_plugin.logs import show_logs
 
@@ -29,6 +37,7 @@ def predict(
         ),
     ] = None,
     max_segments: MaxSegments = None,
+    precision: PrecisionOpt = Precision.auto,
     verbose: Verbose = False,
 ) -> None:
     """Print FILE's emotion (quadrant, mood, valence, arousal) and its segment timeline."""
@@ -37,7 +46,8 @@ def predict(
         if tags:
             _print_tags(file, top, as_json)
         else:
-            _print_emotion(file, model, as_json, plot, budget_of(max_segments, False, FULL))
+            budget = budget_of(max_segments, False, FULL)
+            _print_emotion(file, model, as_json, plot, budget, precision.value)
     except MerError as error:
         raise fail(error) from None
 
@@ -69,14 +79,20 @@ def _top_rows(timeline, top: int) -> list[dict[str, float]]:
 
 
 def _print_emotion(
-    file: Path, model_name: str | None, as_json: bool, plot: Path | None, budget: Budget
+    file: Path,
+    model_name: str | None,
+    as_json: bool,
+    plot: Path | None,
+    budget: Budget,
+    precision: str,
 ) -> None:
     from mer_plugin.inference import load_model, predict_file, resolve_model
+    from mer_plugin.inference.device import with_precision
     from mer_plugin.inference.plot import check_plot_target, plot_prediction
 
     if plot is not None:
         check_plot_target(plot)
-    model = load_model(resolve_model(model_name))
+    model = with_precision(load_model(resolve_model(model_name)), precision)
     result = predict_file(model, file, budget)
     if plot is not None:
         plot_prediction(result, file.name, plot)

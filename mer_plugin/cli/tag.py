@@ -24,6 +24,8 @@ from mer_plugin.cli.common import (
     Full,
     MaxSegments,
     ModelOpt,
+    Precision,
+    PrecisionOpt,
     Verbose,
     budget_of,
     fail,
@@ -67,6 +69,7 @@ def tag(
     ],
     model: ModelOpt = None,
     device: Annotated[Device, typer.Option(help="Where the model runs.")] = Device.auto,
+    precision: PrecisionOpt = Precision.auto,
     jobs: Annotated[
         int | None, typer.Option(min=1, help="Decoding processes (default: CPU cores).")
     ] = None,
@@ -114,7 +117,7 @@ def tag(
     from mer_plugin.tagging import HardLinks, ModelOnDemand, TagOptions, tag_library, write_report
 
     try:  # torch and the weights wait until a file needs analysis, unless a GPU is asked for
-        on_demand = ModelOnDemand(model, device.value)
+        on_demand = ModelOnDemand(model, device.value, precision.value)
         if device == Device.cuda:
             on_demand.load()
     except MerError as error:  # a model or device that cannot be had: a usage error

@@ -1,4 +1,6 @@
-"""Where a backbone runs: `--device auto | cpu | cuda`."""
+"""Where and how a backbone runs: `--device auto | cpu | cuda`, `--precision auto |
+float32 | int8` (int8: the shipped taggers' convolutions on x86 CPUs,
+`mer_plugin/backbones/int8.py`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from dataclasses import replace
 import torch
 
 from mer_plugin.backbones import BackboneError
+from mer_plugin.backbones.int8 import int8_engine, quantize
 from mer_plugin.inference.folder import Model
 
 
@@ -41,9 +44,30 @@ def batch_size(model: Model) -> int:
     return BATCH_GPU if isinstance(model.backbone, _OnDevice) else BATCH_CPU
 
 
-def on_device(model: Model, device: str) -> Model:
-    """The model with its backbone on `device`; the small head stays on the CPU."""
+def on_device(model: Model, device: str, precision: str = "auto") -> Model:
+    """The model with its backbone on `device` in `precision`; the small head stays on
+    the CPU. Off the CPU the backbone runs in float (int8 is a CPU path)."""
     chosen = pick_device(device)
     if chosen.type == "cpu":
-        return model
+        return with_precision(model, precision)
+    if precision == "int8":
+        raise BackboneError("--precision int8 runs on the CPU only")
     return replace(model, backbone=_OnDevice(model.backbone, chosen).eval())
+
+
+PRECISIONS = ("auto", "float32", "int8")
+
+
+def with_precision(model: Model, precision: str) -> Model:
+    """The model, its backbone's convolutions in int8 for `int8`, and for `auto` where
+    this CPU has int8 kernels and the backbone ships an int8 calibration; `int8` where
+    either is missing is an error."""
+    if precision not in PRECISIONS:
+        raise BackboneError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    if precision == "float32" or (precision == "auto" and int8_engine() is None):
+        return model
+    if int8_engine() is None:
+        raise BackboneError("--precision int8: this CPU has no int8 kernels (x86 with AVX2)")
+    if not quantize(model.backbone) and precision == "int8":
+        raise BackboneError(f"--precision int8: {model.card.backbone.name} has no int8 calibration")
+    return model

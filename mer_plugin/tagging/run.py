@@ -49,31 +49,36 @@ if TYPE_CHECKING:
     from mer_plugin.inference.predict import SegmentBatcher, SongSegments
 
 
-def load_for_tagging(name_or_folder: str | Path | None, device: str = "auto") -> Model:
-    """The model folder (or shipped name, None: the default) loaded on `device`."""
+def load_for_tagging(
+    name_or_folder: str | Path | None, device: str = "auto", precision: str = "auto"
+) -> Model:
+    """The model folder (or shipped name, None: the default) loaded on `device`, its
+    backbone computing in `precision` (`inference.device.with_precision`)."""
     from mer_plugin.inference import load_model, resolve_model
     from mer_plugin.inference.device import on_device
 
-    return on_device(load_model(resolve_model(name_or_folder)), device)
+    return on_device(load_model(resolve_model(name_or_folder)), device, precision)
 
 
 class ModelOnDemand(CardFacts):
     """A model whose card is read now and whose weights (and torch) are loaded when a
     file first needs analysis: a rerun over a tagged library never loads them."""
 
-    def __init__(self, name_or_folder: str | Path | None, device: str = "auto") -> None:
+    def __init__(
+        self, name_or_folder: str | Path | None, device: str = "auto", precision: str = "auto"
+    ) -> None:
         from mer_plugin.inference import read_card, resolve_model
 
         self.folder = resolve_model(name_or_folder)
         self.card = read_card(self.folder)
-        self.device = device
+        self.device, self.precision = device, precision
         self._model: Model | None = None
 
     def load(self) -> Model:
         """The loaded model; `ModelError` when it cannot be had (weights, backbone, device)."""
         if self._model is None:
             try:
-                self._model = load_for_tagging(self.folder, self.device)
+                self._model = load_for_tagging(self.folder, self.device, self.precision)
             except ModelError:
                 raise
             except MerError as error:  # a missing backbone plugin or device
