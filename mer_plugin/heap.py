@@ -15,8 +15,9 @@ from collections.abc import Callable
 from functools import cache
 
 # batches between two hand-backs, where batches stream (the model's, a worker's): often
-# enough that nothing builds up, rarely enough to cost nothing measurable
-RELEASE_EVERY = 16
+# enough that nothing builds up (every 16th let the int8 convolutions' buffers build up
+# to 1.15x on a 120-minute file; docs/performance.md), rarely enough to cost little
+RELEASE_EVERY = 4
 
 
 @cache
