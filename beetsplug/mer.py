@@ -34,6 +34,7 @@ from mediafile.storage import (
     StorageStyle,
 )
 
+from mer_plugin.backbones import PRECISIONS
 from mer_plugin.tagging import (
     MerError,
     Outcome,
@@ -64,7 +65,6 @@ DEFAULTS: dict[str, Any] = {
     "workers": 0,  # decoding processes; 0: one per CPU core
 }
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "float32", "int8")  # mer_plugin.inference.device's, without torch
 HELP = {
     "force": "also analyse items that hold this model's result or a mood mer did not write",
     "quiet": "no line per item: errors and the summary only",

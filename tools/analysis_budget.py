@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mer_plugin.backbones import PRECISIONS
 from mer_plugin.budget import Budget
 from mer_plugin.errors import AudioError
 from mer_plugin.features import iter_segments
 from mer_plugin.inference import Model, load_model, resolve_model
-from mer_plugin.inference.device import PRECISIONS, with_precision
+from mer_plugin.inference.device import with_precision
 from mer_plugin.inference.heads import EmbeddingMoments
 from mer_plugin.inference.predict import SongSegments, near_tie, song_probabilities
 from mer_plugin.library import walk

@@ -41,6 +41,7 @@ class BackboneError(MerError):
 
 FUSE = "+"  # joins the names of fused backbones
 CALIBRATION_FILE = "int8.safetensors"  # beside shipped weights: their int8 calibration
+PRECISIONS = ("auto", "float32", "int8")  # how a backbone computes (inference.device)
 
 
 def get_backbone(name: str) -> Backbone:
@@ -152,6 +153,7 @@ def build(
 
 
 __all__ = [
+    "PRECISIONS",
     "BackboneError",
     "backbone_parts",
     "build",

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from mer_plugin.backbones import PRECISIONS
 from mer_plugin.budget import FULL, Budget
 from mer_plugin.errors import MerError
 
@@ -30,11 +31,7 @@ ModelOpt = Annotated[
 ]
 
 
-class Precision(StrEnum):  # inference.device.PRECISIONS, without importing torch for --help
-    auto = "auto"
-    float32 = "float32"
-    int8 = "int8"
-
+Precision = StrEnum("Precision", {name: name for name in PRECISIONS})
 
 PrecisionOpt = Annotated[
     Precision,

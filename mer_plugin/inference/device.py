@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import torch
 
-from mer_plugin.backbones import BackboneError
+from mer_plugin.backbones import PRECISIONS, BackboneError
 from mer_plugin.backbones.int8 import int8_engine, quantize
 from mer_plugin.inference.folder import Model
 
@@ -55,13 +55,10 @@ def on_device(model: Model, device: str, precision: str = "auto") -> Model:
     return replace(model, backbone=_OnDevice(model.backbone, chosen).eval())
 
 
-PRECISIONS = ("auto", "float32", "int8")
-
-
 def with_precision(model: Model, precision: str) -> Model:
-    """The model, its backbone's convolutions in int8 for `int8`, and for `auto` where
-    this CPU has int8 kernels and the backbone ships an int8 calibration; `int8` where
-    either is missing is an error."""
+    """The model, its backbone's convolutions switched to int8 in place for `int8`, and
+    for `auto` where this CPU has int8 kernels and the backbone ships an int8
+    calibration; `int8` where either is missing is an error."""
     if precision not in PRECISIONS:
         raise BackboneError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
     if precision == "float32" or (precision == "auto" and int8_engine() is None):
