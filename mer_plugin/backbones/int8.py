@@ -4,18 +4,20 @@ Every convolution of those networks runs through `musicnn.conv_max_relu_bn` (con
 pool, ReLU, batch norm; the max taken first). A conv with an `int8` attribute has that
 step done by it instead; this module makes those attributes:
 
-- `calibrate` runs the float network over real music and records, per conv, the range of
-  its input and the largest value each output channel reaches after ReLU
+- `calibrate` runs the float network over real music and records, per conv worth it
+  (`worth_int8`), the range of its input and the largest value each output channel
+  reaches after ReLU
   (`tools/calibrate_int8.py` writes them to `int8.safetensors` beside the weights);
 - `attach_calibration` hangs a calibration on the convs of a built network (`build` does
   it for shipped weights that have one), and `quantize` turns those into int8 paths.
 
 The int8 path (`Int8Conv`): the input is quantised per tensor over its calibrated range
-(uint8), the filters per output channel (int8), each channel's filters first divided by
-its calibrated maximum so that every channel spans the whole 8-bit output; the max pool
-runs on the 8-bit map (fbgemm, through torch's quantized ops) and only the pooled values
-return to float, scaled back. Values beyond the calibrated range saturate. Measured
-speed and song-level agreement with float: docs/performance.md.
+(7 of uint8's bits, `INPUT_LEVELS`), the filters per output channel (int8), each
+channel's filters first divided by its calibrated maximum so that every channel spans the
+whole 8-bit output; the max pool runs on the 8-bit map (fbgemm, through torch's quantized
+ops) and only the pooled values return to float, scaled back. Values beyond the
+calibrated range saturate. Measured speed and song-level agreement with float:
+docs/performance.md.
 
 torch deprecated its quantized dtypes in 2.13 (pytorch/pytorch issue 184982; the way
 ahead is plain int8 tensors with torchao's kernels). The pinned torch 2.14.1 has them;
@@ -133,8 +135,9 @@ def _convs(module: nn.Module) -> Iterator[tuple[str, nn.Conv2d]]:
 
 
 def calibrate(module: nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The calibration of every 2-D conv worth int8 of an eval-mode musicnn or vgg network over
-    `batches` of log-mel segments: {"<conv>.input_range": (2,), "<conv>.channel_max": (C,)}."""
+    """The calibration of every 2-D conv worth int8 of an eval-mode musicnn or vgg network
+    over `batches` of log-mel segments:
+    {"<conv>.input_range": (2,), "<conv>.channel_max": (C,)}."""
     recorders = {name: _Recorder() for name, conv in _convs(module) if worth_int8(conv)}
     convs = dict(_convs(module))
     try:
