@@ -34,8 +34,8 @@ from mediafile.storage import (
     StorageStyle,
 )
 
-from mer_plugin.backbones import PRECISIONS
 from mer_plugin.tagging import (
+    PRECISIONS,
     MerError,
     Outcome,
     Status,

@@ -25,6 +25,7 @@ decides with `skip_reason` from the fields it holds and the model's `model_relea
 writing nothing, from `predict_files`; `tag_fields` makes them tags.
 """
 
+from mer_plugin.backbones import PRECISIONS  # what load_for_tagging's precision takes
 from mer_plugin.errors import MerError
 from mer_plugin.library import walk
 from mer_plugin.tagging.analysis import analyse
@@ -69,6 +70,7 @@ __all__ = [
     "MerError",
     "ModelOnDemand",
     "OWN_MOOD",
+    "PRECISIONS",
     "REPORT_SUFFIXES",
     "SAME_MODEL",
     "VANISHED",
