@@ -70,13 +70,18 @@ def full_analyses(model: Model, files: list[Path], store: Path) -> dict[str, Tra
         print(f"{i}/{len(todo)} analysed ({took:.0f} s)", file=sys.stderr, flush=True)
         if i % 20 == 0 or i == len(todo):
             np.savez(store, **known)
-    return {str(f): (known[f"p:{f}"], known[f"e:{f}"]) for f in files if f"p:{f}" in known}
+    found = tracks_of(known)
+    return {str(f): found[str(f)] for f in files if str(f) in found}
+
+
+def tracks_of(known: dict[str, np.ndarray]) -> dict[str, Track]:
+    """A store's arrays ("p:FILE" probabilities, "e:FILE" embeddings) as tracks by file."""
+    return {k[2:]: (v, known[f"e:{k[2:]}"]) for k, v in known.items() if k.startswith("p:")}
 
 
 def stored(store: Path) -> dict[str, Track]:
     """The full analyses kept in `store`, by file."""
-    known = dict(np.load(store))
-    return {k[2:]: (v, known[f"e:{k[2:]}"]) for k, v in known.items() if k.startswith("p:")}
+    return tracks_of(dict(np.load(store)))
 
 
 def song(model: Model, track: Track, rows: np.ndarray) -> np.ndarray:

@@ -19,9 +19,10 @@ ops) and only the pooled values return to float, scaled back. Values beyond the
 calibrated range saturate. Measured speed and song-level agreement with float:
 docs/performance.md.
 
-torch deprecated its quantized dtypes in 2.13 (pytorch/pytorch issue 184982; the way
-ahead is plain int8 tensors with torchao's kernels). The pinned torch 2.14.1 has them;
-where a torch lacks them, `int8_engine` says so and `--precision auto` stays in float.
+torch deprecated its quantized dtypes in 2.13 (its warning says they will be removed;
+the way ahead it names is plain int8 tensors with torchao's kernels). The pinned torch
+2.14.1 has them; where a torch lacks them, `int8_engine` says so and `--precision auto`
+stays in float.
 """
 
 from __future__ import annotations

@@ -81,8 +81,9 @@ def analyse(
         raise fail(error, USAGE_EXIT) from None
     try:
         if engine == Engine.ray:
-            where = (device, address, timeline, budget, precision.value)
-            run = analyse_on_ray(paths, out, loaded, *where)
+            run = analyse_on_ray(
+                paths, out, loaded, device, address, timeline, budget, precision.value
+            )
         else:
             jobs = jobs or os.cpu_count() or 1
             run = analyse_to_table(paths, out, loaded, jobs, timeline=timeline, budget=budget)

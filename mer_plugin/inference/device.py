@@ -61,9 +61,10 @@ def with_precision(model: Model, precision: str) -> Model:
     calibration; `int8` where either is missing is an error."""
     if precision not in PRECISIONS:
         raise BackboneError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
-    if precision == "float32" or (precision == "auto" and int8_engine() is None):
+    engine = int8_engine()
+    if precision == "float32" or (precision == "auto" and engine is None):
         return model
-    if int8_engine() is None:
+    if engine is None:
         raise BackboneError("--precision int8: this CPU has no int8 kernels (x86 with AVX2)")
     if not quantize(model.backbone) and precision == "int8":
         raise BackboneError(f"--precision int8: {model.card.backbone.name} has no int8 calibration")
