@@ -4,6 +4,7 @@ the `mer train` / `mer eval` commands, end to end on generated audio (seconds)."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import fields, replace
 from pathlib import Path
@@ -137,6 +138,22 @@ def test_frame_cache_skips_unreadable_and_is_reused(dataset_dir: Path, tmp_path:
         np.testing.assert_array_equal(again.clip(row), cache.clip(row))
     finally:
         broken.unlink()
+
+
+def test_frame_cache_follows_content_not_mtime(dataset_dir: Path, tmp_path: Path) -> None:
+    data = load_dataset(dataset_dir)
+    cache = frame_cache(data, TINY_SPEC, tmp_path)
+    clip = data.clips[0].path
+    original, stat = clip.read_bytes(), clip.stat()
+    try:
+        os.utime(clip, ns=(1, 1))  # the data re-created elsewhere: same bytes, new mtimes
+        assert frame_cache(load_dataset(dataset_dir), TINY_SPEC, tmp_path).folder == cache.folder
+        clip.write_bytes(original[:-2] + bytes([original[-2] ^ 1, original[-1]]))
+        edited = frame_cache(load_dataset(dataset_dir), TINY_SPEC, tmp_path)
+        assert edited.folder != cache.folder
+    finally:
+        clip.write_bytes(original)
+        os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_metrics_valence_arousal() -> None:

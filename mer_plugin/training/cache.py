@@ -5,7 +5,7 @@ decode audio again. With a frozen backbone its embeddings of every segment (and 
 whole clip) are cached too, for `views` views (view 0 clean, the others augmented): every
 method then trains a small head in seconds.
 
-A cache folder is named by a hash of what it depends on (clip paths, sizes and mtimes,
+A cache folder is named by a hash of what it depends on (clip paths and contents,
 the spec; plus the backbone's weights, the views and their augmentation settings for
 embeddings). The root is `--cache-dir`, else ``$MER_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/mer``, else ``~/.cache/mer``. Folders are written under a temporary
@@ -79,7 +79,7 @@ def frame_cache(
     reporter: Reporter | None = None,
 ) -> FrameCache:
     """The frame cache of a dataset's clips, built on first use."""
-    clips = [(str(c.path.resolve()), *_stat(c.path)) for c in dataset.clips]
+    clips = [(str(c.path.resolve()), _content(c.path)) for c in dataset.clips]
     key = cache_key({"format": FORMAT, "clips": clips, "spec": spec.to_dict()})
     folder = cache_folder(root) / "frames" / key
     if not (folder / "index.json").is_file():
@@ -87,12 +87,14 @@ def frame_cache(
     return _open_frames(folder, key, spec)
 
 
-def _stat(path: Path) -> tuple[int, int]:
+def _content(path: Path) -> str:
+    """A digest of a file's bytes ("" when it cannot be read): a cache survives the data
+    being copied or re-created with new mtimes, and notices a file edited in place."""
     try:
-        info = path.stat()
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
     except OSError:
-        return -1, -1
-    return info.st_size, info.st_mtime_ns
+        return ""
 
 
 def _build_frames(dataset: Dataset, spec: FrontEndSpec, folder: Path, reporter: Reporter) -> None:
@@ -222,10 +224,10 @@ def extras_cache(
 ) -> np.ndarray:
     """Song-level extractor features (clips, extras.size) of every clip of `dataset`,
     computed in `jobs` processes (default: one per core) and cached by the extractors,
-    features and clips (paths, sizes, mtimes). A clip an extractor cannot read is an error
+    features and clips (paths and contents). A clip an extractor cannot read is an error
     that names it: the frame cache has already dropped the undecodable ones."""
     card = extras.to_card()
-    key = cache_key({"clips": [(str(c.path), *_stat(c.path)) for c in dataset.clips], "x": card})
+    key = cache_key({"clips": [(str(c.path), _content(c.path)) for c in dataset.clips], "x": card})
     path = cache_folder(root) / "extras" / f"{key}.npy"
     if path.is_file():
         return np.load(path)
