@@ -15,7 +15,7 @@ from mer_plugin.frontend import MUSICNN
 def test_help_lists_the_commands() -> None:
     result = mer("--help")
     assert result.returncode == 0
-    for command in ("features", "plugins", "predict", "train", "eval"):
+    for command in ("features", "plugins", "predict", "train", "eval", "score"):
         assert command in result.stdout
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from mer_cli import mer
 from synthetic_music import TINY, TINY_SPEC, TinyPlugin, make_dataset
+from tiny_model import train_tiny_model
 from typer.testing import CliRunner
 
 from mer_plugin.backbones import get_backbone
@@ -455,6 +456,37 @@ def test_cli_trains_on_a_train_only_set_and_unlabelled_music(
     segment = ["eval", str(dataset_dir), "--methods", "segment", *more, *common]
     refused = runner.invoke(app, segment)
     assert refused.exit_code == 2 and "only sssl learns from music without labels" in refused.output
+
+
+def test_cli_score_reports_a_trained_model_on_labelled_music(
+    dataset_dir: Path, tmp_path: Path
+) -> None:
+    model = train_tiny_model(tmp_path)
+    broken = dataset_dir / "Q2" / "Q2_truncated.wav"
+    broken.write_bytes(b"RIFF\x10\x00\x00\x00WAVE")  # a header and nothing else
+    report_path = tmp_path / "score.json"
+    try:
+        result = mer("score", dataset_dir, "--model", model, "--json", report_path, "--quiet")
+    finally:
+        broken.unlink()
+    assert result.returncode == 0, result.stderr
+    assert "tiny-tagger 1 on quadrants: 16 clips" in result.stdout and "macro-F1" in result.stdout
+    assert "1 clips skipped" in result.stdout and "Q2_truncated.wav" in result.stdout
+    report = json.loads(report_path.read_text())
+    assert report["clips"] == len(report["predictions"]) == 16
+    assert sum(map(sum, report["metrics"]["confusion"])) == 16
+    for row in report["predictions"]:
+        assert row["predicted"] == max(row["probabilities"], key=row["probabilities"].get)
+    hits = sum(row["predicted"] == row["label"] for row in report["predictions"])
+    assert report["metrics"]["accuracy"] == hits / 16
+
+    other = tmp_path / "moods"
+    for name, source in (("happy", "Q1/Q1_0.wav"), ("sad", "Q3/Q3_0.wav")):
+        (other / name).mkdir(parents=True)
+        shutil.copy(dataset_dir / source, other / name)
+    refused = mer("score", other, "--model", model)
+    assert refused.returncode == 1
+    assert "classes happy, sad; the model tiny-tagger 1 predicts Q1, Q2, Q3, Q4" in refused.stderr
 
 
 def test_cli_errors(dataset_dir: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`mer train` and `mer eval`: thin typer commands over `mer_plugin.training`."""
+"""`mer train`, `mer eval` and `mer score`: thin typer commands over `mer_plugin.training`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mer_plugin.cli.common import fail
+from mer_plugin.cli.common import ModelOpt, Precision, PrecisionOpt, fail
 from mer_plugin.errors import MerError
 
 DatasetArg = Annotated[
@@ -270,6 +270,66 @@ def eval_(
     print_report(report)
 
 
+def score(
+    dataset: DatasetArg,
+    model: ModelOpt = None,
+    annotations: Annotations = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write the report, with every clip's prediction, here."),
+    ] = None,
+    precision: PrecisionOpt = Precision.auto,
+    quiet: Quiet = False,
+) -> None:
+    """Score a trained model on DATASET, music it did not learn from: every clip analysed
+    as `mer predict` does (no training); print its metrics and confusion matrix."""
+    from mer_plugin.datasets import load_dataset
+    from mer_plugin.inference import load_model, resolve_model
+    from mer_plugin.inference.device import with_precision
+    from mer_plugin.training.progress import Reporter
+    from mer_plugin.training.score import score_model
+
+    try:
+        data = load_dataset(dataset, None, annotations)
+        loaded = with_precision(load_model(resolve_model(model)), precision.value)
+        report = score_model(loaded, data, Reporter(quiet))
+        if json_out is not None:
+            json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except MerError as error:
+        raise fail(error) from None
+    except OSError as error:
+        raise fail(MerError(f"{json_out}: cannot write: {error.strerror or error}")) from None
+    print_score(report)
+
+
+def print_score(report: dict) -> None:
+    """A score report as two rich tables: the metrics, and the confusion matrix."""
+    from rich.console import Console
+    from rich.table import Table
+
+    got = report["metrics"]
+    keys = ("accuracy", "macro_f1", "valence_accuracy", "arousal_accuracy")
+    names = ("accuracy", "macro-F1", "valence acc.", "arousal acc.")
+    shown = [(name, key) for name, key in zip(names, keys, strict=True) if key in got]
+    title = f"{report['model']} on {report['dataset']}: {report['clips']} clips"
+    table = Table(*(name for name, _ in shown), title=title)
+    table.add_row(*(f"{got[key]:.3f}" for _, key in shown))
+    matrix = Table("true \\ predicted", *report["classes"], title="confusion")
+    for name, row in zip(report["classes"], got["confusion"], strict=True):
+        matrix.add_row(name, *(str(n) for n in row))
+    console = Console()
+    console.print(table)
+    console.print(matrix)
+    _print_skipped(console, report["skipped"])
+
+
+def _print_skipped(console, skipped: list[str]) -> None:
+    if skipped:
+        console.print(f"{len(skipped)} clips skipped:", highlight=False)
+        for line in skipped:
+            console.print(f"  {line}", highlight=False)
+
+
 def print_report(report: dict) -> None:
     """The results as two rich tables: methods, and the GMM check."""
     from rich.console import Console
@@ -311,10 +371,7 @@ def print_report(report: dict) -> None:
             keys = ("auc", "noisy_share_of_flipped", "noisy_share_of_kept", "auc_plain_loss")
             gmm.add_row(rate, *(cell(row, k) for k in keys))
         console.print(gmm)
-    if report["skipped"]:
-        console.print(f"{len(report['skipped'])} clips skipped:", highlight=False)
-        for line in report["skipped"]:
-            console.print(f"  {line}", highlight=False)
+    _print_skipped(console, report["skipped"])
 
 
 def settings() -> None:
