@@ -5,10 +5,9 @@
 #   fast     mer-4q 2: MSD-musicnn alone, segment head + song embedding classifier (C 0.01);
 #            about a third of the default's backbone arithmetic (`mer tag --model fast`)
 # Each: 5-fold cross-validation on 4q-dev grouped by artist (its numbers go into the card),
-# then the configuration trained on all 600 clips. With an empty cache an estimated 70 minutes
-# on 2 CPU cores (not timed end to end; log-mel and 3 views of frozen embeddings of each
-# backbone dominate); the
-# weights are the same bytes on every run (fixed seeds).
+# then the configuration trained on all 600 clips. With an empty cache both took 66.5 minutes
+# on 2 CPU cores (docs/model.md; log-mel and 3 views of frozen embeddings of each backbone
+# dominate); the weights are the same bytes on every run (fixed seeds).
 #
 #   tools/make_default_model.sh [DATA_DIR] [MODEL...]  # default: ../shared/data/4q-dev default fast
 set -euo pipefail
