@@ -3,11 +3,13 @@ clip analysed as `mer predict` does, then the metrics cross-validation reports."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mer_plugin.datasets import Dataset, DatasetError
 from mer_plugin.errors import AudioError
-from mer_plugin.inference import Model, predict_file
+from mer_plugin.inference import Model, Prediction, predict_file
 from mer_plugin.training.evaluate import metrics
 from mer_plugin.training.progress import Reporter
 
@@ -46,7 +48,7 @@ def score_model(model: Model, dataset: Dataset, reporter: Reporter | None = None
     }
 
 
-def _clip_row(path, label: str, result) -> dict:
+def _clip_row(path: Path, label: str, result: Prediction) -> dict:
     return {
         "path": str(path),
         "label": label,
