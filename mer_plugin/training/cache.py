@@ -79,17 +79,21 @@ def frame_cache(
     reporter: Reporter | None = None,
 ) -> FrameCache:
     """The frame cache of a dataset's clips, built on first use."""
-    clips = [(str(c.path.resolve()), _content(c.path)) for c in dataset.clips]
-    key = cache_key({"format": FORMAT, "clips": clips, "spec": spec.to_dict()})
+    key = cache_key({"format": FORMAT, "clips": _identities(dataset), "spec": spec.to_dict()})
     folder = cache_folder(root) / "frames" / key
     if not (folder / "index.json").is_file():
         _build_frames(dataset, spec, folder, reporter or Reporter(quiet=True))
     return _open_frames(folder, key, spec)
 
 
-def _content(path: Path) -> str:
-    """A digest of a file's bytes ("" when it cannot be read): a cache survives the data
-    being copied or re-created with new mtimes, and notices a file edited in place."""
+def _identities(dataset: Dataset) -> list[tuple[str, str]]:
+    """Each clip's resolved path and a digest of its bytes ("" when it cannot be read): a
+    cache survives the data being copied or re-created with new mtimes, and notices a
+    file edited in place."""
+    return [(str(c.path.resolve()), _digest(c.path)) for c in dataset.clips]
+
+
+def _digest(path: Path) -> str:
     try:
         with open(path, "rb") as file:
             return hashlib.file_digest(file, "sha256").hexdigest()
@@ -227,7 +231,7 @@ def extras_cache(
     features and clips (paths and contents). A clip an extractor cannot read is an error
     that names it: the frame cache has already dropped the undecodable ones."""
     card = extras.to_card()
-    key = cache_key({"clips": [(str(c.path), _content(c.path)) for c in dataset.clips], "x": card})
+    key = cache_key({"clips": _identities(dataset), "x": card})
     path = cache_folder(root) / "extras" / f"{key}.npy"
     if path.is_file():
         return np.load(path)
