@@ -293,12 +293,14 @@ def score(
         data = load_dataset(dataset, None, annotations)
         loaded = with_precision(load_model(resolve_model(model)), precision.value)
         report = score_model(loaded, data, Reporter(quiet))
-        if json_out is not None:
-            json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     except MerError as error:
         raise fail(error) from None
-    except OSError as error:
-        raise fail(MerError(f"{json_out}: cannot write: {error.strerror or error}")) from None
+    if json_out is not None:
+        try:
+            json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        except OSError as error:
+            message = f"{json_out}: cannot write: {error.strerror or error}"
+            raise fail(MerError(message)) from None
     print_score(report)
 
 
