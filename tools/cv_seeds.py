@@ -12,14 +12,19 @@ seed 0, so only the split and the head's initialisation change).
 
 Prints each seed's mean macro-F1 over folds, then their mean and standard deviation; with
 `--extractor`, the method with the extractor's features in stage 2 beside it, on the
-same splits.
+same splits. With `--record FILE`, each finished fold is appended to FILE (JSON lines)
+and a rerun with the same arguments skips the folds already there, so a run of hours
+that is stopped loses at most the fold in progress.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -45,7 +50,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="NAME=VALUE (Settings)")
     parser.add_argument("--add", action="append", default=[], help="a train-only dataset")
     parser.add_argument("--unlabelled", help="a folder of music without labels (sssl)")
+    parser.add_argument("--record", type=Path, help="JSON lines of finished folds, resumed")
     args = parser.parse_args()
+    done = _recorded_folds(args)
 
     data = load_dataset(args.dataset, args.group_by)
     settings = Settings(views=args.views).with_overrides(args.set)
@@ -68,12 +75,19 @@ def main() -> None:
         for name, ctx in runs.items():
             scores = []
             for k, (train, test) in enumerate(ctx.folds(args.folds, seed)):
-                started = time.perf_counter()
-                fitted = fit(args.method, ctx, train, 100 * seed + k)
-                seconds[name].append(time.perf_counter() - started)
-                probs = predict(fitted, ctx, test)
-                scores.append(metrics(probs, ctx.clip_labels[test], data.classes)["macro_f1"])
-                print(f"  fold {k}: {scores[-1]:.3f} ({seconds[name][-1]:.0f} s)", flush=True)
+                if (name, seed, k) in done:
+                    score, spent = done[name, seed, k]
+                    print(f"  fold {k}: {score:.3f} ({spent:.0f} s, recorded)", flush=True)
+                else:
+                    started = time.perf_counter()
+                    fitted = fit(args.method, ctx, train, 100 * seed + k)
+                    spent = time.perf_counter() - started
+                    probs = predict(fitted, ctx, test)
+                    score = metrics(probs, ctx.clip_labels[test], data.classes)["macro_f1"]
+                    print(f"  fold {k}: {score:.3f} ({spent:.0f} s)", flush=True)
+                    _record(args, name, seed, k, score, spent)
+                scores.append(score)
+                seconds[name].append(spent)
             means[name].append(float(np.mean(scores)))
             print(
                 f"fold seed {seed}, {name}: macro-F1 {means[name][-1]:.3f} ± "
@@ -87,6 +101,35 @@ def main() -> None:
             f"{np.mean(values):.3f}, seed-to-seed standard deviation {spread}, "
             f"training {np.mean(seconds[name]):.1f} ± {np.std(seconds[name], ddof=1):.1f} s / fold"
         )
+
+
+def _run_arguments(args: argparse.Namespace) -> dict:
+    """What makes two runs' folds the same: every argument but the seeds and the file."""
+    skip = {"record", "seeds", "first_seed"}
+    return {key: value for key, value in vars(args).items() if key not in skip}
+
+
+def _recorded_folds(args: argparse.Namespace) -> dict[tuple[str, int, int], tuple[float, float]]:
+    """(run name, fold seed, fold) -> (macro-F1, training seconds) from `--record`'s file."""
+    if args.record is None or not args.record.exists():
+        return {}
+    done = {}
+    for line in args.record.read_text().splitlines():
+        row = json.loads(line)
+        if row["arguments"] != _run_arguments(args):
+            sys.exit(f"{args.record} records a run with other arguments: {row['arguments']}")
+        done[row["name"], row["seed"], row["fold"]] = (row["macro_f1"], row["seconds"])
+    return done
+
+
+def _record(args: argparse.Namespace, name: str, seed: int, fold: int, score: float,
+            seconds: float) -> None:  # fmt: skip
+    if args.record is None:
+        return
+    row = {"arguments": _run_arguments(args), "name": name, "seed": seed, "fold": fold,
+           "macro_f1": score, "seconds": seconds}  # fmt: skip
+    with args.record.open("a") as out:
+        out.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
