@@ -137,7 +137,14 @@ def from_manifest(manifest: Path) -> Dataset:
             continue
         clips.append(Clip(path, label, row.get("group") or str(path)))
     classes = QUADRANTS if continuous else tuple(sorted({c.label for c in clips}))
-    return Dataset(manifest.stem, clips, classes, skipped)
+    return Dataset(_manifest_name(manifest), clips, classes, skipped)
+
+
+def _manifest_name(manifest: Path) -> str:
+    """How reports name a manifest's dataset: its folder ("vgmidi" for
+    vgmidi/manifest.csv), and the file's stem when that says more (emopia/every4th)."""
+    folder = manifest.resolve().parent.name
+    return folder if manifest.stem.lower() == "manifest" else f"{folder}/{manifest.stem}"
 
 
 def _read_manifest(manifest: Path) -> list[tuple[int, dict[str, str]]]:

@@ -64,6 +64,14 @@ def test_manifest_with_labels_and_groups(tmp_path: Path) -> None:
     dataset = load_dataset(manifest)
     assert dataset.classes == ("happy", "sad")
     assert dataset.groups == ["x", "x", "y", "z"]
+    assert dataset.name == f"{tmp_path.name}/set"
+
+
+def test_a_file_named_manifest_takes_its_folders_name(tmp_path: Path) -> None:
+    _wav(tmp_path / "vgmidi" / "a.wav")
+    _wav(tmp_path / "vgmidi" / "b.wav")
+    (tmp_path / "vgmidi" / "manifest.csv").write_text("path,label\na.wav,calm\nb.wav,tense\n")
+    assert load_dataset(tmp_path / "vgmidi" / "manifest.csv").name == "vgmidi"
 
 
 def test_manifest_with_valence_arousal(tmp_path: Path) -> None:
