@@ -33,8 +33,17 @@ BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization default
 BN_MOMENTUM = 0.01  # torch's momentum = 1 - TensorFlow's decay 0.99
 
 # Segments per front-end call in eval mode: the oneDNN convolutions run ~1.7x faster per
-# segment on CPU when each call's output stays cache-sized (measured on AVX-512, 1-2 threads).
+# segment on CPU when each call's output stays cache-sized (measured on AVX-512, 1-2 threads),
+# and a batch's full-resolution maps are never all in memory at once.
 EVAL_CHUNK = 2
+
+
+def in_eval_chunks(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`stage(x)`, over `EVAL_CHUNK` segments at a time when it is in eval mode (a stage
+    in train mode needs the whole batch: batch-norm statistics)."""
+    if len(x) <= EVAL_CHUNK or any(m.training for m in stage.modules()):
+        return stage(x)
+    return torch.cat([stage(chunk) for chunk in x.split(EVAL_CHUNK)])
 
 
 def _bn2d(channels: int) -> nn.BatchNorm2d:
@@ -256,10 +265,7 @@ class MusiCNN(TagOutputs, nn.Module):
         return self.backend.pool(self.midend(self._frontend(x)))
 
     def _frontend(self, x: torch.Tensor) -> torch.Tensor:
-        # a front-end in train mode needs the whole batch (batch-norm statistics)
-        if len(x) <= EVAL_CHUNK or any(m.training for m in self.frontend.modules()):
-            return self.frontend(x)
-        return torch.cat([self.frontend(chunk) for chunk in x.split(EVAL_CHUNK)])
+        return in_eval_chunks(self.frontend, x)
 
     def stages(self) -> tuple[tuple[str, Stage], ...]:
         """The embedding as its layer groups applied in turn, input to output: (group,

@@ -22,7 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mer_plugin.backbones.musicnn import BN_EPS, BN_MOMENTUM, TagOutputs, conv_max_relu_bn
+from mer_plugin.backbones.musicnn import (
+    BN_EPS,
+    BN_MOMENTUM,
+    TagOutputs,
+    conv_max_relu_bn,
+    in_eval_chunks,
+)
 
 FILTERS = 128
 POOLS = ((4, 1), (2, 2), (2, 2), (2, 2), (4, 4))  # max-pool sizes of blocks 1..5
@@ -80,7 +86,7 @@ class MusicVGG(TagOutputs, nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Embedding (B, 256) of log-mel segments (B, T, n_mels)."""
-        pool5 = self.backend(self.midend(self.frontend(x.unsqueeze(1))))
+        pool5 = self.backend(self.midend(in_eval_chunks(self.frontend, x.unsqueeze(1))))
         pool5 = F.adaptive_max_pool2d(pool5, (EMBEDDING_TIME, 1))
         return pool5.permute(0, 2, 3, 1).flatten(1)  # (time, band, channel), as TF flattened
 
