@@ -80,7 +80,7 @@ class Int8Conv:
         stride: tuple[int, int],
     ) -> torch.Tensor:
         packed, out_scale, out_zero, back = self._packed or self._pack(conv, sign)
-        qx = torch.quantize_per_tensor(x.contiguous(), self.scale, self.zero_point, torch.quint8)
+        qx = torch.quantize_per_tensor(x, self.scale, self.zero_point, torch.quint8)
         qy = torch.ops.quantized.conv2d(qx, packed, out_scale, out_zero)
         return F.max_pool2d(qy, pool, stride).dequantize() * back
 
