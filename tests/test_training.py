@@ -504,6 +504,22 @@ def test_cli_errors(dataset_dir: Path, tmp_path: Path) -> None:
     assert unknown.exit_code == 1 and "unknown backbone" in unknown.output
 
 
+def test_a_report_that_cannot_be_written_is_refused_before_the_run(
+    dataset_dir: Path, tmp_path: Path
+) -> None:
+    """Hours of cross-validation are not spent to fail on the report at the end."""
+    runner = CliRunner()
+    nowhere = tmp_path / "no such folder" / "report.json"
+    evaluate = ["eval", str(dataset_dir), "--methods", "segment"]
+    for command in (evaluate, ["score", str(dataset_dir)]):
+        refused = runner.invoke(app, [*command, "--json", str(nowhere), "--quiet"])
+        assert refused.exit_code == 1
+        assert f"no folder {nowhere.parent}" in refused.output
+        assert "macro-F1" not in refused.output  # nothing was run
+    folder = runner.invoke(app, ["score", str(dataset_dir), "--json", str(tmp_path), "--quiet"])
+    assert folder.exit_code == 1 and "cannot write the report there" in folder.output
+
+
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is absent (development data)")
 def test_real_dataset_loads_with_artist_groups() -> None:
     data = load_dataset(DATA, "Artist")

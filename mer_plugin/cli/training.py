@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Annotated
@@ -253,21 +254,19 @@ def eval_(
     )
     to_stdout = json_out is not None and str(json_out) == "-"
     try:
+        if not to_stdout:
+            _check_writable(json_out)
         data = load_dataset(dataset, group_by, annotations)
         train_only, music = _more_data(added, unlabelled, chosen)
         reporter = Reporter(quiet or to_stdout)
         report = evaluate(data, backbone, settings, options, cache_dir, reporter, train_only, music)
-        text = json.dumps(report, indent=2)
-        if to_stdout:
-            typer.echo(text)
-            return
-        if json_out is not None:
-            json_out.write_text(text + "\n", encoding="utf-8")
     except MerError as error:
         raise fail(error) from None
-    except OSError as error:
-        raise fail(MerError(f"{json_out}: cannot write: {error.strerror or error}")) from None
+    if to_stdout:
+        typer.echo(json.dumps(report, indent=2))
+        return
     print_report(report)
+    _write_report(json_out, report)
 
 
 def score(
@@ -290,18 +289,36 @@ def score(
     from mer_plugin.training.score import score_model
 
     try:
+        _check_writable(json_out)
         data = load_dataset(dataset, None, annotations)
         loaded = with_precision(load_model(resolve_model(model)), precision.value)
         report = score_model(loaded, data, Reporter(quiet))
     except MerError as error:
         raise fail(error) from None
-    if json_out is not None:
-        try:
-            json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        except OSError as error:
-            message = f"{json_out}: cannot write: {error.strerror or error}"
-            raise fail(MerError(message)) from None
     print_score(report)
+    _write_report(json_out, report)
+
+
+def _check_writable(path: Path | None) -> None:
+    """Fail before a long run, not after it, when its report cannot be written there."""
+    if path is None:
+        return
+    folder = path.parent
+    if not folder.is_dir():
+        raise MerError(f"{path}: cannot write the report: no folder {folder}")
+    if path.is_dir() or not os.access(path if path.exists() else folder, os.W_OK):
+        raise MerError(f"{path}: cannot write the report there")
+
+
+def _write_report(path: Path | None, report: dict) -> None:
+    """The report as JSON at `path` (after it was printed: a failed write loses nothing
+    the terminal does not show)."""
+    if path is None:
+        return
+    try:
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise fail(MerError(f"{path}: cannot write: {error.strerror or error}")) from None
 
 
 def print_score(report: dict) -> None:
