@@ -21,13 +21,16 @@ from contextlib import contextmanager
 from fractions import Fraction
 from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 import soundfile as sf
 
 from mer_plugin.errors import UNRECOGNISED, AudioError
 from mer_plugin.hookspecs import AudioInfo, Decoder, Source, hookimpl
+
+if TYPE_CHECKING:  # PyAV (FFmpeg) is imported where a file needs it: 0.16 s at start-up
+    import av
 
 log = logging.getLogger(__name__)
 SOUNDFILE, PYAV, PYAV_FALLBACK = "soundfile", "pyav", "pyav-fallback"  # built-in decoders
@@ -137,6 +140,8 @@ def _first_mp3_frame(data: bytes) -> int | None:
 
 @contextmanager
 def _open_pyav(path: Path, block_frames: int) -> Iterator[Source]:
+    import av
+
     with av.open(str(path)) as container:
         stream = _audio_stream(path, container)
         declared = _mp3_declared(path, container)
@@ -156,6 +161,8 @@ def _packet_frames(
 ) -> Iterator[av.AudioFrame]:
     """The stream's frames, packet by packet. Past the declared length, data that does
     not decode (junk after the audio, a botched concatenation) ends the stream quietly."""
+    import av
+
     decoded = 0
     try:
         for packet in container.demux(stream):
@@ -195,6 +202,8 @@ def _pyav_blocks(
     first frame's rate and layout should a stream change them midway. `limit`
     trims the encoder's end padding to the container's declared length.
     """
+    import av
+
     convert = av.AudioResampler(format="fltp", layout=first.layout, rate=first.sample_rate)
     pending: list[np.ndarray] = []
     pending_frames = emitted = 0
@@ -213,6 +222,8 @@ def _pyav_blocks(
 
 
 def _pyav_info(path: Path, name: str = PYAV) -> AudioInfo:
+    import av
+
     with av.open(str(path)) as container:
         stream = _audio_stream(path, container)
         ctx = stream.codec_context
