@@ -518,6 +518,11 @@ def test_a_report_that_cannot_be_written_is_refused_before_the_run(
         assert "macro-F1" not in refused.output  # nothing was run
     folder = runner.invoke(app, ["score", str(dataset_dir), "--json", str(tmp_path), "--quiet"])
     assert folder.exit_code == 1 and "cannot write the report there" in folder.output
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("")
+    cache = runner.invoke(app, [*evaluate, "--cache-dir", str(not_a_folder), "--quiet"])
+    assert cache.exit_code == 1 and "Not a directory" in cache.output
+    assert "cannot write" not in cache.output  # not misnamed a report's write error
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is absent (development data)")

@@ -262,6 +262,8 @@ def eval_(
         report = evaluate(data, backbone, settings, options, cache_dir, reporter, train_only, music)
     except MerError as error:
         raise fail(error) from None
+    except OSError as error:  # a cache that cannot be written, a disk that is full
+        raise fail(MerError(_os_error(error))) from None
     if to_stdout:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -295,6 +297,8 @@ def score(
         report = score_model(loaded, data, Reporter(quiet))
     except MerError as error:
         raise fail(error) from None
+    except OSError as error:
+        raise fail(MerError(_os_error(error))) from None
     print_score(report)
     _write_report(json_out, report)
 
@@ -308,6 +312,11 @@ def _check_writable(path: Path | None) -> None:
         raise MerError(f"{path}: cannot write the report: no folder {folder}")
     if path.is_dir() or not os.access(path if path.exists() else folder, os.W_OK):
         raise MerError(f"{path}: cannot write the report there")
+
+
+def _os_error(error: OSError) -> str:
+    said = error.strerror or str(error)
+    return f"{error.filename}: {said}" if error.filename else said
 
 
 def _write_report(path: Path | None, report: dict) -> None:
