@@ -250,5 +250,10 @@ def _print_timing(console, run) -> None:
 
     done = run.count(Status.TAGGED) + run.count(Status.WOULD_TAG)
     wall = run.seconds["wall"]
-    if done and wall > 0:
-        console.print(f"{done} tracks analysed in {wall:.1f} s ({done / wall:.1f} tracks/s)")
+    if not done or wall <= 0:
+        return
+    if done == 1:
+        console.print(f"1 track analysed in {wall:.1f} s")
+    else:
+        rate = f"{done / wall:.1f} tracks/s" if done >= wall else f"{wall / done:.1f} s a track"
+        console.print(f"{done} tracks analysed in {wall:.1f} s ({rate})")
