@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks a CPU cannot make, as one script for a lent GPU machine (about 10 minutes on
+# The checks a CPU cannot make, as one script for a lent GPU machine (sized for 10 minutes on
 # one H100; docs/performance.md "On a GPU", docs/results.md "The whole network learning").
 #
 #   tools/gpu_check.sh prepare ../shared/data/4q-dev   # here: fills .gpu/ (git-ignored)
