@@ -518,6 +518,14 @@ def test_a_report_that_cannot_be_written_is_refused_before_the_run(
         assert "macro-F1" not in refused.output  # nothing was run
     folder = runner.invoke(app, ["score", str(dataset_dir), "--json", str(tmp_path), "--quiet"])
     assert folder.exit_code == 1 and "cannot write the report there" in folder.output
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)  # refused even to root, as `mer tag --report` refuses it
+    try:
+        locked = runner.invoke(app, [*evaluate, "--json", str(read_only / "r.json"), "--quiet"])
+    finally:
+        read_only.chmod(0o755)
+    assert locked.exit_code == 1 and "cannot write the report there" in locked.output
     not_a_folder = tmp_path / "cache"
     not_a_folder.write_text("")
     cache = runner.invoke(app, [*evaluate, "--cache-dir", str(not_a_folder), "--quiet"])

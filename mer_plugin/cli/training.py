@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 from typing import Annotated
@@ -305,12 +304,14 @@ def score(
 
 def _check_writable(path: Path | None) -> None:
     """Fail before a long run, not after it, when its report cannot be written there."""
+    from mer_plugin.safe_write import writable
+
     if path is None:
         return
     folder = path.parent
     if not folder.is_dir():
         raise MerError(f"{path}: cannot write the report: no folder {folder}")
-    if path.is_dir() or not os.access(path if path.exists() else folder, os.W_OK):
+    if path.is_dir() or not writable(path if path.exists() else folder):
         raise MerError(f"{path}: cannot write the report there")
 
 
