@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from mer_plugin.frontend import MUSICNN, FrontEndSpec
 from mer_plugin.hookspecs import Backbone, hookimpl
 from mer_plugin.inference.folder import load_model
 from mer_plugin.plugins import get_plugins
+from mer_plugin.training import cache as cache_module
 from mer_plugin.training.augment import augment, from_power, to_power
 from mer_plugin.training.backbone import build_backbone
 from mer_plugin.training.cache import SegmentTable, embed_view, embedding_cache, frame_cache
@@ -139,6 +142,37 @@ def test_frame_cache_skips_unreadable_and_is_reused(dataset_dir: Path, tmp_path:
         np.testing.assert_array_equal(again.clip(row), cache.clip(row))
     finally:
         broken.unlink()
+
+
+def test_a_cache_stopped_while_written_leaves_nothing_behind(
+    dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the log-mel is cached removes its half-written copy; the copy a killed
+    process left (a dead PID in its name) goes when that cache is next built."""
+    data = load_dataset(dataset_dir)
+    real, calls = cache_module.clip_frames, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "clip_frames", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        frame_cache(data, TINY_SPEC, tmp_path)
+    assert list((tmp_path / "frames").iterdir()) == []
+    monkeypatch.undo()
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cache = frame_cache(data, TINY_SPEC, tmp_path)
+    left = cache.folder.with_name(f"{cache.folder.name}.part-{dead.pid}")
+    left.mkdir()
+    (left / "frames.f32").write_bytes(b"half")
+    shutil.rmtree(cache.folder)
+    again = frame_cache(data, TINY_SPEC, tmp_path)
+    assert [p.name for p in (tmp_path / "frames").iterdir()] == [again.folder.name]
 
 
 def test_frame_cache_follows_content_not_mtime(dataset_dir: Path, tmp_path: Path) -> None:

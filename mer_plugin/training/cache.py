@@ -8,12 +8,16 @@ method then trains a small head in seconds.
 A cache folder is named by a hash of what it depends on (clip paths and contents,
 the spec; plus the backbone's weights, the views and their augmentation settings for
 embeddings). The root is `--cache-dir`, else ``$MER_CACHE_DIR``, else
-``$XDG_CACHE_HOME/mer``, else ``~/.cache/mer``. Folders are written under a temporary
-name and renamed into place, so an interrupted run leaves no half cache.
+``$XDG_CACHE_HOME/mer``, else ``~/.cache/mer``. Files and folders are written under a
+temporary name (`written_whole`) and renamed into place, so an interrupted run leaves no
+half cache: a run stopped with Ctrl-C removes its temporary copy, and one killed outright
+leaves it for the next build of that cache to remove.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -102,7 +106,12 @@ def _digest(path: Path) -> str:
 
 
 def _build_frames(dataset: Dataset, spec: FrontEndSpec, folder: Path, reporter: Reporter) -> None:
-    part = _part_folder(folder)
+    with written_whole(folder) as part:
+        part.mkdir(parents=True)
+        _write_frames(dataset, spec, part, reporter)
+
+
+def _write_frames(dataset: Dataset, spec: FrontEndSpec, part: Path, reporter: Reporter) -> None:
     offsets, rows, skipped = [0], [], []
     with open(part / "frames.f32", "wb") as out, reporter.bar(len(dataset.clips), "log-mel") as bar:
         for clip in dataset.clips:
@@ -121,7 +130,6 @@ def _build_frames(dataset: Dataset, spec: FrontEndSpec, folder: Path, reporter: 
     index = {"format": FORMAT, "spec": spec.to_dict(), "skipped": skipped}
     index["clips"] = [str(c.path) for c in dataset.clips]
     (part / "index.json").write_text(json.dumps(index, indent=1))
-    _publish(part, folder)
 
 
 def _open_frames(folder: Path, key: str, spec: FrontEndSpec) -> FrameCache:
@@ -135,20 +143,47 @@ def _open_frames(folder: Path, key: str, spec: FrontEndSpec) -> FrameCache:
     return FrameCache(folder, key, spec, frames, offsets, np.load(folder / "rows.npy"), skipped)
 
 
-def _part_folder(folder: Path) -> Path:
-    part = folder.with_name(f"{folder.name}.part-{os.getpid()}")
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
-    return part
-
-
-def _publish(part: Path, folder: Path) -> None:
+@contextlib.contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """A temporary sibling of `path` (``NAME.part-PID``) to write a file or a folder into;
+    renamed onto `path` when the block ends, removed if it fails (Ctrl-C included). The
+    siblings of processes no longer running (killed while writing) are removed first."""
+    _remove_dead_parts(path)
+    part = path.with_name(f"{path.name}.part-{os.getpid()}")
+    _remove(part)
     try:
-        os.replace(part, folder)
-    except OSError:  # another process published it first
-        shutil.rmtree(part, ignore_errors=True)
-        if not folder.is_dir():
-            raise MerError(f"{folder}: cannot write the cache") from None
+        yield part
+        try:
+            os.replace(part, path)
+        except OSError:  # a folder another process published first
+            if not path.is_dir():
+                raise MerError(f"{path}: cannot write the cache") from None
+    finally:
+        _remove(part)
+
+
+def _remove_dead_parts(path: Path) -> None:
+    for part in path.parent.glob(f"{glob.escape(path.name)}.part-*"):
+        pid = part.name.rpartition(".part-")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            _remove(part)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ segments
@@ -353,10 +388,8 @@ def _fused_parts(built: BuiltBackbone) -> list[BuiltBackbone]:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    part = path.with_name(f"{path.name}.part-{os.getpid()}")
-    with open(part, "wb") as handle:
+    with written_whole(path) as part, open(part, "wb") as handle:
         np.save(handle, array)
-    os.replace(part, path)
 
 
 @torch.no_grad()

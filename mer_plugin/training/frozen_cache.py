@@ -14,7 +14,6 @@ dtype) under ``<cache root>/frozen``; a view is complete once its offsets file e
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from mer_plugin.training.cache import (
     stack_shortest,
     view_batches,
     views_depend_on,
+    written_whole,
 )
 from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import AugmentSettings
@@ -111,10 +111,8 @@ def _build_view(
     """Write view `draws[0]` (drawn with `draws`' augmentation and seed): the items' rows,
     then "channels, offsets..." as the view's index."""
     view = draws[0]
-    data = folder / f"view{view}.{dtype}"
-    part = data.with_name(f"{data.name}.part-{os.getpid()}")
     offsets, channels = [0], 0
-    with open(part, "wb") as out:
+    with written_whole(folder / f"view{view}.{dtype}") as part, open(part, "wb") as out:
         for rows, batch in view_batches(cache, table, *draws):
             outputs = run_frozen(split.frozen, batch, device)  # (B, channels, time)
             channels = outputs.shape[1]
@@ -122,8 +120,5 @@ def _build_view(
                 out.write(np.ascontiguousarray(item.T, dtype=dtype).tobytes())
                 offsets.append(offsets[-1] + item.shape[1])
             advance(rows)
-    os.replace(part, data)
-    index = folder / f"view{view}.offsets.npy"
-    index_part = index.with_name(f"{index.name}.part-{os.getpid()}.npy")
-    np.save(index_part, np.array([channels, *offsets], dtype=np.int64))
-    os.replace(index_part, index)
+    with written_whole(folder / f"view{view}.offsets.npy") as part, open(part, "wb") as out:
+        np.save(out, np.array([channels, *offsets], dtype=np.int64))
