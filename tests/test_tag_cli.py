@@ -89,6 +89,8 @@ def test_tag_a_library_of_every_format(make_audio, make_broken, model_dir, tmp_p
     ]
     assert "tagged" in done.stdout and "mood" in done.stdout
     assert f"{len(songs) + 1} tracks analysed in " in done.stdout
+    audio = (len(songs) + 1) * 3.5  # every file's length, by its header
+    assert f"{audio:.1f} s of audio, " in done.stdout and "x realtime)" in done.stdout
     for path in [*songs, latin]:
         tags = read_tags(path)
         assert set(tags) == FIELDS | {"mood_source"} and tags["MER_MODEL"] == "tiny-tagger 1"
@@ -123,6 +125,7 @@ def test_the_summary_names_audio_files_mer_cannot_tag(make_audio, model_dir, tmp
     assert "not tagged: 2 .wv files (no decoder for .wv;" in result.stdout
     assert "not tagged: 1 .wma file (no decoder for .wma;" in result.stdout
     assert "1 track analysed in " in result.stdout  # one file: no rate, no plural
+    assert "(1.0 s of audio, " in result.stdout
 
 
 def test_a_folder_that_is_not_a_model_is_one_clear_line(make_audio, tmp_path: Path) -> None:

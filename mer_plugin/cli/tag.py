@@ -246,14 +246,27 @@ def _print_summary(run) -> None:
 
 
 def _print_timing(console, run) -> None:
+    """'12 tracks analysed in 22.3 s (1.9 s a track, 48.0 min of audio, 129x realtime)'."""
     from mer_plugin.tagging import Status
 
     done = run.count(Status.TAGGED) + run.count(Status.WOULD_TAG)
     wall = run.seconds["wall"]
     if not done or wall <= 0:
         return
-    if done == 1:
-        console.print(f"1 track analysed in {wall:.1f} s")
-    else:
-        rate = f"{done / wall:.1f} tracks/s" if done >= wall else f"{wall / done:.1f} s a track"
-        console.print(f"{done} tracks analysed in {wall:.1f} s ({rate})")
+    notes = []
+    if done > 1:
+        notes.append(
+            f"{done / wall:.1f} tracks/s" if done >= wall else f"{wall / done:.1f} s a track"
+        )
+    if audio := run.seconds["audio"]:
+        notes.append(f"{_length(audio)} of audio, {audio / wall:.0f}x realtime")
+    tracks = "1 track" if done == 1 else f"{done} tracks"
+    console.print(
+        f"{tracks} analysed in {wall:.1f} s" + (f" ({', '.join(notes)})" if notes else "")
+    )
+
+
+def _length(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"

@@ -38,6 +38,7 @@ class Analysis:
     note: str | None = None  # the file decoded only in part: how much was analysed, why
     stride: int = 1  # the segments are every stride-th of the file's (an analysis budget)
     rest: bool = False  # or those a first pass with that stride skipped
+    duration: float = 0.0  # the file's length by its header, seconds (0: not declared)
 
 
 # a file that stops decoding (trailing junk, a lost sync) is analysed from what decoded
@@ -76,21 +77,24 @@ def analyse(
     try:
         frames = song = note = None
         stride = 1
+        duration = audio_info(path).duration or 0.0
         if clip:
             frames, segments = _clip_input(path, spec)
         else:
-            segments, note, stride = _segments(path, spec, budget, send, rest)
+            segments, note, stride = _segments(path, duration, spec, budget, send, rest)
         if extras and not rest:
             song = _song_extras(extras)(path)
     except MerError as error:
         return getattr(error, "reason", str(error))
     except Exception as error:  # a decoder's bug must not stop the run
         return f"{type(error).__name__}: {error}"
-    return Analysis(segments, time.perf_counter() - start, frames, song, note, stride, rest)
+    seconds = time.perf_counter() - start
+    return Analysis(segments, seconds, frames, song, note, stride, rest, duration)
 
 
 def _segments(
     path: str,
+    duration: float,
     spec: FrontEndSpec,
     budget: Budget,
     send: Callable[[np.ndarray], None] | None = None,
@@ -99,8 +103,7 @@ def _segments(
     """The file's segments (every stride-th, or the rest) sent batch by batch, or without
     `send` gathered into one array sized from the header's duration (held once rather
     than as batches plus their copy); the note of a file that decoded only in part
-    (`MIN_DECODED`); the stride."""
-    duration = audio_info(path).duration or 0.0
+    (`MIN_DECODED`); the stride. `duration`: the header's (0 when it declares none)."""
     total = segments_of(duration, spec)  # 0 when the header gives no duration
     stride = budget.stride_for(total)
     first = math.ceil(total / stride)

@@ -95,7 +95,8 @@ class TagRun:
     outcomes: list[Outcome] = field(default_factory=list)
     interrupted: bool = False
     stop_signal: int | None = None  # what interrupted it: SIGINT (Ctrl-C) or SIGTERM
-    seconds: Counter = field(default_factory=Counter)  # check, analyse, model, write, wall
+    # check, analyse, model, write, wall; audio: the length of the files analysed
+    seconds: Counter = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
 
     def count(self, status: Status) -> int:

@@ -205,7 +205,10 @@ class Tagger:
             else:
                 analysis, streamed = self._both_passes(path, first, analysis)
             timeline = self.options.timeline
-            return predict_outcome(self.model, path, analysis, previous, streamed, timeline)
+            outcome = predict_outcome(self.model, path, analysis, previous, streamed, timeline)
+            if outcome.status == Status.WOULD_TAG:
+                self.seconds["audio"] += analysis.duration
+            return outcome
         except ModelError as error:  # the passes disagree: the file changed meanwhile
             return predict_outcome(self.model, path, str(error), previous)
         finally:

@@ -125,7 +125,8 @@ def _send(conn: Connection, item: object) -> None:
     elif isinstance(item, Analysis):
         arrays = {name: array for name in _ARRAYS if (array := getattr(item, name)) is not None}
         layouts = [(n, a.shape, a.dtype.str) for n, a in arrays.items()]
-        conn.send(("analysis", item.seconds, layouts, item.note, item.stride, item.rest))
+        facts = (item.seconds, item.note, item.stride, item.rest, item.duration)
+        conn.send(("analysis", layouts, *facts))
         for array in arrays.values():
             _send_raw(conn, array)
     else:
@@ -153,10 +154,11 @@ def _receive(
             _, shape, dtype = message
             deliver(_receive_raw(conn, shape, dtype))
         else:
-            _, seconds, layouts, note, stride, rest = message
+            _, layouts, seconds, note, stride, rest, duration = message
             arrays = {name: _receive_raw(conn, shape, dtype) for name, shape, dtype in layouts}
             segments = arrays.pop("segments", None)  # None: streamed
-            return Analysis(segments, seconds, note=note, stride=stride, rest=rest, **arrays)
+            facts = {"note": note, "stride": stride, "rest": rest, "duration": duration}
+            return Analysis(segments, seconds, **facts, **arrays)
 
 
 def _receive_raw(conn: Connection, shape: tuple, dtype: str) -> np.ndarray:
