@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from midi_files import write_midi
 
 from mer_plugin.datasets import DatasetError, grouped_folds, load_dataset, quadrant
 
@@ -126,3 +130,44 @@ def test_real_4q_folds_keep_artists_apart() -> None:
     groups = np.array(dataset.groups)
     for train, test in grouped_folds(dataset, 5):
         assert not set(groups[train]) & set(groups[test])
+
+
+def test_vgmidi_laid_out_and_voiced_for_strings(tmp_path: Path) -> None:
+    """tools/midi_datasets.py on a VGMIDI-shaped folder with `--program 48`: the manifest's
+    quadrants come from valence and arousal, and every melodic channel plays program 48
+    (a file without a program change gets one at time 0; drums keep theirs)."""
+    piano = write_midi(tmp_path / "piano.mid", [(60, 0.5), (64, 0.5)])
+    events = (  # channel 1: program 0 then two notes in running status; drums: program 5
+        b"\x00\xc1\x00" b"\x00\x91\x3c\x64" b"\x60\x3c\x00"
+        b"\x00\xff\x01\x02hi" b"\x00\xc9\x05" b"\x00\x99\x24\x64" b"\x00\xff\x2f\x00"
+    )  # fmt: skip
+    mixed = tmp_path / "mixed.mid"
+    header = b"MThd" + (6).to_bytes(4, "big") + bytes([0, 0, 0, 1, 1, 224])
+    mixed.write_bytes(header + b"MTrk" + len(events).to_bytes(4, "big") + events)
+    source = tmp_path / "vgmidi"
+    source.mkdir()
+    with zipfile.ZipFile(source / "phrases.zip", "w") as zipped:
+        zipped.write(piano, "phrases/piano.mid")
+        zipped.write(mixed, "phrases/mixed.mid")
+    (source / "vgmidi_labelled.csv").write_text(
+        "id,series,console,game,piece,midi,valence,arousal\n"
+        "0,s,c,Game,Calm piece,phrases/piano.mid,1,-1\n"
+        "1,s,c,Game,Tense piece,phrases/mixed.mid,-1,1\n"
+    )
+    out = tmp_path / "voiced"
+    tool = Path(__file__).resolve().parents[1] / "tools" / "midi_datasets.py"
+    done = subprocess.run(
+        [sys.executable, tool, "vgmidi", source, out, "--program", "48"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    manifest = (out / "manifest.csv").read_text().splitlines()
+    assert manifest[1:] == [
+        "phrases/piano.mid,Q4,Game / Calm piece",
+        "phrases/mixed.mid,Q2,Game / Tense piece",
+    ]
+    before, after = piano.read_bytes(), (out / "phrases" / "piano.mid").read_bytes()
+    assert after[22:] == b"\x00\xc0\x30" + before[22:]  # one program change, then the notes
+    assert int.from_bytes(after[18:22], "big") == int.from_bytes(before[18:22], "big") + 3
+    voiced_events = (out / "phrases" / "mixed.mid").read_bytes()[22:]
+    assert voiced_events == b"\x00\xc1\x30" + events.replace(b"\xc1\x00", b"\xc1\x30")

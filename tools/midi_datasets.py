@@ -5,6 +5,7 @@ each file once into the frame cache; mer_plugin/builtin/midi.py).
 
     python tools/midi_datasets.py emopia ../shared/data/emopia/midis.zip build/midi/emopia
     python tools/midi_datasets.py vgmidi ../shared/data/vgmidi build/midi/vgmidi
+    python tools/midi_datasets.py vgmidi ../shared/data/vgmidi build/midi/vgmidi-48 --program 48
     mer eval build/midi/emopia/manifest.csv --methods segment
 
 - EMOPIA 1.0 (Hung et al., ISMIR 2021; CC BY-NC-SA 4.0, non-commercial): solo piano
@@ -13,12 +14,18 @@ each file once into the frame cache; mer_plugin/builtin/midi.py).
 - VGMIDI (Ferreira & Whitehead, ISMIR 2019; no licence published): video-game piano
   phrases with valence and arousal of -1 or +1 (`vgmidi_labelled.csv`, MIDI in
   `phrases.zip`); the song is the game and piece.
+
+`--program N` voices every melodic channel of every file with General MIDI program N
+(0-127; 48 String Ensemble 1, 61 Brass Section): each program change of a channel other
+than 10 (drums) is set to N, and each channel that plays gets one at time 0, so piano
+phrases are heard in another timbre (docs/results.md, "Game music voiced for strings").
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import struct
 import zipfile
 from pathlib import Path
 
@@ -55,14 +62,82 @@ def _unpack(archive: Path, out: Path) -> list[Path]:
     return sorted(out / name for name in names)
 
 
+def voiced(midi: bytes, program: int) -> bytes:
+    """A Standard MIDI File with every melodic channel voiced by `program` (see above)."""
+    if midi[:4] != b"MThd":
+        raise ValueError("not a Standard MIDI File")
+    header_end = 8 + struct.unpack(">I", midi[4:8])[0]
+    tracks, playing, at = [], set(), header_end
+    while at + 8 <= len(midi):
+        size = struct.unpack(">I", midi[at + 4 : at + 8])[0]
+        body = bytearray(midi[at + 8 : at + 8 + size])
+        if midi[at : at + 4] == b"MTrk":
+            playing |= _set_programs(body, program)
+        tracks.append((midi[at : at + 4], body))
+        at += 8 + size
+    first = next(i for i, (tag, _) in enumerate(tracks) if tag == b"MTrk")
+    tracks[first] = (
+        b"MTrk",
+        bytes(b for ch in sorted(playing) for b in (0, 0xC0 | ch, program)) + tracks[first][1],
+    )
+    return midi[:header_end] + b"".join(
+        tag + struct.pack(">I", len(b)) + bytes(b) for tag, b in tracks
+    )
+
+
+def _set_programs(track: bytearray, program: int) -> set[int]:
+    """Set each melodic program change of one track's events to `program`, in place; the
+    channels whose notes it plays."""
+    playing, status, at = set(), 0, 0
+    while at < len(track):
+        while track[at] & 0x80:  # the delta time's bytes
+            at += 1
+        at += 1
+        if track[at] & 0x80:
+            status, at = track[at], at + 1
+        kind, channel = status & 0xF0, status & 0x0F
+        if status in (0xF0, 0xF7) or status == 0xFF:  # sysex, meta: a length, then data
+            at += 1 if status == 0xFF else 0
+            length, at = _varlen(track, at)
+            at += length
+            status = 0  # no running status across them
+            continue
+        if kind == 0xC0 and channel != 9:
+            track[at] = program
+        if kind == 0x90 and track[at + 1] > 0:
+            playing.add(channel)
+        at += 1 if kind in (0xC0, 0xD0) else 2
+    return {c for c in playing if c != 9}
+
+
+def _varlen(data: bytearray, at: int) -> tuple[int, int]:
+    value = 0
+    while True:
+        value = (value << 7) | (data[at] & 0x7F)
+        at += 1
+        if not data[at - 1] & 0x80:
+            return value, at
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", choices=("emopia", "vgmidi"))
     parser.add_argument("source", type=Path, help="emopia: midis.zip; vgmidi: its folder")
     parser.add_argument("out", type=Path)
+    parser.add_argument(
+        "--program",
+        type=int,
+        choices=range(128),
+        metavar="0-127",
+        help="voice every melodic channel with this General MIDI program",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = (emopia if args.dataset == "emopia" else vgmidi)(args.source, args.out)
+    if args.program is not None:
+        for path, _, _ in rows:
+            midi = args.out / path
+            midi.write_bytes(voiced(midi.read_bytes(), args.program))
     manifest = args.out / "manifest.csv"
     with open(manifest, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
