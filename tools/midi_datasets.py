@@ -67,22 +67,18 @@ def voiced(midi: bytes, program: int) -> bytes:
     if midi[:4] != b"MThd":
         raise ValueError("not a Standard MIDI File")
     header_end = 8 + struct.unpack(">I", midi[4:8])[0]
-    tracks, playing, at = [], set(), header_end
+    chunks, playing, at = [], set(), header_end
     while at + 8 <= len(midi):
-        size = struct.unpack(">I", midi[at + 4 : at + 8])[0]
+        tag, size = midi[at : at + 4], struct.unpack(">I", midi[at + 4 : at + 8])[0]
         body = bytearray(midi[at + 8 : at + 8 + size])
-        if midi[at : at + 4] == b"MTrk":
+        if tag == b"MTrk":
             playing |= _set_programs(body, program)
-        tracks.append((midi[at : at + 4], body))
+        chunks.append([tag, body])
         at += 8 + size
-    first = next(i for i, (tag, _) in enumerate(tracks) if tag == b"MTrk")
-    tracks[first] = (
-        b"MTrk",
-        bytes(b for ch in sorted(playing) for b in (0, 0xC0 | ch, program)) + tracks[first][1],
-    )
-    return midi[:header_end] + b"".join(
-        tag + struct.pack(">I", len(b)) + bytes(b) for tag, b in tracks
-    )
+    # each playing channel's program at time 0, ahead of the first track's events
+    first = next(chunk for chunk in chunks if chunk[0] == b"MTrk")
+    first[1] = bytes(b for ch in sorted(playing) for b in (0, 0xC0 | ch, program)) + first[1]
+    return midi[:header_end] + b"".join(t + struct.pack(">I", len(b)) + b for t, b in chunks)
 
 
 def _set_programs(track: bytearray, program: int) -> set[int]:
@@ -137,7 +133,11 @@ def main() -> None:
     if args.program is not None:
         for path, _, _ in rows:
             midi = args.out / path
-            midi.write_bytes(voiced(midi.read_bytes(), args.program))
+            try:
+                midi.write_bytes(voiced(midi.read_bytes(), args.program))
+            except (ValueError, IndexError) as error:  # IndexError: events cut short
+                reason = "truncated" if isinstance(error, IndexError) else error
+                raise SystemExit(f"{midi}: cannot voice it: {reason}") from None
     manifest = args.out / "manifest.csv"
     with open(manifest, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
