@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "quiet": False,  # no line per analysed or skipped item: errors and the summary only
     "model": None,  # a model folder or shipped name; None: the model mer ships
     "device": "auto",  # where the model runs: auto, cpu or cuda
-    "precision": "auto",  # how the backbone computes on the CPU: auto, float32 or int8
+    "precision": "auto",  # how the backbone computes on the CPU: auto, float32, int8, bfloat16
     "workers": 0,  # decoding processes; 0: one per CPU core
 }
 DEVICES = ("auto", "cpu", "cuda")
@@ -69,7 +69,8 @@ HELP = {
     "force": "also analyse items that hold this model's result or a mood mer did not write",
     "quiet": "no line per item: errors and the summary only",
     "device": "where the model runs (default: auto)",
-    "precision": "how the backbone computes on the CPU (default: auto, int8 where the CPU has it)",
+    "precision": "how the backbone computes on the CPU (default: auto, int8 and bfloat16 where "
+    "the CPU has them)",
     "workers": "decoding processes (default: one per CPU core)",
 }
 

@@ -9,9 +9,9 @@ run. Reported, not asserted: timings on a shared machine vary.
   ffmpeg): 44.1 kHz stereo mp3 at 192 kbps, flac 16-bit, m4a AAC at 256 kbps. Made once
   into pytest's cache folder.
 - `mer tag FOLDER --force` as a user runs it (a fresh process: imports, model load,
-  workers included), with its defaults (int8 convolutions where the CPU has them), with
-  --jobs 1, with `--precision float32` and with `--model fast` (the single-backbone
-  model), wall clock.
+  workers included), with its defaults (int8 and bfloat16 convolutions where the CPU has
+  them), with --jobs 1, with `--precision int8` (no bfloat16), with `--precision float32`
+  and with `--model fast` (the single-backbone model), wall clock.
 - Reference: the plain loop in one process, after the model is loaded (in float): each file
   streamed through decode, segments and the model (`predict_file`'s stream), its tags
   written; CPU seconds per stage (decode to log-mel segments, model, tag write).
@@ -43,6 +43,8 @@ sys.path.insert(0, str(TESTS))
 from audio_factory import ffmpeg_or_skip  # noqa: E402
 from bench_tag import peak_memory  # noqa: E402  (the memory sampler both suites use)
 
+from mer_plugin.backbones.bfloat16 import bfloat16_supported  # noqa: E402
+from mer_plugin.backbones.int8 import int8_engine  # noqa: E402
 from mer_plugin.features import iter_segments  # noqa: E402
 from mer_plugin.inference import load_model, resolve_model  # noqa: E402
 from mer_plugin.inference.predict import predict_stream  # noqa: E402
@@ -145,6 +147,8 @@ def test_real_music(benchmark, library, summary, tmp_path) -> None:
     jobs1, _ = mer_tag(library, tmp_path / "c1", "--jobs", "1")
     fast, _ = mer_tag(library, tmp_path / "c3", "--model", "fast")  # mer-4q 2, one backbone
     floated, _ = mer_tag(library, tmp_path / "c4", "--precision", "float32")
+    int8 = int8_engine() is not None
+    only_int8 = mer_tag(library, tmp_path / "c5", "--precision", "int8")[0] if int8 else None
     cpu: list[float] = []
 
     def run() -> float:
@@ -158,11 +162,15 @@ def test_real_music(benchmark, library, summary, tmp_path) -> None:
     fmt = library[0].suffix[1:]
     verdict = "met" if x >= TARGET_X and reference / wall >= TARGET_RATIO else "NOT met"
     per_stage = ", ".join(f"{stage} {s:.1f}" for stage, s in stages.items())
+    auto = "+".join(p for p, has in (("int8", int8), ("bfloat16", bfloat16_supported())) if has)
+    int8_alone = f"{only_int8:.1f} s = {audio / only_int8:.0f}x" if only_int8 else "n/a"
     summary.append(
         f"{fmt}: {len(library)} tracks, {audio / 60:.0f} min: `mer tag` {wall:.1f} s = "
-        f"{x:.0f}x realtime, {cpu[0]:.1f} CPU s ({reference / wall:.2f}x the sequential "
+        f"{x:.0f}x realtime (auto: {auto or 'float32'}), {cpu[0]:.1f} CPU s "
+        f"({reference / wall:.2f}x the sequential "
         f"loop's {reference:.1f} s = {audio / reference:.0f}x, CPU s {per_stage}; --jobs 1: "
-        f"{jobs1:.1f} s = {audio / jobs1:.0f}x; --precision float32: {floated:.1f} s = "
+        f"{jobs1:.1f} s = {audio / jobs1:.0f}x; --precision int8: {int8_alone}; "
+        f"--precision float32: {floated:.1f} s = "
         f"{audio / floated:.0f}x; --model fast: {fast:.1f} s = {audio / fast:.0f}x); "
         f"target {TARGET_X}x and {TARGET_RATIO}x: {verdict}"
     )

@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--store", type=Path, required=True, help="npz of full analyses")
     parser.add_argument("--min-seconds", type=float, default=60.0, help="shorter tracks left out")
-    parser.add_argument("--precision", choices=PRECISIONS[1:], default="float32")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     parser.add_argument("--reference", type=Path, help="npz of the full analyses to agree with")
     args = parser.parse_args()
     model = with_precision(load_model(resolve_model(None)), args.precision)

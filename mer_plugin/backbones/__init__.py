@@ -41,7 +41,7 @@ class BackboneError(MerError):
 
 FUSE = "+"  # joins the names of fused backbones
 CALIBRATION_FILE = "int8.safetensors"  # beside shipped weights: their int8 calibration
-PRECISIONS = ("auto", "float32", "int8")  # how a backbone computes (inference.device)
+PRECISIONS = ("auto", "float32", "int8", "bfloat16")  # how a backbone computes (inference.device)
 
 
 def get_backbone(name: str) -> Backbone:

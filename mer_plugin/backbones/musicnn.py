@@ -63,7 +63,7 @@ def same_padding(kernel: int) -> tuple[int, int]:
 def _use_mkldnn(x: torch.Tensor) -> bool:
     return (
         x.device.type == "cpu"
-        and x.dtype == torch.float32
+        and x.dtype in (torch.float32, torch.bfloat16)
         and not torch.is_grad_enabled()
         and torch.backends.mkldnn.is_available()
     )
@@ -99,16 +99,24 @@ def conv_max(
     stride: tuple[int, int],
 ) -> torch.Tensor:
     """`conv_max_relu_bn`'s pooled conv before ReLU, in float: the max over each pooling
-    window of the conv's output, the min on channels whose `sign` is -1."""
-    weight = conv.weight * sign[:, None, None, None]
-    bias = conv.bias * sign
+    window of the conv's output, the min on channels whose `sign` is -1. A conv cast to
+    bfloat16 (`mer_plugin.backbones.bfloat16`) computes in it and returns float32."""
+    weight = conv.weight * sign.to(conv.weight.dtype)[:, None, None, None]
+    bias = conv.bias * sign.to(conv.weight.dtype)
+    x = x.to(conv.weight.dtype)
     padding = list(conv.padding)
     if _use_mkldnn(x):
         y = torch.mkldnn_convolution(x.to_mkldnn(), weight, bias, padding, [1, 1], [1, 1], 1)
         pooled = F.max_pool2d(y, pool, stride).to_dense()
     else:
         pooled = F.max_pool2d(F.conv2d(x, weight, bias, padding=padding), pool, stride)
-    return pooled * sign[:, None, None]
+    return pooled.float() * sign[:, None, None]
+
+
+def run_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)` in the dtype of its weights (bfloat16 where `bfloat16.to_bfloat16` cast
+    them), returned in float32."""
+    return conv(x.to(conv.weight.dtype)).float()
 
 
 class ConvPoolBlock(nn.Module):
@@ -174,7 +182,7 @@ class MidEnd(nn.Module):
         outputs = [x]
         h = x
         for i, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
-            y = bn(F.relu(conv(h)))
+            y = bn(F.relu(run_conv(conv, h)))
             h = y + h if i else y
             outputs.append(h)
         return torch.cat(outputs, dim=1)

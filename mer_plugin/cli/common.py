@@ -36,9 +36,10 @@ Precision = StrEnum("Precision", {name: name for name in PRECISIONS})
 PrecisionOpt = Annotated[
     Precision,
     typer.Option(
-        help="How the backbone computes on the CPU: int8 (auto's choice where the CPU has "
-        "it, x86 with AVX2: faster, the song's mood as float's on nearly every track) or "
-        "float32 (see docs/performance.md).",
+        help="How the backbone computes on the CPU: auto takes int8 (x86 with AVX2) for the "
+        "convolutions that ship a calibration and bfloat16 (AVX-512 BF16 or AMX) for the "
+        "rest, where the CPU has them: faster, the song's mood as float's on nearly every "
+        "track; int8 or bfloat16 alone, or float32 (see docs/performance.md).",
     ),
 ]
 MaxSegments = Annotated[

@@ -1,6 +1,7 @@
 """Where and how a backbone runs: `--device auto | cpu | cuda`, `--precision auto |
-float32 | int8` (int8: the shipped taggers' convolutions on x86 CPUs,
-`mer_plugin/backbones/int8.py`)."""
+float32 | int8 | bfloat16` (the shipped taggers' convolutions on x86 CPUs: int8 where
+they ship a calibration, `mer_plugin/backbones/int8.py`; bfloat16 on CPUs that compute
+it natively, `mer_plugin/backbones/bfloat16.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import replace
 import torch
 
 from mer_plugin.backbones import PRECISIONS, BackboneError
+from mer_plugin.backbones.bfloat16 import bfloat16_supported, to_bfloat16
 from mer_plugin.backbones.int8 import int8_engine, quantize
 from mer_plugin.inference.folder import Model
 
@@ -46,26 +48,43 @@ def batch_size(model: Model) -> int:
 
 def on_device(model: Model, device: str, precision: str = "auto") -> Model:
     """The model with its backbone on `device` in `precision`; the small head stays on
-    the CPU. Off the CPU the backbone runs in float (int8 is a CPU path)."""
+    the CPU. Off the CPU the backbone runs in float (int8 and bfloat16 are CPU paths)."""
     chosen = pick_device(device)
     if chosen.type == "cpu":
         return with_precision(model, precision)
-    if precision == "int8":
-        raise BackboneError("--precision int8 runs on the CPU only")
+    if precision in ("int8", "bfloat16"):
+        raise BackboneError(f"--precision {precision} runs on the CPU only")
     return replace(model, backbone=_OnDevice(model.backbone, chosen).eval())
 
 
 def with_precision(model: Model, precision: str) -> Model:
-    """The model, its backbone's convolutions switched to int8 in place for `int8`, and
-    for `auto` where this CPU has int8 kernels and the backbone ships an int8
-    calibration; `int8` where either is missing is an error."""
+    """The model, its backbone's convolutions switched in place: to int8 for `int8`, to
+    bfloat16 for `bfloat16`, and for `auto` each where this CPU has it (int8 for the convs
+    with a calibration, bfloat16 for the rest). `int8` or `bfloat16` where the CPU or the
+    backbone lacks it is an error."""
     if precision not in PRECISIONS:
         raise BackboneError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
-    engine = int8_engine()
-    if precision == "float32" or (precision == "auto" and engine is None):
-        return model
-    if engine is None:
-        raise BackboneError("--precision int8: this CPU has no int8 kernels (x86 with AVX2)")
-    if not quantize(model.backbone) and precision == "int8":
-        raise BackboneError(f"--precision int8: {model.card.backbone.name} has no int8 calibration")
+    if precision in ("int8", "auto"):
+        _int8(model, required=precision == "int8")
+    if precision in ("bfloat16", "auto"):
+        _bfloat16(model, required=precision == "bfloat16")
     return model
+
+
+def _int8(model: Model, required: bool) -> None:
+    if int8_engine() is None:
+        if required:
+            raise BackboneError("--precision int8: this CPU has no int8 kernels (x86 with AVX2)")
+        return
+    if not quantize(model.backbone) and required:
+        raise BackboneError(f"--precision int8: {model.card.backbone.name} has no int8 calibration")
+
+
+def _bfloat16(model: Model, required: bool) -> None:
+    if not bfloat16_supported():
+        if required:
+            raise BackboneError("--precision bfloat16: this CPU has no bfloat16 instructions")
+        return
+    if not to_bfloat16(model.backbone) and required:
+        name = model.card.backbone.name
+        raise BackboneError(f"--precision bfloat16: {name} has no musicnn or vgg tagger")
