@@ -11,7 +11,9 @@ torch's threads as set (`--threads`, default torch's own): wall time, and the CP
 the process (all its threads), which other jobs on a shared machine inflate much less. All
 backbones are measured in one run, so they share its load; compare them with each other.
 Where this CPU has int8 kernels, each backbone with an int8 calibration is also timed with
-its int8 convolutions (`mer_plugin/backbones/int8.py`), right after its float run.
+its int8 convolutions (`mer_plugin/backbones/int8.py`), right after its float run; where it
+has native bfloat16, then also with its other convs in bfloat16 (`--precision auto`,
+`mer_plugin/backbones/bfloat16.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mer_plugin.backbones import create_backbone, get_backbone
+from mer_plugin.backbones.bfloat16 import bfloat16_supported, to_bfloat16
 from mer_plugin.backbones.int8 import int8_engine, quantize
 
 DEFAULT = ["musicnn-msd", "musicnn-mtt", "vgg-msd", "vgg-mtt", "musicnn-msd-pool"]
@@ -68,9 +71,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
     columns = ["backbone", "embedding", "GFLOP / segment", "ms / segment", "CPU ms / segment"]
     columns.append("CPU s / 4-min track")
-    int8 = int8_engine() is not None
+    int8, bf16 = int8_engine() is not None, bfloat16_supported()
     if int8:
         columns += ["int8 ms / segment", "int8 CPU ms / segment"]
+    if bf16:
+        columns += ["int8 + bfloat16 ms / segment", "int8 + bfloat16 CPU ms / segment"]
     print("| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|")
     for name in args.backbones:
         model, x = create_backbone(name), segments(name, args.batch)
@@ -80,6 +85,10 @@ def main() -> None:
         if int8:
             fast = quantize(model) and ms_per_segment(model, x, args.repeats)
             row += f" | {fast[0]:.1f} | {fast[1]:.1f}" if fast else " | - | -"
+        if bf16:
+            # a backbone with no conv left in float computes as in int8
+            faster = ms_per_segment(model, x, args.repeats) if to_bfloat16(model) else fast
+            row += f" | {faster[0]:.1f} | {faster[1]:.1f}" if faster else " | - | -"
         print(f"| {row} |", flush=True)
 
 
