@@ -1,11 +1,19 @@
 """Files as mer meets them in a library: is a path a regular file, asked without ever
-blocking (a FIFO named like a song must not hang a run); and a lock on a file, so two
-mer runs never work on the same one."""
+blocking (a FIFO named like a song must not hang a run); a lock on a file, so two mer
+runs never work on the same one; and files and folders mer writes (caches, models,
+reports) written whole or not at all."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import shutil
 import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from mer_plugin.errors import MerError
 
 try:
     import fcntl
@@ -60,3 +68,50 @@ def mode_reason(mode: int) -> str | None:
         return None
     kind = next((name for test, name in _KINDS if test(mode)), "not a file")
     return f"not a regular file ({kind})"
+
+
+@contextlib.contextmanager
+def written_whole(path: Path, *, replace_folder: bool = False) -> Iterator[Path]:
+    """A temporary sibling of `path` (``.NAME.part-PID``) to write a file or a folder
+    into; renamed onto `path` when the block ends, removed if it fails (Ctrl-C included).
+    A folder already at `path` is replaced with `replace_folder`, else kept (another
+    process published the same first). The siblings of processes no longer running
+    (killed while writing) are removed first."""
+    _remove_dead_parts(path)
+    part = path.with_name(f".{path.name}.part-{os.getpid()}")
+    _remove(part)
+    try:
+        yield part
+        if replace_folder and path.is_dir():
+            shutil.rmtree(path)
+        try:
+            os.replace(part, path)
+        except OSError as error:
+            if not path.is_dir():
+                raise MerError(f"{path}: cannot write it: {error.strerror or error}") from None
+    finally:
+        _remove(part)
+
+
+def _remove_dead_parts(path: Path) -> None:
+    for part in path.parent.glob(f".{glob.escape(path.name)}.part-*"):
+        pid = part.name.rpartition(".part-")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            _remove(part)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -87,6 +89,25 @@ def test_model_folder_and_card(dataset, cache_dir, tmp_path) -> None:
     # others may read a model whoever trained it, as the umask allows (not owner-only)
     modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
     assert modes["model.safetensors"] == modes["model.json"]
+
+
+def test_a_model_saved_again_replaces_the_old_and_sweeps_a_killed_save(
+    dataset, cache_dir, tmp_path
+) -> None:
+    folder = train_model(dataset, TINY, "segment", FAST, tmp_path / "m", cache_dir)
+    card, tensors = (
+        json.loads((folder / "model.json").read_text()),
+        load_file(folder / "model.safetensors"),
+    )
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f".m.part-{dead.pid}"  # a save killed part way
+    left.mkdir()
+    (left / "model.json").write_text("{")
+    card["command"] = "saved again"
+    save_model(folder, card, tensors)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    assert load_model(folder).card.data["command"] == "saved again"
 
 
 def test_a_long_song_is_classified_in_training_length_windows(dataset, cache_dir, tmp_path):

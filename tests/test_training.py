@@ -167,7 +167,7 @@ def test_a_cache_stopped_while_written_leaves_nothing_behind(
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     cache = frame_cache(data, TINY_SPEC, tmp_path)
-    left = cache.folder.with_name(f"{cache.folder.name}.part-{dead.pid}")
+    left = cache.folder.with_name(f".{cache.folder.name}.part-{dead.pid}")
     left.mkdir()
     (left / "frames.f32").write_bytes(b"half")
     shutil.rmtree(cache.folder)

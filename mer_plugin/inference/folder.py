@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from torch import nn
 
 from mer_plugin.backbones import BackboneError, get_backbone
 from mer_plugin.errors import MerError
+from mer_plugin.files import written_whole
 from mer_plugin.inference.card import FORMAT, CardFacts, ModelCard
 from mer_plugin.inference.find import (  # noqa: F401  (re-exported: found here before)
     DEFAULT_MODEL,
@@ -55,25 +54,21 @@ class Model(CardFacts):
 
 
 def save_model(folder: str | Path, card: dict, tensors: dict[str, torch.Tensor]) -> Path:
-    """Write the folder atomically (a temporary sibling renamed into place)."""
+    """Write the folder whole or not at all (`files.written_whole`): a folder already there
+    is replaced."""
     folder = Path(folder)
-    part = folder.with_name(f".{folder.name}.part-{os.getpid()}")
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
     try:
-        contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        # bytes written by Python, so the file gets the umask's mode like model.json
-        # (safetensors' save_file creates it readable by its owner only)
-        weights = save(contiguous, metadata={"format": str(FORMAT)})
-        (part / "model.safetensors").write_bytes(weights)
-        (part / "model.json").write_text(json.dumps({"format": FORMAT, **card}, indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(part, folder)
+        with written_whole(folder, replace_folder=True) as part:
+            part.mkdir(parents=True)
+            contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+            # bytes written by Python, so the file gets the umask's mode like model.json
+            # (safetensors' save_file creates it readable by its owner only)
+            weights = save(contiguous, metadata={"format": str(FORMAT)})
+            (part / "model.safetensors").write_bytes(weights)
+            meta = json.dumps({"format": FORMAT, **card}, indent=2) + "\n"
+            (part / "model.json").write_text(meta)
     except OSError as error:
         raise ModelError(f"{folder}: cannot write the model: {error.strerror or error}") from None
-    finally:
-        shutil.rmtree(part, ignore_errors=True)
     return folder
 
 

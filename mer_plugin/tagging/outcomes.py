@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mer_plugin.budget import DEFAULT_BUDGET, Budget
+from mer_plugin.files import written_whole
 
 if TYPE_CHECKING:
     from mer_plugin.inference.predict import SegmentResult
@@ -130,8 +131,8 @@ REPORT_SUFFIXES = (".json", ".csv")
 
 
 def write_report(run: TagRun, path: Path) -> None:
-    """Every file with its result or error, as JSON or CSV (by the extension); written to
-    a temporary sibling and renamed, so a report is whole or absent."""
+    """Every file with its result or error, as JSON or CSV (by the extension), written
+    whole or not at all (`files.written_whole`)."""
     rows = [outcome.row() for outcome in run.outcomes]
     if path.suffix.lower() == ".csv":
         buffer = io.StringIO()
@@ -142,9 +143,5 @@ def write_report(run: TagRun, path: Path) -> None:
     else:
         meta = {"model": run.model, "dry_run": run.dry_run, "interrupted": run.interrupted}
         text = json.dumps({**meta, "summary": run.summary(), "files": rows}, indent=1) + "\n"
-    part = path.with_name(f".{path.name}.part")
-    try:
+    with written_whole(path) as part:
         part.write_text(text, encoding="utf-8")
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)

@@ -16,12 +16,9 @@ leaves it for the next build of that cache to remove.
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +31,7 @@ from mer_plugin.backbones.fused import FusedBackbone
 from mer_plugin.datasets import Dataset
 from mer_plugin.errors import AudioError, MerError
 from mer_plugin.features import clip_frames
+from mer_plugin.files import written_whole
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.inference.folder import state_digest
 from mer_plugin.song_extras import SongExtras
@@ -141,49 +139,6 @@ def _open_frames(folder: Path, key: str, spec: FrontEndSpec) -> FrameCache:
         frames = np.empty((0, spec.n_mels), np.float32)
     skipped = json.loads((folder / "index.json").read_text())["skipped"]
     return FrameCache(folder, key, spec, frames, offsets, np.load(folder / "rows.npy"), skipped)
-
-
-@contextlib.contextmanager
-def written_whole(path: Path) -> Iterator[Path]:
-    """A temporary sibling of `path` (``NAME.part-PID``) to write a file or a folder into;
-    renamed onto `path` when the block ends, removed if it fails (Ctrl-C included). The
-    siblings of processes no longer running (killed while writing) are removed first."""
-    _remove_dead_parts(path)
-    part = path.with_name(f"{path.name}.part-{os.getpid()}")
-    _remove(part)
-    try:
-        yield part
-        try:
-            os.replace(part, path)
-        except OSError:  # a folder another process published first
-            if not path.is_dir():
-                raise MerError(f"{path}: cannot write the cache") from None
-    finally:
-        _remove(part)
-
-
-def _remove_dead_parts(path: Path) -> None:
-    for part in path.parent.glob(f"{glob.escape(path.name)}.part-*"):
-        pid = part.name.rpartition(".part-")[2]
-        if pid.isdigit() and not _running(int(pid)):
-            _remove(part)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ segments

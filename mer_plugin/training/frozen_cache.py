@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mer_plugin.files import written_whole
 from mer_plugin.training.backbone import BuiltBackbone, FrozenSplit
 from mer_plugin.training.cache import (
     FrameCache,
@@ -30,7 +31,6 @@ from mer_plugin.training.cache import (
     stack_shortest,
     view_batches,
     views_depend_on,
-    written_whole,
 )
 from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import AugmentSettings
