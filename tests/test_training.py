@@ -35,6 +35,7 @@ from mer_plugin.training.methods import fit, predict
 from mer_plugin.training.prepare import prepare
 from mer_plugin.training.settings import AugmentSettings, Settings, SettingsError
 from mer_plugin.training.sources import FrozenCacheSource, OnlineSource
+from mer_plugin.training.stage2 import fit_classifier
 from mer_plugin.training.train import train_model
 
 # enough steps for a head to separate the four generated classes, still under a second
@@ -392,6 +393,37 @@ def test_a_train_only_set_joins_every_training_fold_and_no_test_fold(
     with_more = fit("segment", ctx, rows, seed=0)
     without = fit("segment", replace(ctx, train_only=ctx.train_only[:0]), rows, seed=0)
     assert not np.allclose(predict(with_more, ctx, rows), predict(without, ctx, rows))
+
+
+def test_added_clips_weigh_as_much_as_added_weight_says(
+    dataset_dir: Path, more_quadrants: Path, cache_dir: Path
+) -> None:
+    """Added clips all labelled Q1 pull the songs towards Q1 at weight 1, not at weight 0;
+    the other methods refuse a weight they would not honour."""
+    data = load_dataset(dataset_dir, "Artist")
+    settings = replace(FAST, song_embedding_c=1.0)
+    ctx = prepare(data, TINY, settings, cache_dir, train_only=[load_dataset(more_quadrants)]).ctx
+    clips = [replace(c, label="Q1") if i in ctx.train_only else c
+             for i, c in enumerate(ctx.dataset.clips)]  # fmt: skip
+    ctx = replace(ctx, dataset=replace(ctx.dataset, clips=clips))
+    rows = np.arange(len(data.clips))
+    q1 = {}
+    for weight in (1.0, 0.0):
+        weighed = replace(ctx, settings=replace(settings, added_weight=weight))
+        q1[weight] = predict(fit("segment", weighed, rows, seed=0), weighed, rows)[:, 0].mean()
+    assert q1[1.0] > q1[0.0] + 0.05
+    with pytest.raises(SettingsError, match="added_weight"):
+        fit("sssl", replace(ctx, settings=replace(settings, added_weight=0.5)), rows, seed=0)
+
+
+def test_a_song_of_weight_zero_is_a_song_left_out() -> None:
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(40, 6)), np.arange(40) % 4
+    weights = np.where(np.arange(40) < 30, 1.0, 0.0)
+    weighed = fit_classifier(features, labels, 4, 1.0, seed=0, weights=weights)
+    left_out = fit_classifier(features[:30], labels[:30], 4, 1.0, seed=0)
+    np.testing.assert_allclose(weighed.coef, left_out.coef, atol=1e-4)
+    np.testing.assert_allclose(weighed.mean, left_out.mean, atol=1e-9)
 
 
 def test_a_train_only_set_must_have_the_same_classes(

@@ -37,7 +37,7 @@ from mer_plugin.inference.heads import EmbeddingMoments, Head, SongClassifier, s
 from mer_plugin.kernels.confidence import gmm_clean_probability
 from mer_plugin.training.cache import SegmentTable
 from mer_plugin.training.progress import Reporter
-from mer_plugin.training.settings import Settings
+from mer_plugin.training.settings import Settings, SettingsError
 from mer_plugin.training.sources import CachedSource, FeatureSource, compute_threads
 from mer_plugin.training.stage2 import fit_classifier
 
@@ -64,6 +64,15 @@ class Context:
     @property
     def n_classes(self) -> int:
         return len(self.dataset.classes)
+
+    def clip_weights(self) -> np.ndarray | None:
+        """Each clip row's weight in the segment method's losses: `added_weight` for the
+        train-only clips, 1 for the others; None when every weight is 1."""
+        if self.settings.added_weight == 1.0 or not len(self.train_only):
+            return None
+        weights = np.ones(len(self.dataset.clips))
+        weights[self.train_only] = self.settings.added_weight
+        return weights
 
     def folds(self, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """K grouped, stratified (train, test) splits, as cache rows, of the clips under
@@ -107,6 +116,10 @@ def fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
 
 def _fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
     labels = ctx.clip_labels
+    weights = ctx.clip_weights()
+    if weights is not None and method != Method.SEGMENT:
+        weight = ctx.settings.added_weight
+        raise SettingsError(f"added_weight={weight} weighs added clips for segment, not {method}")
     if method == Method.CLIP:
         if ctx.clips is None:
             raise ValueError("the clip method needs a clip-level source")
@@ -118,7 +131,9 @@ def _fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
     ids = ctx.table.ids_of(rows)
     seg_labels = labels[ctx.table.clip[ids]]
     if method == Method.SEGMENT:
-        head = fit_ce(ctx.segments, ids, seg_labels, ctx, ctx.settings.epochs, seed, Method.SEGMENT)
+        seg_weights = None if weights is None else weights[ctx.table.clip[ids]]
+        epochs = ctx.settings.epochs
+        head = fit_ce(ctx.segments, ids, seg_labels, ctx, epochs, seed, Method.SEGMENT, seg_weights)
         history: list[dict] = []
     elif method == Method.SSSL:
         unlabelled = ctx.table.ids_of(ctx.unlabelled)
@@ -237,13 +252,20 @@ def _ce_epoch(
     labels: np.ndarray,
     ctx: Context,
     rng: np.random.Generator,
+    weights: np.ndarray | None = None,
 ) -> float:
     _train_mode(head, source)
     total, count = 0.0, 0
     target = torch.from_numpy(labels).to(_device(source))
+    weight = None if weights is None else torch.from_numpy(weights).float().to(target.device)
     for batch in _batches(len(ids), ctx.settings.batch_size, rng):
         x = source.features(ids[batch], _random_views(len(batch), source, ctx, rng))
-        loss = F.cross_entropy(head(x), target[batch])
+        if weight is None:
+            loss = F.cross_entropy(head(x), target[batch])
+        else:  # a weighted mean over the batch
+            w = weight[batch]
+            losses = F.cross_entropy(head(x), target[batch], reduction="none")
+            loss = (losses * w).sum() / w.sum().clamp_min(1e-12)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -259,14 +281,16 @@ def fit_ce(
     epochs: int,
     seed: int,
     name: str,
+    weights: np.ndarray | None = None,
 ) -> Head:
-    """A head trained with plain cross-entropy for `epochs` epochs (cosine learning rate)."""
+    """A head trained with plain cross-entropy for `epochs` epochs (cosine learning rate);
+    with `weights`, each item's loss weighted."""
     rng = np.random.default_rng(seed)
     head, optimizer = _new_head(source, ids, ctx, seed)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
     with ctx.reporter.bar(epochs, name) as bar:
         for _ in range(epochs):
-            loss = _ce_epoch(head, optimizer, source, ids, labels, ctx, rng)
+            loss = _ce_epoch(head, optimizer, source, ids, labels, ctx, rng, weights)
             schedule.step()
             bar.advance(description=f"{name} loss {loss:.3f}")
     return head
@@ -503,8 +527,11 @@ def fit_song_classifier(
 def fit_embedding_classifier(ctx: Context, rows: np.ndarray, seed: int) -> SongClassifier:
     """The song's embedding classifier, fitted on the training clips at `rows`."""
     features = clip_embedding_features(ctx, rows)
-    labels = ctx.clip_labels[rows]
-    return fit_classifier(features, labels, ctx.n_classes, ctx.settings.song_embedding_c, seed)
+    labels, weights = ctx.clip_labels[rows], ctx.clip_weights()
+    c = ctx.settings.song_embedding_c
+    return fit_classifier(
+        features, labels, ctx.n_classes, c, seed, weights=None if weights is None else weights[rows]
+    )
 
 
 def clip_embedding_features(ctx: Context, rows: np.ndarray) -> np.ndarray:

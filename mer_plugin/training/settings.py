@@ -97,6 +97,10 @@ class Settings:
     song_embedding_c: float = setting(
         0.0, "song embedding classifier: inverse L2 strength (0: none; segment, sssl)"
     )
+    # --- train-only sets (`--add`)
+    added_weight: float = setting(
+        1.0, "segment: weight of the --add clips in the head's and song classifier's losses"
+    )
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
     def __post_init__(self) -> None:
@@ -125,6 +129,7 @@ class Settings:
             ),
             (self.device in ("auto", "cpu", "cuda"), f"device={self.device!r}: auto, cpu or cuda"),
             (self.song_embedding_c >= 0, f"song_embedding_c={self.song_embedding_c}: 0 or more"),
+            (self.added_weight >= 0, f"added_weight={self.added_weight}: 0 or more"),
         )
         broken = [rule for ok, rule in rules if not ok]
         if broken:

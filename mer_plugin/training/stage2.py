@@ -48,17 +48,19 @@ def fit_classifier(
     c: float,
     seed: int,
     groups: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> SongClassifier:
-    """Fit on song `features`; `c` <= 0 picks C from `SONG_C_GRID` by grouped
-    cross-validation on these songs (macro-F1)."""
+    """Fit on song `features`, each song's loss (and its part in the standardisation)
+    weighted by `weights` where given; `c` <= 0 picks C from `SONG_C_GRID` by grouped
+    cross-validation on these songs (macro-F1, unweighted)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     if c <= 0:
         c = pick_c(features, labels, groups, seed)
-    scaler = StandardScaler().fit(features)
+    scaler = StandardScaler().fit(features, sample_weight=weights)
     model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-    model.fit(scaler.transform(features), labels)
+    model.fit(scaler.transform(features), labels, sample_weight=weights)
     coef = np.zeros((n_classes, features.shape[1]))
     intercept = np.full(n_classes, -1e9)  # a class absent from training is never chosen
     if len(model.classes_) == 2:  # sklearn keeps one row for two classes
