@@ -33,6 +33,19 @@ def signal(quadrant: str, seconds: float, rng: np.random.Generator) -> np.ndarra
     return (x + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
 
 
+def quadrant_segments(folder: Path, spec: FrontEndSpec, seed: int) -> torch.Tensor:
+    """Log-mel segments (`spec`) of four kinds of generated music, 6 s each, written as
+    wav files into `folder`."""
+    from mer_plugin.features import iter_segments
+
+    rng, found = np.random.default_rng(seed), []
+    for quadrant in ("Q1", "Q2", "Q3", "Q4"):
+        path = folder / f"{quadrant}.wav"
+        sf.write(path, signal(quadrant, 6.0, rng), SAMPLE_RATE)
+        found += [torch.from_numpy(batch) for batch in iter_segments(path, spec)]
+    return torch.cat(found)
+
+
 def make_dataset(root: Path, per_class: int = 4, seconds: float = 6.0, seed: int = 0) -> Path:
     """root/Q1..Q4/*.wav and annotations.csv (Song,Artist,...): two clips per artist."""
     rng = np.random.default_rng(seed)

@@ -4,16 +4,13 @@ is a clear error and `auto` does without it."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from synthetic_music import SAMPLE_RATE, signal
+from synthetic_music import quadrant_segments
 
 from mer_plugin.backbones import BackboneError, create_backbone
 from mer_plugin.backbones.bfloat16 import bfloat16_supported, to_bfloat16
 from mer_plugin.backbones.int8 import int8_engine, quantize
-from mer_plugin.features import iter_segments
 from mer_plugin.frontend import MUSICNN
 from mer_plugin.inference import load_model, resolve_model
 from mer_plugin.inference.device import with_precision
@@ -23,14 +20,7 @@ needs_bfloat16 = pytest.mark.skipif(not bfloat16_supported(), reason="no bfloat1
 
 @pytest.fixture(scope="module")
 def segments(tmp_path_factory: pytest.TempPathFactory) -> torch.Tensor:
-    """Log-mel segments of four kinds of generated music, 6 s each."""
-    folder, rng = tmp_path_factory.mktemp("bf16"), np.random.default_rng(1)
-    found = []
-    for quadrant in ("Q1", "Q2", "Q3", "Q4"):
-        path = folder / f"{quadrant}.wav"
-        sf.write(path, signal(quadrant, 6.0, rng), SAMPLE_RATE)
-        found += [torch.from_numpy(batch) for batch in iter_segments(path, MUSICNN)]
-    return torch.cat(found)
+    return quadrant_segments(tmp_path_factory.mktemp("bf16"), MUSICNN, seed=1)
 
 
 def bfloat16_convs(module: torch.nn.Module) -> list[str]:

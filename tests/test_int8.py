@@ -6,17 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from mer_cli import mer
 from safetensors.torch import save
-from synthetic_music import SAMPLE_RATE, signal
+from synthetic_music import quadrant_segments
 
 from mer_plugin.backbones import BackboneError, create_backbone
 from mer_plugin.backbones.int8 import Int8Conv, attach_calibration, calibrate, int8_engine, quantize
-from mer_plugin.features import iter_segments
 from mer_plugin.frontend import MUSICNN
 from mer_plugin.inference import load_model, resolve_model
 from mer_plugin.inference.device import with_precision
@@ -26,14 +23,7 @@ needs_int8 = pytest.mark.skipif(int8_engine() is None, reason="no int8 kernels o
 
 @pytest.fixture(scope="module")
 def segments(tmp_path_factory: pytest.TempPathFactory) -> torch.Tensor:
-    """Log-mel segments of four kinds of generated music, 6 s each."""
-    folder, rng = tmp_path_factory.mktemp("int8"), np.random.default_rng(0)
-    found = []
-    for quadrant in ("Q1", "Q2", "Q3", "Q4"):
-        path = folder / f"{quadrant}.wav"
-        sf.write(path, signal(quadrant, 6.0, rng), SAMPLE_RATE)
-        found += [torch.from_numpy(batch) for batch in iter_segments(path, MUSICNN)]
-    return torch.cat(found)
+    return quadrant_segments(tmp_path_factory.mktemp("int8"), MUSICNN, seed=0)
 
 
 def int8_paths(module: torch.nn.Module) -> list[str]:
