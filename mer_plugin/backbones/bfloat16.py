@@ -4,12 +4,11 @@ On CPUs with AVX-512 BF16 (and AMX, where oneDNN uses its tiles) a convolution i
 bfloat16 runs two to three times faster than in float32: musicnn's temporal (k x 1)
 convolutions and its mid-end's 1-D convolutions, which int8 does not serve well
 (`int8.worth_int8`), are ~40 % of musicnn's time once its timbral convolutions run in
-int8. `to_bfloat16` casts the weights of every conv of the musicnn and vgg taggers' blocks
-in a backbone (`SERVED`, a fusion's parts included) that has no int8 path; those convs take
-their input in bfloat16 and hand float32 back (`musicnn.conv_max`, `musicnn.run_conv`), so
-batch norm,
-pooling and every later layer stay in float32. Measured speed and song-level agreement
-with float32: docs/performance.md.
+int8. `to_bfloat16` casts the weights of every conv of the musicnn and vgg taggers' blocks in a
+backbone (`SERVED`, a fusion's parts included) that has no int8 path; those convs take
+their input in bfloat16 and hand float32 back (`musicnn.conv_max`, `musicnn.run_conv`),
+so batch norm, pooling and every later layer stay in float32. Measured speed and
+song-level agreement with float32: docs/performance.md.
 """
 
 from __future__ import annotations

@@ -101,9 +101,10 @@ def conv_max(
     """`conv_max_relu_bn`'s pooled conv before ReLU, in float: the max over each pooling
     window of the conv's output, the min on channels whose `sign` is -1. A conv cast to
     bfloat16 (`mer_plugin.backbones.bfloat16`) computes in it and returns float32."""
-    weight = conv.weight * sign.to(conv.weight.dtype)[:, None, None, None]
-    bias = conv.bias * sign.to(conv.weight.dtype)
-    x = x.to(conv.weight.dtype)
+    dtype = conv.weight.dtype
+    weight = conv.weight * sign.to(dtype)[:, None, None, None]
+    bias = conv.bias * sign.to(dtype)
+    x = x.to(dtype)
     padding = list(conv.padding)
     if _use_mkldnn(x):
         y = torch.mkldnn_convolution(x.to_mkldnn(), weight, bias, padding, [1, 1], [1, 1], 1)
