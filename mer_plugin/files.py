@@ -13,8 +13,6 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from mer_plugin.errors import MerError
-
 try:
     import fcntl
 except ImportError:  # not POSIX: no file locks
@@ -86,9 +84,9 @@ def written_whole(path: Path, *, replace_folder: bool = False) -> Iterator[Path]
             shutil.rmtree(path)
         try:
             os.replace(part, path)
-        except OSError as error:
-            if not path.is_dir():
-                raise MerError(f"{path}: cannot write it: {error.strerror or error}") from None
+        except OSError:
+            if not (part.is_dir() and path.is_dir()):  # else: the folder published first
+                raise
     finally:
         _remove(part)
 

@@ -188,6 +188,17 @@ def test_an_unwritable_report_is_refused_before_any_work(make_audio, tmp_path: P
     assert "MER_MODEL" not in read_tags(song) and not (tmp_path / "cache").exists()
 
 
+def test_a_report_path_that_is_a_folder_is_an_error_not_a_silent_skip(
+    make_audio, model_dir, tmp_path: Path
+) -> None:
+    song = make_audio("a.flac", 3.5)
+    report = tmp_path / "r.json"
+    report.mkdir()
+    result = mer_tag(song, "--model", model_dir, "--report", report, cache=tmp_path / "cache")
+    assert result.returncode != 0 and f"{report}: cannot write" in result.stderr
+    assert report.is_dir() and not list(tmp_path.glob(".r.json.part-*"))
+
+
 def test_a_symlink_loop_on_the_command_line_is_one_failed_path(
     make_audio, model_dir, tmp_path: Path
 ) -> None:
