@@ -257,7 +257,7 @@ def test_fused_embeddings_are_the_parts_cached_side_by_side(
     assert fused.shape == (2, len(table), 32)
     assert len(list((tmp_path / "embeddings").iterdir())) == 2  # one cache per part
     for view in range(2):
-        direct = embed_view(frames, table, built, view, FAST.augment, 0, cpu, print)
+        direct = embed_view(frames, table, built, (view, FAST.augment, 0), cpu, print)
         np.testing.assert_allclose(fused[view], direct, rtol=1e-5, atol=1e-6)
 
 
@@ -393,6 +393,26 @@ def test_a_train_only_set_joins_every_training_fold_and_no_test_fold(
     with_more = fit("segment", ctx, rows, seed=0)
     without = fit("segment", replace(ctx, train_only=ctx.train_only[:0]), rows, seed=0)
     assert not np.allclose(predict(with_more, ctx, rows), predict(without, ctx, rows))
+
+
+def test_an_added_set_reuses_the_cached_embeddings_of_the_dataset_it_joins(
+    dataset_dir: Path, more_quadrants: Path, tmp_path: Path
+) -> None:
+    """`--add` computes the embeddings of the added clips only; the joined views are those
+    of one pass over every row (each view drawn from its row's seed)."""
+    data, more = load_dataset(dataset_dir, "Artist"), load_dataset(more_quadrants)
+    alone = prepare(data, TINY, FAST, tmp_path).ctx.segments.embeddings
+    assert len(list((tmp_path / "embeddings").iterdir())) == 2  # segments and whole clips
+    joined = prepare(data, TINY, FAST, tmp_path, train_only=[more])
+    assert len(list((tmp_path / "embeddings").iterdir())) == 4  # the added set's two
+    embeddings = joined.ctx.segments.embeddings
+    np.testing.assert_array_equal(embeddings[:, : alone.shape[1]], alone)
+    assert embeddings.shape[1] == len(joined.ctx.table) > alone.shape[1]
+    cpu = torch.device("cpu")
+    for view in range(FAST.views):
+        draws = (view, FAST.augment, FAST.seed)
+        one_pass = embed_view(joined.frames, joined.ctx.table, joined.built, draws, cpu, print)
+        np.testing.assert_allclose(embeddings[view], one_pass, rtol=1e-5, atol=1e-6)
 
 
 def test_added_clips_weigh_as_much_as_added_weight_says(

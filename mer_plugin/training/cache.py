@@ -7,7 +7,9 @@ method then trains a small head in seconds.
 
 A cache folder is named by a hash of what it depends on (clip paths and contents,
 the spec; plus the backbone's weights, the views and their augmentation settings for
-embeddings). The root is `--cache-dir`, else ``$MER_CACHE_DIR``, else
+embeddings). The embeddings of a dataset joined by train-only sets or unlabelled music
+are cached per source dataset (`FramePart`), so `--add` computes those of the added
+clips only. The root is `--cache-dir`, else ``$MER_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/mer``, else ``~/.cache/mer``. Files and folders are written under a
 temporary name (`written_whole`) and renamed into place, so an interrupted run leaves no
 half cache: a run stopped with Ctrl-C removes its temporary copy, and one killed outright
@@ -19,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +56,20 @@ def cache_key(payload: object) -> str:
 # ------------------------------------------------------------------------------ frames
 
 
+@dataclass(frozen=True)
+class FramePart:
+    """The rows of one source dataset in a frame cache of several joined, and the frame
+    cache key of its clips alone."""
+
+    key: str
+    rows: range
+
+
 @dataclass
 class FrameCache:
     """Frames of the readable clips of a dataset, memory-mapped; `rows[i]` is clip i's row
-    (-1 when it was skipped)."""
+    (-1 when it was skipped). `parts` split the rows by source dataset (one part when the
+    dataset was not joined from several)."""
 
     folder: Path
     key: str
@@ -65,6 +78,7 @@ class FrameCache:
     offsets: np.ndarray  # (n_rows + 1,)
     rows: np.ndarray  # dataset clip index -> row, or -1
     skipped: list[str]  # "path: reason"
+    parts: tuple[FramePart, ...] = ()  # set by frame_cache
 
     @property
     def lengths(self) -> np.ndarray:
@@ -79,13 +93,29 @@ def frame_cache(
     spec: FrontEndSpec,
     root: str | Path | None = None,
     reporter: Reporter | None = None,
+    part_sizes: Sequence[int] = (),
 ) -> FrameCache:
-    """The frame cache of a dataset's clips, built on first use."""
-    key = cache_key({"format": FORMAT, "clips": _identities(dataset), "spec": spec.to_dict()})
+    """The frame cache of a dataset's clips, built on first use. `part_sizes`: the clip
+    counts of the source datasets the dataset joins, in order (default: one source)."""
+    identities = _identities(dataset)
+    key = _frames_key(identities, spec)
     folder = cache_folder(root) / "frames" / key
     if not (folder / "index.json").is_file():
         _build_frames(dataset, spec, folder, reporter or Reporter(quiet=True))
-    return _open_frames(folder, key, spec)
+    cache = _open_frames(folder, key, spec)
+    bounds = np.cumsum([0, *(part_sizes or [len(identities)])])
+    if bounds[-1] != len(identities):
+        raise ValueError(f"part sizes {list(part_sizes)} do not add up to {len(identities)} clips")
+    rows_before = np.concatenate([[0], np.cumsum(cache.rows >= 0)])[bounds]
+    parts = tuple(
+        FramePart(_frames_key(identities[a:b], spec), range(first, end))
+        for (a, b), (first, end) in zip(pairwise(bounds), pairwise(rows_before), strict=True)
+    )
+    return replace(cache, parts=parts)
+
+
+def _frames_key(identities: list[tuple[str, str]], spec: FrontEndSpec) -> str:
+    return cache_key({"format": FORMAT, "clips": identities, "spec": spec.to_dict()})
 
 
 def _identities(dataset: Dataset) -> list[tuple[str, str]]:
@@ -280,51 +310,59 @@ def embedding_cache(
     device: torch.device,
     root: str | Path | None = None,
     reporter: Reporter | None = None,
-    batch_size: int = 64,
 ) -> np.ndarray:
     """Frozen-backbone embeddings (views, items, embedding_size) of every segment in `table`,
     or of every whole clip when `table` is None. View v of clip row r is drawn from the seed
     (seed, v, r), so a view does not depend on batching or on which views exist; a fused
-    backbone's are therefore its parts' cached embeddings, concatenated."""
+    backbone's are therefore its parts' cached embeddings, concatenated, and a joined
+    dataset's its source datasets' (`cache.parts`), one after the other."""
     if isinstance(built.module, FusedBackbone):
         parts = [
-            embedding_cache(
-                cache, table, part, views, augmentation, seed, device, root, reporter, batch_size
-            )
+            embedding_cache(cache, table, part, views, augmentation, seed, device, root, reporter)
             for part in _fused_parts(built)
         ]
         return np.concatenate(parts, axis=-1)
     level = "clips" if table is None else "segments"
-    key = cache_key(views_depend_on(cache, built, augmentation, seed, level))
-    folder = cache_folder(root) / "embeddings" / key
-    folder.mkdir(parents=True, exist_ok=True)
     reporter = reporter or Reporter(quiet=True)
-    out = []
-    for view in range(views):
-        path = folder / f"view{view}.npy"
-        if not path.is_file():
-            label = f"{built.backbone.name} {level}, view {view}"
-            with reporter.bar(len(cache.lengths), label) as bar:
-                array = embed_view(
-                    cache, table, built, view, augmentation, seed, device, bar.advance, batch_size
-                )
-            _save_npy(path, array)
-        out.append(np.load(path))
-    return np.stack(out)
+    pieces = []
+    for part in (part for part in cache.parts if part.rows):
+        depends = views_depend_on(part.key, built, augmentation, seed, level, part.rows.start)
+        folder = cache_folder(root) / "embeddings" / cache_key(depends)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for view in range(views):
+            path = folder / f"view{view}.npy"
+            if not path.is_file():
+                label = f"{built.backbone.name} {level}, view {view}"
+                with reporter.bar(len(part.rows), label) as bar:
+                    draws = (view, augmentation, seed)
+                    array = embed_view(cache, table, built, draws, device, bar.advance, part.rows)
+                _save_npy(path, array)
+            out.append(np.load(path))
+        pieces.append(np.stack(out))
+    return np.concatenate(pieces, axis=1)
 
 
 def views_depend_on(
-    cache: FrameCache, built: BuiltBackbone, augmentation: AugmentSettings, seed: int, level: str
+    frames_key: str,
+    built: BuiltBackbone,
+    augmentation: AugmentSettings,
+    seed: int,
+    level: str,
+    first_row: int = 0,
 ) -> dict:
-    """What a backbone's cached outputs of the views of every item depend on (its key)."""
-    return {
-        "frames": cache.key,
+    """What a backbone's cached outputs of the views of the items of the clips of a frame
+    cache (key `frames_key`) depend on (their key); their rows numbered from `first_row`,
+    which draws their views (named only when above 0, so keys stay those of one dataset)."""
+    depends = {
+        "frames": frames_key,
         "backbone": built.backbone.name,
         "weights": state_digest(built.module),
         "augment": augmentation,
         "seed": seed,
         "level": level,
     }
+    return {**depends, "first_row": first_row} if first_row else depends
 
 
 def stack_shortest(pieces: list[np.ndarray]) -> np.ndarray:
@@ -360,23 +398,25 @@ def view_batches(
     augmentation: AugmentSettings,
     seed: int,
     batch_size: int = 64,
+    rows: range | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Log-mel batches of view `view` of every segment in `table` (of every whole clip, one
-    at a time, when None), in order, each with how many clip rows it completes. View v of
-    clip row r is drawn from the seed (seed, v, r), whatever the batching."""
-    rows = len(cache.lengths)
+    at a time, when None) of the clip `rows` (default all), in order, each with how many
+    clip rows it completes. View v of clip row r is drawn from the seed (seed, v, r),
+    whatever the batching."""
+    rows = range(len(cache.lengths)) if rows is None else rows
     if table is None:
-        for row in range(rows):
+        for row in rows:
             rng = np.random.default_rng([seed, view, row])
             yield 1, view_clip(cache, row, view, augmentation, rng)[None]
         return
     pending: list[np.ndarray] = []
-    done = 0
-    for row in range(rows):
+    done = rows.start
+    for row in rows:
         ids = np.flatnonzero(table.clip == row)
         rng = np.random.default_rng([seed, view, row])
         pending.append(view_segments(cache, table, ids, np.full(len(ids), view), augmentation, rng))
-        if sum(len(p) for p in pending) >= batch_size or row == rows - 1:
+        if sum(len(p) for p in pending) >= batch_size or row == rows[-1]:
             yield row + 1 - done, np.concatenate(pending)
             pending, done = [], row + 1
 
@@ -385,17 +425,16 @@ def embed_view(
     cache: FrameCache,
     table: SegmentTable | None,
     built: BuiltBackbone,
-    view: int,
-    augmentation: AugmentSettings,
-    seed: int,
+    draws: tuple[int, AugmentSettings, int],
     device: torch.device,
     advance: Callable[[int], None],
-    batch_size: int = 64,
+    rows: range | None = None,
 ) -> np.ndarray:
-    """The frozen backbone's embeddings (items, embedding_size) of one view."""
+    """The frozen backbone's embeddings (items, embedding_size) of the view drawn with
+    `draws` (view, augmentation, seed) of the items of clip `rows` (default all)."""
     built.module.to(device)
     parts = []
-    for rows, batch in view_batches(cache, table, view, augmentation, seed, batch_size):
+    for done, batch in view_batches(cache, table, *draws, rows=rows):
         parts.append(run_frozen(built.module, batch, device))
-        advance(rows)
+        advance(done)
     return np.concatenate(parts)

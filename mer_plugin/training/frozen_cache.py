@@ -77,7 +77,7 @@ def frozen_cache(
     if dtype not in DTYPES:
         raise ValueError(f"frozen cache dtype {dtype!r}: one of {', '.join(DTYPES)}")
     level = "clips" if table is None else "segments"
-    depends = views_depend_on(cache, built, augmentation, seed, level)
+    depends = views_depend_on(cache.key, built, augmentation, seed, level)
     key = cache_key({**depends, "at": split.at, "dtype": dtype})
     folder = cache_folder(root) / "frozen" / key
     folder.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,11 @@ def prepare(
     device = pick_device(settings.device)
     labelled = _with_train_only(dataset, train_only)
     everything = labelled.clips + (unlabelled.clips if unlabelled else [])
-    frames = frame_cache(replace(labelled, clips=everything), info.spec, cache_dir, reporter)
+    sources = [dataset, *train_only, *([unlabelled] if unlabelled else [])]
+    frames = frame_cache(
+        replace(labelled, clips=everything), info.spec, cache_dir, reporter,
+        part_sizes=[len(source.clips) for source in sources],
+    )  # fmt: skip
     readable = frames.rows >= 0
     usable = labelled.subset(np.flatnonzero(readable[: len(labelled.clips)]))
     usable.skipped = [*labelled.skipped, *frames.skipped]
