@@ -171,3 +171,47 @@ def test_vgmidi_laid_out_and_voiced_for_strings(tmp_path: Path) -> None:
     assert int.from_bytes(after[18:22], "big") == int.from_bytes(before[18:22], "big") + 3
     voiced_events = (out / "phrases" / "mixed.mid").read_bytes()[22:]
     assert voiced_events == b"\x00\xc1\x30" + events.replace(b"\xc1\x00", b"\xc1\x30")
+
+
+def test_vgmidi_orchestrated_by_register(tmp_path: Path) -> None:
+    """`--orchestra`: each melodic note goes to its register's section (cello; strings and
+    horn; violin and flute), pedal to every section, the file's program change is dropped
+    with its delta time kept, and drums and meta events stay as they were."""
+    events = (  # program 0 (dropped, 5 ticks carried), sustain, notes 40, 60, 80, a drum, off
+        b"\x05\xc0\x00" b"\x00\xb0\x40\x7f" b"\x00\x90\x28\x64" b"\x10\x3c\x64" b"\x10\x50\x64"
+        b"\x00\x99\x24\x64" b"\x20\x80\x28\x00" b"\x00\xff\x2f\x00"
+    )  # fmt: skip
+    phrase = tmp_path / "phrase.mid"
+    header = b"MThd" + (6).to_bytes(4, "big") + bytes([0, 0, 0, 1, 1, 224])
+    phrase.write_bytes(header + b"MTrk" + len(events).to_bytes(4, "big") + events)
+    source = tmp_path / "vgmidi"
+    source.mkdir()
+    with zipfile.ZipFile(source / "phrases.zip", "w") as zipped:
+        zipped.write(phrase, "phrases/phrase.mid")
+    (source / "vgmidi_labelled.csv").write_text(
+        "id,series,console,game,piece,midi,valence,arousal\n"
+        "0,s,c,Game,Battle,phrases/phrase.mid,-1,1\n"
+    )
+    tool = Path(__file__).resolve().parents[1] / "tools" / "midi_datasets.py"
+
+    def run(*options: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, tool, "vgmidi", source, tmp_path / "out", *options]
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    done = run("--orchestra")
+    assert done.returncode == 0, done.stderr
+    expected = (  # each section's program at time 0: 42, 48, 60, 40, 73
+        b"\x00\xc0\x2a" b"\x00\xc1\x30" b"\x00\xc2\x3c" b"\x00\xc3\x28" b"\x00\xc4\x49"
+        b"\x05\xb0\x40\x7f" b"\x00\xb1\x40\x7f" b"\x00\xb2\x40\x7f" b"\x00\xb3\x40\x7f"
+        b"\x00\xb4\x40\x7f"
+        b"\x00\x90\x28\x64"
+        b"\x10\x91\x3c\x64" b"\x00\x92\x3c\x64"
+        b"\x10\x93\x50\x64" b"\x00\x94\x50\x64"
+        b"\x00\x99\x24\x64" b"\x20\x80\x28\x00" b"\x00\xff\x2f\x00"
+    )  # fmt: skip
+    written = (tmp_path / "out" / "phrases" / "phrase.mid").read_bytes()
+    assert written[:14] == header
+    assert written[14:22] == b"MTrk" + len(expected).to_bytes(4, "big")
+    assert written[22:] == expected
+    both = run("--orchestra", "--program", "48")
+    assert both.returncode == 2 and "choose one" in both.stderr

@@ -6,6 +6,7 @@ each file once into the frame cache; mer_plugin/builtin/midi.py).
     python tools/midi_datasets.py emopia ../shared/data/emopia/midis.zip build/midi/emopia
     python tools/midi_datasets.py vgmidi ../shared/data/vgmidi build/midi/vgmidi
     python tools/midi_datasets.py vgmidi ../shared/data/vgmidi build/midi/vgmidi-48 --program 48
+    python tools/midi_datasets.py vgmidi ../shared/data/vgmidi build/midi/vgmidi-orch --orchestra
     mer eval build/midi/emopia/manifest.csv --methods segment
 
 - EMOPIA 1.0 (Hung et al., ISMIR 2021; CC BY-NC-SA 4.0, non-commercial): solo piano
@@ -19,6 +20,11 @@ each file once into the frame cache; mer_plugin/builtin/midi.py).
 (0-127; 48 String Ensemble 1, 61 Brass Section): each program change of a channel other
 than 10 (drums) is set to N, and each channel that plays gets one at time 0, so piano
 phrases are heard in another timbre (docs/results.md, "Game music voiced for strings").
+`--orchestra` hands every melodic note to a section of a small orchestra by its register
+(`ORCHESTRA`): below C3 the cello, up to B4 the strings doubled by a French horn, above
+them a violin doubled by a flute; the other events of a melodic channel (pedal, volume,
+pitch bend) go to every section, the file's program changes are dropped and each
+section's channel gets its program at time 0; drums are kept as they are.
 """
 
 from __future__ import annotations
@@ -27,9 +33,13 @@ import argparse
 import csv
 import struct
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 QUADRANT = {(1, 1): "Q1", (-1, 1): "Q2", (-1, -1): "Q3", (1, -1): "Q4"}  # (valence, arousal)
+# (pitches below, General MIDI programs): cello; strings and French horn; violin and flute
+ORCHESTRA = ((48, (42,)), (72, (48, 60)), (128, (40, 73)))
+_PROGRAMS = [program for _, programs in ORCHESTRA for program in programs]  # channel order
 
 
 def emopia(source: Path, out: Path) -> list[tuple[str, str, str]]:
@@ -64,46 +74,120 @@ def _unpack(archive: Path, out: Path) -> list[Path]:
 
 def voiced(midi: bytes, program: int) -> bytes:
     """A Standard MIDI File with every melodic channel voiced by `program` (see above)."""
-    if midi[:4] != b"MThd":
-        raise ValueError("not a Standard MIDI File")
-    header_end = 8 + struct.unpack(">I", midi[4:8])[0]
-    chunks, playing, at = [], set(), header_end
-    while at + 8 <= len(midi):
-        tag, size = midi[at : at + 4], struct.unpack(">I", midi[at + 4 : at + 8])[0]
-        body = bytearray(midi[at + 8 : at + 8 + size])
+    chunks = [[tag, body] for tag, body in _chunks(midi)]
+    playing = set()
+    for tag, body in chunks:
         if tag == b"MTrk":
             playing |= _set_programs(body, program)
-        chunks.append([tag, body])
-        at += 8 + size
     # each playing channel's program at time 0, ahead of the first track's events
     first = next(chunk for chunk in chunks if chunk[0] == b"MTrk")
     first[1] = bytes(b for ch in sorted(playing) for b in (0, 0xC0 | ch, program)) + first[1]
-    return midi[:header_end] + b"".join(t + struct.pack(">I", len(b)) + b for t, b in chunks)
+    return _assembled(midi, chunks)
 
 
 def _set_programs(track: bytearray, program: int) -> set[int]:
     """Set each melodic program change of one track's events to `program`, in place; the
     channels whose notes it plays."""
-    playing, status, at = set(), 0, 0
+    playing = set()
+    for _, status, start, _ in _events(track):
+        kind, channel = status & 0xF0, status & 0x0F
+        if kind == 0xC0 and channel != 9:
+            track[start] = program
+        if kind == 0x90 and track[start + 1] > 0:
+            playing.add(channel)
+    return {c for c in playing if c != 9}
+
+
+def orchestrated(midi: bytes) -> bytes:
+    """A Standard MIDI File whose melodic notes are played by `ORCHESTRA` (see above)."""
+    chunks = list(_chunks(midi))
+    tracks = [_orchestrated_track(body) if tag == b"MTrk" else bytes(body) for tag, body in chunks]
+    first = next(i for i, (tag, _) in enumerate(chunks) if tag == b"MTrk")
+    setup = [(0, 0xC0 | ch, bytes([program])) for ch, program in enumerate(_PROGRAMS)]
+    tracks[first] = _encode(setup) + tracks[first]
+    return _assembled(midi, [(tag, body) for (tag, _), body in zip(chunks, tracks, strict=True)])
+
+
+def _orchestrated_track(track: bytearray) -> bytes:
+    """One track's events with every melodic note sent to the channels of its register's
+    section, its program changes dropped and its other channel events sent to every
+    section's channels; drums, meta and sysex events kept."""
+    out: list[tuple[int, int, bytes]] = []
+    carried = 0  # the delta time of dropped events, added to the next one kept
+    for delta, status, start, end in _events(track):
+        kind, data = status & 0xF0, bytes(track[start:end])
+        carried += delta
+        if status >= 0xF0 or status & 0x0F == 9:
+            targets = [status]
+        elif kind == 0xC0:
+            continue
+        elif kind in (0x80, 0x90, 0xA0):  # notes and their aftertouch: by pitch
+            targets = [kind | ch for ch in _section_channels(data[0])]
+        else:
+            targets = [kind | ch for ch in range(len(_PROGRAMS))]
+        for target in targets:
+            out.append((carried, target, data))
+            carried = 0
+    return _encode(out)
+
+
+def _section_channels(pitch: int) -> list[int]:
+    """The channels of the section whose register holds `pitch`."""
+    first = 0
+    for below, programs in ORCHESTRA:
+        if pitch < below:
+            return list(range(first, first + len(programs)))
+        first += len(programs)
+    raise ValueError(f"pitch {pitch} is outside MIDI's 0-127")
+
+
+def _encode(events: list[tuple[int, int, bytes]]) -> bytes:
+    """Track events (delta, status, data) as bytes, every status written out."""
+    out = bytearray()
+    for delta, status, data in events:
+        digits = [delta & 0x7F]
+        while delta := delta >> 7:
+            digits.append(0x80 | (delta & 0x7F))
+        out += bytes(reversed(digits)) + bytes([status]) + data
+    return bytes(out)
+
+
+def _chunks(midi: bytes) -> Iterator[tuple[bytes, bytearray]]:
+    """(tag, body) of each chunk after the header of a Standard MIDI File."""
+    if midi[:4] != b"MThd":
+        raise ValueError("not a Standard MIDI File")
+    at = 8 + struct.unpack(">I", midi[4:8])[0]
+    while at + 8 <= len(midi):
+        size = struct.unpack(">I", midi[at + 4 : at + 8])[0]
+        yield midi[at : at + 4], bytearray(midi[at + 8 : at + 8 + size])
+        at += 8 + size
+
+
+def _assembled(midi: bytes, chunks: list) -> bytes:
+    """`midi`'s header followed by `chunks` (tag, body)."""
+    header_end = 8 + struct.unpack(">I", midi[4:8])[0]
+    return midi[:header_end] + b"".join(t + struct.pack(">I", len(b)) + b for t, b in chunks)
+
+
+def _events(track: bytearray) -> Iterator[tuple[int, int, int, int]]:
+    """(delta time, status, start, end) of each event of a track, running status
+    resolved: `track[start:end]` is what follows the status byte (for a meta event, its
+    type, length and data)."""
+    status, at = 0, 0
     while at < len(track):
-        while track[at] & 0x80:  # the delta time's bytes
-            at += 1
-        at += 1
+        delta, at = _varlen(track, at)
         if track[at] & 0x80:
             status, at = track[at], at + 1
-        kind, channel = status & 0xF0, status & 0x0F
-        if status in (0xF0, 0xF7) or status == 0xFF:  # sysex, meta: a length, then data
+        start = at
+        if status in (0xF0, 0xF7, 0xFF):  # sysex, meta: a length, then data
             at += 1 if status == 0xFF else 0
             length, at = _varlen(track, at)
             at += length
+            yield delta, status, start, at
             status = 0  # no running status across them
             continue
-        if kind == 0xC0 and channel != 9:
-            track[at] = program
-        if kind == 0x90 and track[at + 1] > 0:
-            playing.add(channel)
-        at += 1 if kind in (0xC0, 0xD0) else 2
-    return {c for c in playing if c != 9}
+        at += 1 if status & 0xF0 in (0xC0, 0xD0) else 2
+        yield delta, status, start, at
 
 
 def _varlen(data: bytearray, at: int) -> tuple[int, int]:
@@ -127,14 +211,24 @@ def main() -> None:
         metavar="0-127",
         help="voice every melodic channel with this General MIDI program",
     )
+    parser.add_argument(
+        "--orchestra",
+        action="store_true",
+        help="split the notes by register among the sections of a small orchestra",
+    )
     args = parser.parse_args()
+    if args.program is not None and args.orchestra:
+        parser.error("--program and --orchestra are two voicings: choose one")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = (emopia if args.dataset == "emopia" else vgmidi)(args.source, args.out)
-    if args.program is not None:
+    if args.program is not None or args.orchestra:
         for path, _, _ in rows:
             midi = args.out / path
             try:
-                midi.write_bytes(voiced(midi.read_bytes(), args.program))
+                data = midi.read_bytes()
+                midi.write_bytes(
+                    orchestrated(data) if args.orchestra else voiced(data, args.program)
+                )
             except (ValueError, IndexError) as error:  # IndexError: events cut short
                 reason = "truncated" if isinstance(error, IndexError) else error
                 raise SystemExit(f"{midi}: cannot voice it: {reason}") from None
