@@ -132,6 +132,33 @@ def test_real_4q_folds_keep_artists_apart() -> None:
         assert not set(groups[train]) & set(groups[test])
 
 
+SMF_HEADER = b"MThd" + (6).to_bytes(4, "big") + bytes([0, 0, 0, 1, 1, 224])  # type 0, 480 tpb
+MIDI_TOOL = Path(__file__).resolve().parents[1] / "tools" / "midi_datasets.py"
+
+
+def _one_track_midi(path: Path, events: bytes) -> Path:
+    path.write_bytes(SMF_HEADER + b"MTrk" + len(events).to_bytes(4, "big") + events)
+    return path
+
+
+def _vgmidi_folder(folder: Path, phrases: list[tuple[Path, str, int, int]]) -> Path:
+    """A folder laid out as VGMIDI's: phrases.zip and the labelled CSV; one row per
+    (MIDI file, piece, valence, arousal), all of game "Game"."""
+    folder.mkdir()
+    rows = ["id,series,console,game,piece,midi,valence,arousal"]
+    with zipfile.ZipFile(folder / "phrases.zip", "w") as zipped:
+        for i, (midi, piece, valence, arousal) in enumerate(phrases):
+            zipped.write(midi, f"phrases/{midi.name}")
+            rows.append(f"{i},s,c,Game,{piece},phrases/{midi.name},{valence},{arousal}")
+    (folder / "vgmidi_labelled.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def _midi_tool(*arguments: object) -> subprocess.CompletedProcess:
+    command = [sys.executable, MIDI_TOOL, *map(str, arguments)]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
 def test_vgmidi_laid_out_and_voiced_for_strings(tmp_path: Path) -> None:
     """tools/midi_datasets.py on a VGMIDI-shaped folder with `--program 48`: the manifest's
     quadrants come from valence and arousal, and every melodic channel plays program 48
@@ -141,25 +168,11 @@ def test_vgmidi_laid_out_and_voiced_for_strings(tmp_path: Path) -> None:
         b"\x00\xc1\x00" b"\x00\x91\x3c\x64" b"\x60\x3c\x00"
         b"\x00\xff\x01\x02hi" b"\x00\xc9\x05" b"\x00\x99\x24\x64" b"\x00\xff\x2f\x00"
     )  # fmt: skip
-    mixed = tmp_path / "mixed.mid"
-    header = b"MThd" + (6).to_bytes(4, "big") + bytes([0, 0, 0, 1, 1, 224])
-    mixed.write_bytes(header + b"MTrk" + len(events).to_bytes(4, "big") + events)
-    source = tmp_path / "vgmidi"
-    source.mkdir()
-    with zipfile.ZipFile(source / "phrases.zip", "w") as zipped:
-        zipped.write(piano, "phrases/piano.mid")
-        zipped.write(mixed, "phrases/mixed.mid")
-    (source / "vgmidi_labelled.csv").write_text(
-        "id,series,console,game,piece,midi,valence,arousal\n"
-        "0,s,c,Game,Calm piece,phrases/piano.mid,1,-1\n"
-        "1,s,c,Game,Tense piece,phrases/mixed.mid,-1,1\n"
-    )
+    mixed = _one_track_midi(tmp_path / "mixed.mid", events)
+    phrases = [(piano, "Calm piece", 1, -1), (mixed, "Tense piece", -1, 1)]
+    source = _vgmidi_folder(tmp_path / "vgmidi", phrases)
     out = tmp_path / "voiced"
-    tool = Path(__file__).resolve().parents[1] / "tools" / "midi_datasets.py"
-    done = subprocess.run(
-        [sys.executable, tool, "vgmidi", source, out, "--program", "48"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    done = _midi_tool("vgmidi", source, out, "--program", "48")
     assert done.returncode == 0, done.stderr
     manifest = (out / "manifest.csv").read_text().splitlines()
     assert manifest[1:] == [
@@ -181,24 +194,10 @@ def test_vgmidi_orchestrated_by_register(tmp_path: Path) -> None:
         b"\x05\xc0\x00" b"\x00\xb0\x40\x7f" b"\x00\x90\x28\x64" b"\x10\x3c\x64" b"\x10\x50\x64"
         b"\x00\x99\x24\x64" b"\x20\x80\x28\x00" b"\x00\xff\x2f\x00"
     )  # fmt: skip
-    phrase = tmp_path / "phrase.mid"
-    header = b"MThd" + (6).to_bytes(4, "big") + bytes([0, 0, 0, 1, 1, 224])
-    phrase.write_bytes(header + b"MTrk" + len(events).to_bytes(4, "big") + events)
-    source = tmp_path / "vgmidi"
-    source.mkdir()
-    with zipfile.ZipFile(source / "phrases.zip", "w") as zipped:
-        zipped.write(phrase, "phrases/phrase.mid")
-    (source / "vgmidi_labelled.csv").write_text(
-        "id,series,console,game,piece,midi,valence,arousal\n"
-        "0,s,c,Game,Battle,phrases/phrase.mid,-1,1\n"
-    )
-    tool = Path(__file__).resolve().parents[1] / "tools" / "midi_datasets.py"
-
-    def run(*options: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, tool, "vgmidi", source, tmp_path / "out", *options]
-        return subprocess.run(command, capture_output=True, text=True, check=False)
-
-    done = run("--orchestra")
+    phrase = _one_track_midi(tmp_path / "phrase.mid", events)
+    source = _vgmidi_folder(tmp_path / "vgmidi", [(phrase, "Battle", -1, 1)])
+    out = tmp_path / "out"
+    done = _midi_tool("vgmidi", source, out, "--orchestra")
     assert done.returncode == 0, done.stderr
     expected = (  # each section's program at time 0: 42, 48, 60, 40, 73
         b"\x00\xc0\x2a" b"\x00\xc1\x30" b"\x00\xc2\x3c" b"\x00\xc3\x28" b"\x00\xc4\x49"
@@ -209,9 +208,9 @@ def test_vgmidi_orchestrated_by_register(tmp_path: Path) -> None:
         b"\x10\x93\x50\x64" b"\x00\x94\x50\x64"
         b"\x00\x99\x24\x64" b"\x20\x80\x28\x00" b"\x00\xff\x2f\x00"
     )  # fmt: skip
-    written = (tmp_path / "out" / "phrases" / "phrase.mid").read_bytes()
-    assert written[:14] == header
+    written = (out / "phrases" / "phrase.mid").read_bytes()
+    assert written[:14] == SMF_HEADER
     assert written[14:22] == b"MTrk" + len(expected).to_bytes(4, "big")
     assert written[22:] == expected
-    both = run("--orchestra", "--program", "48")
+    both = _midi_tool("vgmidi", source, out, "--orchestra", "--program", "48")
     assert both.returncode == 2 and "choose one" in both.stderr
