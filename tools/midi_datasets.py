@@ -81,7 +81,7 @@ def voiced(midi: bytes, program: int) -> bytes:
             playing |= _set_programs(body, program)
     # each playing channel's program at time 0, ahead of the first track's events
     first = next(chunk for chunk in chunks if chunk[0] == b"MTrk")
-    first[1] = bytes(b for ch in sorted(playing) for b in (0, 0xC0 | ch, program)) + first[1]
+    first[1] = _encode([(0, 0xC0 | ch, bytes([program])) for ch in sorted(playing)]) + first[1]
     return _assembled(midi, chunks)
 
 
