@@ -81,7 +81,8 @@ run() {
     rm -rf "$data" && mkdir -p "$data" && cp .gpu/data/annotations.csv "$data"
     for class in .gpu/data/*/; do
       mkdir -p "$data/$(basename "$class")"
-      find "$class" -type f | sort | head -8 | xargs cp -t "$data/$(basename "$class")"
+      # sed reads to the end: head's early exit could kill sort (SIGPIPE) under pipefail
+      find "$class" -type f | sort | sed -n 1,8p | xargs cp -t "$data/$(basename "$class")"
     done
   fi
   local method noise
