@@ -74,15 +74,12 @@ def _unpack(archive: Path, out: Path) -> list[Path]:
 
 def voiced(midi: bytes, program: int) -> bytes:
     """A Standard MIDI File with every melodic channel voiced by `program` (see above)."""
-    chunks = [[tag, body] for tag, body in _chunks(midi)]
+    chunks = list(_chunks(midi))
     playing = set()
     for tag, body in chunks:
         if tag == b"MTrk":
             playing |= _set_programs(body, program)
-    # each playing channel's program at time 0, ahead of the first track's events
-    first = next(chunk for chunk in chunks if chunk[0] == b"MTrk")
-    first[1] = _encode([(0, 0xC0 | ch, bytes([program])) for ch in sorted(playing)]) + first[1]
-    return _assembled(midi, chunks)
+    return _assembled(midi, chunks, [(0, 0xC0 | ch, bytes([program])) for ch in sorted(playing)])
 
 
 def _set_programs(track: bytearray, program: int) -> set[int]:
@@ -100,12 +97,11 @@ def _set_programs(track: bytearray, program: int) -> set[int]:
 
 def orchestrated(midi: bytes) -> bytes:
     """A Standard MIDI File whose melodic notes are played by `ORCHESTRA` (see above)."""
-    chunks = list(_chunks(midi))
-    tracks = [_orchestrated_track(body) if tag == b"MTrk" else bytes(body) for tag, body in chunks]
-    first = next(i for i, (tag, _) in enumerate(chunks) if tag == b"MTrk")
+    chunks = [
+        (tag, _orchestrated_track(body) if tag == b"MTrk" else body) for tag, body in _chunks(midi)
+    ]
     setup = [(0, 0xC0 | ch, bytes([program])) for ch, program in enumerate(_PROGRAMS)]
-    tracks[first] = _encode(setup) + tracks[first]
-    return _assembled(midi, [(tag, body) for (tag, _), body in zip(chunks, tracks, strict=True)])
+    return _assembled(midi, chunks, setup)
 
 
 def _orchestrated_track(track: bytearray) -> bytes:
@@ -163,10 +159,15 @@ def _chunks(midi: bytes) -> Iterator[tuple[bytes, bytearray]]:
         at += 8 + size
 
 
-def _assembled(midi: bytes, chunks: list) -> bytes:
-    """`midi`'s header followed by `chunks` (tag, body)."""
-    header_end = 8 + struct.unpack(">I", midi[4:8])[0]
-    return midi[:header_end] + b"".join(t + struct.pack(">I", len(b)) + b for t, b in chunks)
+def _assembled(midi: bytes, chunks: list, setup: list[tuple[int, int, bytes]]) -> bytes:
+    """`midi`'s header followed by `chunks` (tag, body), the `setup` events (program
+    changes at time 0) ahead of the first track's events."""
+    first = next(i for i, (tag, _) in enumerate(chunks) if tag == b"MTrk")
+    out = bytearray(midi[: 8 + struct.unpack(">I", midi[4:8])[0]])
+    for i, (tag, body) in enumerate(chunks):
+        body = _encode(setup) + body if i == first else body
+        out += tag + struct.pack(">I", len(body)) + body
+    return bytes(out)
 
 
 def _events(track: bytearray) -> Iterator[tuple[int, int, int, int]]:
