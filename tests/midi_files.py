@@ -71,16 +71,22 @@ def _varlen(value: int) -> bytes:
     return bytes(reversed(out))
 
 
+TICKS_PER_BEAT = 480
+SMF_HEADER = b"MThd" + struct.pack(">IHHH", 6, 0, 1, TICKS_PER_BEAT)  # type 0, one track
+
+
+def write_track(path: Path, events: bytes) -> Path:
+    """A type-0 MIDI file of one track holding `events` as given (delta times and all)."""
+    path.write_bytes(SMF_HEADER + b"MTrk" + struct.pack(">I", len(events)) + events)
+    return path
+
+
 def write_midi(path: Path, notes: list[tuple[int, float]], seconds_per_beat: float = 0.5) -> Path:
     """A type-0 MIDI file playing `notes` ((key, seconds) each) one after the other on
     channel 0 at velocity 100; no notes: a file with only its tempo and end."""
-    ticks_per_beat = 480
     tempo = int(seconds_per_beat * 1e6)
     events = b"\x00\xff\x51\x03" + tempo.to_bytes(3, "big")
     for key, seconds in notes:
-        ticks = int(round(seconds / seconds_per_beat * ticks_per_beat))
+        ticks = int(round(seconds / seconds_per_beat * TICKS_PER_BEAT))
         events += b"\x00" + bytes([0x90, key, 100]) + _varlen(ticks) + bytes([0x80, key, 0])
-    events += b"\x00\xff\x2f\x00"
-    header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, ticks_per_beat)
-    path.write_bytes(header + b"MTrk" + struct.pack(">I", len(events)) + events)
-    return path
+    return write_track(path, events + b"\x00\xff\x2f\x00")

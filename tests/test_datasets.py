@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from midi_files import write_midi
+from midi_files import SMF_HEADER, write_midi, write_track
 
 from mer_plugin.datasets import DatasetError, grouped_folds, load_dataset, quadrant
 
@@ -132,13 +132,7 @@ def test_real_4q_folds_keep_artists_apart() -> None:
         assert not set(groups[train]) & set(groups[test])
 
 
-SMF_HEADER = b"MThd" + (6).to_bytes(4, "big") + bytes([0, 0, 0, 1, 1, 224])  # type 0, 480 tpb
 MIDI_TOOL = Path(__file__).resolve().parents[1] / "tools" / "midi_datasets.py"
-
-
-def _one_track_midi(path: Path, events: bytes) -> Path:
-    path.write_bytes(SMF_HEADER + b"MTrk" + len(events).to_bytes(4, "big") + events)
-    return path
 
 
 def _vgmidi_folder(folder: Path, phrases: list[tuple[Path, str, int, int]]) -> Path:
@@ -168,7 +162,7 @@ def test_vgmidi_laid_out_and_voiced_for_strings(tmp_path: Path) -> None:
         b"\x00\xc1\x00" b"\x00\x91\x3c\x64" b"\x60\x3c\x00"
         b"\x00\xff\x01\x02hi" b"\x00\xc9\x05" b"\x00\x99\x24\x64" b"\x00\xff\x2f\x00"
     )  # fmt: skip
-    mixed = _one_track_midi(tmp_path / "mixed.mid", events)
+    mixed = write_track(tmp_path / "mixed.mid", events)
     phrases = [(piano, "Calm piece", 1, -1), (mixed, "Tense piece", -1, 1)]
     source = _vgmidi_folder(tmp_path / "vgmidi", phrases)
     out = tmp_path / "voiced"
@@ -194,7 +188,7 @@ def test_vgmidi_orchestrated_by_register(tmp_path: Path) -> None:
         b"\x05\xc0\x00" b"\x00\xb0\x40\x7f" b"\x00\x90\x28\x64" b"\x10\x3c\x64" b"\x10\x50\x64"
         b"\x00\x99\x24\x64" b"\x20\x80\x28\x00" b"\x00\xff\x2f\x00"
     )  # fmt: skip
-    phrase = _one_track_midi(tmp_path / "phrase.mid", events)
+    phrase = write_track(tmp_path / "phrase.mid", events)
     source = _vgmidi_folder(tmp_path / "vgmidi", [(phrase, "Battle", -1, 1)])
     out = tmp_path / "out"
     done = _midi_tool("vgmidi", source, out, "--orchestra")
