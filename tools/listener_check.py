@@ -163,6 +163,8 @@ def main() -> None:
     parser.add_argument("--model", action="append", help="model folder or name (repeatable)")
     parser.add_argument("--save", type=Path, help="write every song's numbers to this CSV")
     args = parser.parse_args()
+    if not (args.root / "data.csv").is_file():
+        parser.error(f"{args.root}: no data.csv here (the Emotify annotations)")
     songs = read_songs(args.root)
     listeners = np.array([len(song.picks) for song in songs])
     print(f"{len(songs)} songs, {listeners.sum()} listener ratings", end=" ")
