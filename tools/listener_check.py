@@ -105,10 +105,12 @@ def listener_agreement(songs: list[Song], axis: Axis, splits: int = 20) -> float
 
 
 def loudness_db(path: Path) -> float:
-    power = [
-        float(np.mean(np.square(block, dtype=np.float64))) for block in open_stream(path, 16000)
-    ]
-    return 10 * float(np.log10(np.mean(power) + 1e-12))
+    """Mean power over every sample (the last block is shorter than the rest), in dB."""
+    energy = samples = 0
+    for block in open_stream(path, 16000):
+        energy += float(np.sum(np.square(block, dtype=np.float64)))
+        samples += len(block)
+    return 10 * float(np.log10(energy / max(samples, 1) + 1e-12))
 
 
 def agreement(listeners: np.ndarray, estimate: np.ndarray, scaled: bool) -> str:
