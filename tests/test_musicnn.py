@@ -181,16 +181,21 @@ def test_vgg_embeds_any_length_to_the_same_size(frames: int) -> None:
 
 def test_registry_lists_the_builtin_backbones() -> None:
     assert {"musicnn-msd", "shortchunk-cnn", *TAGGERS} <= set(list_backbones())
-    assert list_backbones("musicnn*") == ["musicnn-msd", "musicnn-msd-pool", "musicnn-mtt"]
-    assert list_backbones("vgg*") == ["vgg-msd", "vgg-mtt"]
+    assert list_backbones("musicnn-msd*") == [
+        "musicnn-msd",
+        "musicnn-msd-layers",
+        "musicnn-msd-pool",
+    ]
+    assert list_backbones("vgg*") == ["vgg-msd", "vgg-msd-layers", "vgg-mtt", "vgg-mtt-layers"]
     with pytest.raises(BackboneError, match="unknown backbone"):
         get_backbone("no-such-backbone")
 
 
 BUILT_IN = ["musicnn-msd", "musicnn-msd-pool", "musicnn-mtt", "vgg-msd", "vgg-mtt"]
+LAYERED = ["musicnn-msd-layers", "musicnn-mtt-layers", "vgg-msd-layers", "vgg-mtt-layers"]
 
 
-@pytest.mark.parametrize("name", [*BUILT_IN, "shortchunk-cnn", "musicnn-msd+mtt+vgg-msd"])
+@pytest.mark.parametrize("name", [*BUILT_IN, *LAYERED, "shortchunk-cnn", "musicnn-msd+mtt+vgg-msd"])
 def test_backbones_build_and_embed(name: str) -> None:
     info = get_backbone(name)
     model = create_backbone(name, pretrained=False)
@@ -245,6 +250,39 @@ def test_pooled_backbone_is_the_layer_below_the_penultimate() -> None:
         torch.testing.assert_close(dense, msd(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("tagger", ["musicnn-msd", "musicnn-mtt"])
+def test_layered_musicnn_is_its_embedding_then_its_pooled_midend(tagger: str) -> None:
+    """musicnn-*-layers: the penultimate embedding and the 1506 pooled features below it,
+    from the tagger's shipped weights, in one pass."""
+    layered = create_backbone(f"{tagger}-layers")
+    x = torch.randn(3, 187, 96)
+    with torch.inference_mode():
+        out = layered(x)
+        torch.testing.assert_close(out[:, :200], pretrained(tagger)(x))
+        torch.testing.assert_close(out[:, 200:], pretrained(tagger).pool(x))
+
+
+@pytest.mark.parametrize("tagger", ["vgg-msd", "vgg-mtt"])
+def test_layered_vgg_is_pool5_then_the_mean_of_each_lower_block(tagger: str) -> None:
+    """vgg-*-layers: pool5 as vgg-* gives it, then blocks 1-4's outputs averaged over time
+    and frequency, channel by channel; a batch longer than one eval chunk gives what
+    each segment gives alone."""
+    layered = create_backbone(f"{tagger}-layers")
+    vgg = pretrained(tagger)
+    x = torch.randn(5, 187, 96)
+    with torch.inference_mode():
+        out = layered(x)
+        assert out.shape == (5, 256 + 4 * 128)
+        torch.testing.assert_close(out[:, :256], vgg(x))
+        h = vgg.frontend[0](x[:1].unsqueeze(1))
+        for i, block in enumerate([*vgg.frontend[1:], *vgg.midend]):
+            h = block(h)
+            mean = h.mean(dim=(2, 3))[0]
+            torch.testing.assert_close(out[0, 256 + 128 * i : 256 + 128 * (i + 1)], mean)
+        alone = torch.cat([layered(x[i : i + 1]) for i in range(5)])
+        torch.testing.assert_close(out, alone, rtol=1e-5, atol=1e-5)
+
+
 def test_shortchunk_has_no_pretrained_weights() -> None:
     with pytest.raises(ValueError, match="ships no weights"):
         create_backbone("shortchunk-cnn")
@@ -267,7 +305,11 @@ def test_finetune_freezes_all_but_the_last_groups_the_embedding_uses() -> None:
 
 @pytest.mark.parametrize(
     ("backbone", "finetune", "at"),
-    [("musicnn-msd", 2, "midend"), ("musicnn-msd-pool", 1, "backend")],
+    [
+        ("musicnn-msd", 2, "midend"),
+        ("musicnn-msd-pool", 1, "backend"),
+        ("musicnn-mtt-layers", 1, "backend"),
+    ],
 )
 def test_fine_tuning_splits_musicnn_where_its_frozen_groups_end(
     backbone: str, finetune: int, at: str
@@ -291,6 +333,12 @@ def test_fused_names_borrow_the_family_of_the_part_before() -> None:
     known = get_plugins().backbones()
     assert fused_parts("musicnn-msd+mtt", known) == ["musicnn-msd", "musicnn-mtt"]
     assert fused_parts("vgg-msd+mtt+musicnn-msd", known) == ["vgg-msd", "vgg-mtt", "musicnn-msd"]
+    assert fused_parts("musicnn-msd-layers+mtt-layers+vgg-msd-layers+mtt-layers", known) == [
+        "musicnn-msd-layers",
+        "musicnn-mtt-layers",
+        "vgg-msd-layers",
+        "vgg-mtt-layers",
+    ]
     with pytest.raises(BackboneError, match="unknown backbone 'musicnn-xyz'"):
         get_backbone("musicnn-msd+xyz")
     with pytest.raises(BackboneError, match="fused with itself"):

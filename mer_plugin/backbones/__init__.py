@@ -8,10 +8,11 @@ module looks them up and builds them. The networks mer ships live in this packag
 
 Names joined by "+" fuse backbones (`fused.py`: their embeddings concatenated); a part
 that is not a backbone's name takes the family of the part before it, so
-"musicnn-msd+mtt" is musicnn-msd with musicnn-mtt.
+"musicnn-msd+mtt" is musicnn-msd with musicnn-mtt, and "vgg-msd-layers+mtt-layers" is
+vgg-msd-layers with vgg-mtt-layers.
 
-    >>> list_backbones()
-    ['musicnn-msd', 'musicnn-msd-pool', 'musicnn-mtt', 'shortchunk-cnn', 'vgg-msd', 'vgg-mtt']
+    >>> list_backbones("vgg*")
+    ['vgg-msd', 'vgg-msd-layers', 'vgg-mtt', 'vgg-mtt-layers']
     >>> model = create_backbone("musicnn-msd")  # shipped weights, eval mode
     >>> get_backbone("musicnn-msd").spec  # the features it eats
     >>> get_backbone("musicnn-msd+mtt+vgg-mtt").embedding_size  # 200 + 200 + 256
@@ -60,13 +61,22 @@ def fused_parts(name: str, known: Mapping[str, Backbone]) -> list[str]:
     parts: list[str] = []
     for piece in name.split(FUSE):
         if piece not in known and parts:
-            piece = f"{parts[-1].rsplit('-', 1)[0]}-{piece}"
+            piece = _in_family(piece, parts[-1], known)
         if piece not in known:
             raise BackboneError(f"{name}: unknown backbone {piece!r}")
         parts.append(piece)
     if len(set(parts)) != len(parts):
         raise BackboneError(f"{name}: a backbone is fused with itself")
     return parts
+
+
+def _in_family(piece: str, before: str, known: Mapping[str, Backbone]) -> str:
+    """`piece` completed by the longest family of `before` that makes a known name:
+    "mtt" after "musicnn-msd" is musicnn-mtt, "mtt-layers" after "vgg-msd-layers" is
+    vgg-mtt-layers; when none does, the nearest family's (for the error message)."""
+    words = before.split("-")
+    names = ["-".join([*words[:n], piece]) for n in range(len(words) - 1, 0, -1)]
+    return next((n for n in names if n in known), names[0] if names else piece)
 
 
 def backbone_parts(name: str) -> list[str]:

@@ -232,13 +232,17 @@ class TagOutputs:
         return embedding, torch.sigmoid(self.head(embedding))
 
 
+EMBEDDINGS = ("penultimate", "pool", "layers")  # what a MusiCNN hands on (its docstring)
+
+
 class MusiCNN(TagOutputs, nn.Module):
     """MSD_musicnn / MTT_musicnn: (B, T, 96) log-mel segments -> 200-d embedding and 50 tag
     logits (MSD or MagnaTagATune tags, per the weights).
 
     `forward` returns the embedding (what a backbone hands to a downstream head): the
-    200-d penultimate layer, or with ``embedding="pool"`` the 1506-d pooled mid-end
-    features below it (the max_pool/mean_pool outputs of the original extractor).
+    200-d penultimate layer, with ``embedding="pool"`` the 1506-d pooled mid-end
+    features below it (the max_pool/mean_pool outputs of the original extractor), or with
+    ``embedding="layers"`` both side by side (1706-d, one pass).
     `tag_logits` / `tag_probs` give the original tagger's outputs. Any number of frames
     works (the model is convolutional in time); it was trained on 187 (3 s). Its
     children, input to output: frontend, midend, backend, head (the fine-tunable groups).
@@ -256,14 +260,16 @@ class MusiCNN(TagOutputs, nn.Module):
         embedding: str = "penultimate",
     ) -> None:
         super().__init__()
-        if embedding not in ("penultimate", "pool"):
-            raise ValueError(f"embedding must be 'penultimate' or 'pool', not {embedding!r}")
+        if embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {EMBEDDINGS}, not {embedding!r}")
         self.frontend = FrontEnd(n_mels)
         self.midend = MidEnd(self.frontend.out_channels, midend_filters)
         self.backend = BackEnd(self.midend.out_channels, backend_units, dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backend_units, n_classes))
-        self.pooled = embedding == "pool"
-        self.embedding_size = 2 * self.midend.out_channels if self.pooled else backend_units
+        self.embedding = embedding
+        pooled = 2 * self.midend.out_channels
+        sizes = {"penultimate": backend_units, "pool": pooled, "layers": backend_units + pooled}
+        self.embedding_size = sizes[embedding]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate embedding (B, 200) of log-mel segments (B, T, n_mels)."""
@@ -280,8 +286,17 @@ class MusiCNN(TagOutputs, nn.Module):
         """The embedding as its layer groups applied in turn, input to output: (group,
         function); every output but the last is (B, channels, time). Training caches the
         output of the frozen ones (mer_plugin/training/frozen_cache.py)."""
-        last = self.backend.pool if self.pooled else self.backend
-        return (("frontend", self._frontend), ("midend", self.midend), ("backend", last))
+        last = {"penultimate": self.backend, "pool": self.backend.pool, "layers": self._both}
+        return (
+            ("frontend", self._frontend),
+            ("midend", self.midend),
+            ("backend", last[self.embedding]),
+        )
+
+    def _both(self, midend: torch.Tensor) -> torch.Tensor:
+        """The penultimate layer and the pooled features below it, of one mid-end output."""
+        return torch.cat([self.backend(midend), self.backend.pool(midend)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(x) if self.pooled else self.embed(x)
+        *_, (_, last) = self.stages()
+        return last(self.midend(self._frontend(x)))

@@ -25,6 +25,7 @@ from torch import nn
 from mer_plugin.backbones.musicnn import (
     BN_EPS,
     BN_MOMENTUM,
+    EVAL_CHUNK,
     TagOutputs,
     conv_max_relu_bn,
     in_eval_chunks,
@@ -34,6 +35,7 @@ FILTERS = 128
 POOLS = ((4, 1), (2, 2), (2, 2), (2, 2), (4, 4))  # max-pool sizes of blocks 1..5
 STRIDES = ((2, 2), (2, 2), (2, 2), (2, 2), (4, 4))
 EMBEDDING_TIME = 2  # pool5's time positions for a 3 s input
+EMBEDDINGS = ("pool5", "layers")  # what a MusicVGG hands on (its docstring)
 
 
 class ConvBlock(nn.Module):
@@ -67,28 +69,52 @@ def _blocks(first: int, last: int) -> list[ConvBlock]:
 class MusicVGG(TagOutputs, nn.Module):
     """MSD_vgg / MTT_vgg: (B, T, 96) log-mel segments -> 256-d embedding and 50 tag logits.
 
-    `forward` returns the embedding (flattened pool5, the tag layer's input); `tag_logits`
-    / `tag_probs` give the original tagger's outputs. Its children, input to output, are
-    the fine-tunable groups, named as musicnn's: frontend (input batch norm, blocks 1-2:
-    the full-resolution convolutions), midend (blocks 3-4), backend (block 5), head.
+    `forward` returns the embedding: flattened pool5 (the tag layer's input), or with
+    ``embedding="layers"`` pool5 followed by the mean over time and frequency of each of
+    blocks 1 to 4 (768-d: every block's output, as Choi et al. 2017's "convnet feature"
+    pooled every layer of a tagger, in one pass). `tag_logits` / `tag_probs` give the
+    original tagger's outputs. Its children, input to output, are the fine-tunable
+    groups, named as musicnn's: frontend (input batch norm, blocks 1-2: the
+    full-resolution convolutions), midend (blocks 3-4), backend (block 5), head.
     """
 
     embedding_size: int
 
-    def __init__(self, n_classes: int = 50, dropout: float = 0.5) -> None:
+    def __init__(self, n_classes: int = 50, dropout: float = 0.5, embedding: str = "pool5") -> None:
         super().__init__()
+        if embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {EMBEDDINGS}, not {embedding!r}")
         input_bn = nn.BatchNorm2d(1, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.frontend = nn.Sequential(input_bn, *_blocks(0, 2))
         self.midend = nn.Sequential(*_blocks(2, 4))
         self.backend = nn.Sequential(*_blocks(4, 5))
-        self.embedding_size = EMBEDDING_TIME * FILTERS  # 96 mels pool to one band
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.embedding_size, n_classes))
+        pool5_size = EMBEDDING_TIME * FILTERS  # 96 mels pool to one band
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(pool5_size, n_classes))
+        self.layered = embedding == "layers"
+        self.embedding_size = pool5_size + (4 * FILTERS if self.layered else 0)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Embedding (B, 256) of log-mel segments (B, T, n_mels)."""
         pool5 = self.backend(self.midend(in_eval_chunks(self.frontend, x.unsqueeze(1))))
-        pool5 = F.adaptive_max_pool2d(pool5, (EMBEDDING_TIME, 1))
-        return pool5.permute(0, 2, 3, 1).flatten(1)  # (time, band, channel), as TF flattened
+        return _flat(pool5)
+
+    def layers(self, x: torch.Tensor) -> torch.Tensor:
+        """pool5 (B, 256) and the means of blocks 1-4 (B, 4 x 128) side by side."""
+        if len(x) > EVAL_CHUNK and not self.training:
+            return torch.cat([self.layers(chunk) for chunk in x.split(EVAL_CHUNK)])
+        h = self.frontend[0](x.unsqueeze(1))
+        means = []
+        for block in (*self.frontend[1:], *self.midend):
+            h = block(h)
+            means.append(h.mean(dim=(2, 3)))
+        return torch.cat([_flat(self.backend(h)), *means], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(x)
+        return self.layers(x) if self.layered else self.embed(x)
+
+
+def _flat(pool5: torch.Tensor) -> torch.Tensor:
+    """pool5 (B, 128, T', 1) -> (B, 256): two time positions, flattened (time, band,
+    channel) as TensorFlow flattened."""
+    pool5 = F.adaptive_max_pool2d(pool5, (EMBEDDING_TIME, 1))
+    return pool5.permute(0, 2, 3, 1).flatten(1)

@@ -31,16 +31,28 @@ def _musicnn(embedding: str = "penultimate") -> nn.Module:
     return MusiCNN(embedding=embedding)
 
 
-def _vgg() -> nn.Module:
+def _vgg(embedding: str = "pool5") -> nn.Module:
     from mer_plugin.backbones.vgg import MusicVGG
 
-    return MusicVGG()
+    return MusicVGG(embedding=embedding)
 
 
-def _tagger(name: str, factory: Callable[[], nn.Module], size: int, text: str) -> Backbone:
-    """A tagger of the musicnn wheel, its weights shipped in mer_plugin/models/<name>."""
-    create = partial(build, name, factory, name)
+def _tagger(
+    name: str, factory: Callable[[], nn.Module], size: int, text: str, weights: str = ""
+) -> Backbone:
+    """A tagger of the musicnn wheel, its weights shipped in mer_plugin/models/<weights>
+    (by default <name>)."""
+    create = partial(build, name, factory, weights or name)
     return Backbone(name, create, MUSICNN, size, MUSICNN_GROUPS, text)
+
+
+def _layers(tagger: str, factory: Callable[[str], nn.Module], size: int) -> Backbone:
+    """`tagger` with the outputs of its lower layers pooled beside its embedding."""
+    text = (
+        f"{tagger}'s embedding and its lower layers pooled ({size}-d, one pass): "
+        "what each layer hears, not only what its tags needed"
+    )
+    return _tagger(f"{tagger}-layers", partial(factory, "layers"), size, text, tagger)
 
 
 def _shortchunk() -> nn.Module:
@@ -91,6 +103,10 @@ def mer_backbones() -> list[Backbone]:
             "MTT_vgg, musicnn's VGG-like baseline, ported from musicnn 0.1.0 (ISC); 256-d "
             "pool5 embedding, 50 MagnaTagATune tags",
         ),
+        _layers("musicnn-msd", _musicnn, 1706),
+        _layers("musicnn-mtt", _musicnn, 1706),
+        _layers("vgg-msd", _vgg, 768),
+        _layers("vgg-mtt", _vgg, 768),
         Backbone(
             "shortchunk-cnn",
             partial(build, "shortchunk-cnn", _shortchunk, None),
