@@ -283,6 +283,25 @@ def test_layered_vgg_is_pool5_then_the_mean_of_each_lower_block(tagger: str) -> 
         torch.testing.assert_close(out, alone, rtol=1e-5, atol=1e-5)
 
 
+def test_layered_vgg_fine_tuning_sees_the_whole_batch() -> None:
+    """With its mid-end learning (`--finetune`: the network in eval mode, a group in train
+    mode), vgg-*-layers runs the batch whole, so batch norm gets the batch's statistics."""
+    built = build_backbone(get_backbone("vgg-msd-layers"), pretrained=True, finetune=2, seed=0)
+    built.set_mode(train=True)
+    vgg = built.module
+    assert not vgg.training and vgg.midend.training
+    x = torch.randn(5, 187, 96)
+    with torch.no_grad():
+        torch.manual_seed(0)  # the same dropout masks for both passes
+        out = vgg(x)
+        torch.manual_seed(0)
+        h = vgg.frontend(x.unsqueeze(1))
+        for i, block in enumerate(vgg.midend):  # blocks 3 and 4, in train mode
+            h = block(h)
+            at = 256 + 128 * (2 + i)
+            torch.testing.assert_close(out[:, at : at + 128], h.mean(dim=(2, 3)))
+
+
 def test_shortchunk_has_no_pretrained_weights() -> None:
     with pytest.raises(ValueError, match="ships no weights"):
         create_backbone("shortchunk-cnn")

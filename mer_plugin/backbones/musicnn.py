@@ -38,12 +38,16 @@ BN_MOMENTUM = 0.01  # torch's momentum = 1 - TensorFlow's decay 0.99
 EVAL_CHUNK = 2
 
 
-def in_eval_chunks(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`stage(x)`, over `EVAL_CHUNK` segments at a time when it is in eval mode (a stage
-    in train mode needs the whole batch: batch-norm statistics)."""
+def in_eval_chunks(
+    stage: nn.Module, x: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
+    """`stage(x)` (or `run(x)`, a pass through `stage`), over `EVAL_CHUNK` segments at a
+    time when every module of `stage` is in eval mode (a module in train mode needs the
+    whole batch: batch-norm statistics)."""
+    run = run or stage
     if len(x) <= EVAL_CHUNK or any(m.training for m in stage.modules()):
-        return stage(x)
-    return torch.cat([stage(chunk) for chunk in x.split(EVAL_CHUNK)])
+        return run(x)
+    return torch.cat([run(chunk) for chunk in x.split(EVAL_CHUNK)])
 
 
 def _bn2d(channels: int) -> nn.BatchNorm2d:

@@ -25,7 +25,6 @@ from torch import nn
 from mer_plugin.backbones.musicnn import (
     BN_EPS,
     BN_MOMENTUM,
-    EVAL_CHUNK,
     TagOutputs,
     conv_max_relu_bn,
     in_eval_chunks,
@@ -100,8 +99,9 @@ class MusicVGG(TagOutputs, nn.Module):
 
     def layers(self, x: torch.Tensor) -> torch.Tensor:
         """pool5 (B, 256) and the means of blocks 1-4 (B, 4 x 128) side by side."""
-        if len(x) > EVAL_CHUNK and not self.training:
-            return torch.cat([self.layers(chunk) for chunk in x.split(EVAL_CHUNK)])
+        return in_eval_chunks(self, x, self._layers)
+
+    def _layers(self, x: torch.Tensor) -> torch.Tensor:
         h = self.frontend[0](x.unsqueeze(1))
         means = []
         for block in (*self.frontend[1:], *self.midend):
