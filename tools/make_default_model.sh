@@ -7,7 +7,8 @@
 # Each: 5-fold cross-validation on 4q-dev grouped by artist (its numbers go into the card),
 # then the configuration trained on all 600 clips. With an empty cache both took 66.5 minutes
 # on 2 CPU cores (docs/model.md; log-mel and 3 views of frozen embeddings of each backbone
-# dominate); the weights are the same bytes on every run (fixed seeds).
+# dominate); the weights are the same bytes on every run on one machine (fixed seeds), not
+# across CPUs: another CPU's float kernels move the embeddings' last bits (docs/model.md).
 #
 #   tools/make_default_model.sh [DATA_DIR] [MODEL...]  # default: ../shared/data/4q-dev default fast
 set -euo pipefail
