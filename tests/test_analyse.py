@@ -122,7 +122,7 @@ def test_mer_analyse_on_the_shipped_model(library, tmp_path: Path) -> None:
     result = mer("analyse", library, "--out", out, env={"MER_CACHE_DIR": str(tmp_path / "c")})
     assert result.returncode == 1, result.stderr  # the broken file is a failed row
     assert f"{out}: {len(FORMATS) + 1} rows ({len(FORMATS)} analysed" in result.stdout
-    assert {r["model"] for r in read_rows(out)} == {"mer-4q 3"}
+    assert {r["model"] for r in read_rows(out)} == {"mer-4q 4"}
     cache = {"MER_CACHE_DIR": str(tmp_path / "c")}
     result = mer("analyse", library, "--out", out, "--timeline", "-q", env=cache)
     assert (result.returncode, result.stdout) == (1, "")
