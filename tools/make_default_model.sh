@@ -9,10 +9,10 @@
 # Each: 5-fold cross-validation on 4q-dev grouped by artist (its numbers go into the card),
 # then the configuration trained on all 600 clips. With an empty cache both took 66.5 minutes
 # on 2 CPU cores before the default took the phrases (docs/model.md; log-mel and 3 views of
-# frozen embeddings of each backbone dominate); the weights are the same bytes on every run on one machine (fixed
-# seeds), not across CPUs: another CPU's float kernels move the embeddings' last bits
-# (docs/model.md). The default renders the VGMIDI phrases with FluidSynth (Debian: `apt
-# install fluidsynth fluid-soundfont-gm`; mer_plugin/builtin/midi.py).
+# frozen embeddings of each backbone dominate); the weights are the same bytes on every run
+# on one machine (fixed seeds), not across CPUs: another CPU's float kernels move the
+# embeddings' last bits (docs/model.md). The default renders the VGMIDI phrases with
+# FluidSynth (Debian: `apt install fluidsynth fluid-soundfont-gm`; mer_plugin/builtin/midi.py).
 #
 #   tools/make_default_model.sh [DATA_DIR] [MODEL...]  # default: ../shared/data/4q-dev default fast
 #   VGMIDI=FOLDER (default: vgmidi beside DATA_DIR) names VGMIDI's folder
