@@ -25,17 +25,18 @@ from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import METHODS, Settings, SettingsError
 
 _ISC = "from musicnn 0.1.0, ISC licence (MTG-UPF)"
-LICENCE_NOTES = {
-    "musicnn-msd": f"backbone weights: MSD_musicnn {_ISC}",
-    "musicnn-msd-pool": f"backbone weights: MSD_musicnn {_ISC}",
-    "musicnn-msd-layers": f"backbone weights: MSD_musicnn {_ISC}",
-    "musicnn-mtt": f"backbone weights: MTT_musicnn {_ISC}",
-    "musicnn-mtt-layers": f"backbone weights: MTT_musicnn {_ISC}",
-    "vgg-msd": f"backbone weights: MSD_vgg {_ISC}",
-    "vgg-msd-layers": f"backbone weights: MSD_vgg {_ISC}",
-    "vgg-mtt": f"backbone weights: MTT_vgg {_ISC}",
-    "vgg-mtt-layers": f"backbone weights: MTT_vgg {_ISC}",
+_CHECKPOINTS = {  # backbone -> the musicnn wheel's checkpoint its weights come from
+    "musicnn-msd": "MSD_musicnn",
+    "musicnn-msd-pool": "MSD_musicnn",
+    "musicnn-msd-layers": "MSD_musicnn",
+    "musicnn-mtt": "MTT_musicnn",
+    "musicnn-mtt-layers": "MTT_musicnn",
+    "vgg-msd": "MSD_vgg",
+    "vgg-msd-layers": "MSD_vgg",
+    "vgg-mtt": "MTT_vgg",
+    "vgg-mtt-layers": "MTT_vgg",
 }
+LICENCE_NOTES = {name: f"backbone weights: {ckpt} {_ISC}" for name, ckpt in _CHECKPOINTS.items()}
 
 
 def licence_note(backbone: str) -> str:
