@@ -37,7 +37,7 @@ from mer_plugin.inference.heads import EmbeddingMoments, Head, SongClassifier, s
 from mer_plugin.kernels.confidence import gmm_clean_probability
 from mer_plugin.training.cache import SegmentTable
 from mer_plugin.training.progress import Reporter
-from mer_plugin.training.settings import Settings, SettingsError
+from mer_plugin.training.settings import Settings
 from mer_plugin.training.sources import CachedSource, FeatureSource, compute_threads
 from mer_plugin.training.stage2 import fit_classifier
 
@@ -66,7 +66,7 @@ class Context:
         return len(self.dataset.classes)
 
     def clip_weights(self) -> np.ndarray | None:
-        """Each clip row's weight in the segment method's losses: `added_weight` for the
+        """Each clip row's weight in the methods' losses: `added_weight` for the
         train-only clips, 1 for the others; None when every weight is 1."""
         if self.settings.added_weight == 1.0 or not len(self.train_only):
             return None
@@ -116,28 +116,26 @@ def fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
 
 def _fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
     labels = ctx.clip_labels
-    weights = ctx.clip_weights()
-    if weights is not None and method != Method.SEGMENT:
-        weight = ctx.settings.added_weight
-        raise SettingsError(f"added_weight={weight} weighs added clips for segment, not {method}")
     if method == Method.CLIP:
         if ctx.clips is None:
             raise ValueError("the clip method needs a clip-level source")
         if ctx.extras is not None:
             raise ValueError("the clip method has no song stage for extractor features")
         epochs = ctx.settings.clip_epochs
-        head = fit_ce(ctx.clips, rows, labels[rows], ctx, epochs, seed, Method.CLIP)
+        weights = _of_clips(ctx.clip_weights(), rows)
+        head = fit_ce(ctx.clips, rows, labels[rows], ctx, epochs, seed, Method.CLIP, weights)
         return Fitted(Method.CLIP, head)
     ids = ctx.table.ids_of(rows)
     seg_labels = labels[ctx.table.clip[ids]]
     if method == Method.SEGMENT:
-        seg_weights = None if weights is None else weights[ctx.table.clip[ids]]
         epochs = ctx.settings.epochs
-        head = fit_ce(ctx.segments, ids, seg_labels, ctx, epochs, seed, Method.SEGMENT, seg_weights)
+        weights = segment_weights(ctx, ids)
+        head = fit_ce(ctx.segments, ids, seg_labels, ctx, epochs, seed, Method.SEGMENT, weights)
         history: list[dict] = []
     elif method == Method.SSSL:
         unlabelled = ctx.table.ids_of(ctx.unlabelled)
-        head, history = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed, unlabelled)
+        weights = segment_weights(ctx, ids)
+        head, history = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed, unlabelled, weights)
     else:
         raise ValueError(f"unknown method {method!r}")
     # stage 2: sssl's song classifier (unless turned off); for segment, only to take
@@ -169,6 +167,15 @@ def _predict(fitted: Fitted, ctx: Context, rows: np.ndarray) -> np.ndarray:
     if fitted.song_embedding is None:
         return songs
     return (songs + fitted.song_embedding.predict_proba(clip_embedding_features(ctx, rows))) / 2
+
+
+def segment_weights(ctx: Context, ids: np.ndarray) -> np.ndarray | None:
+    """Each segment's weight in the losses, its clip's (None when every weight is 1)."""
+    return _of_clips(ctx.clip_weights(), ctx.table.clip[ids])
+
+
+def _of_clips(weights: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if weights is None else weights[rows]
 
 
 def segment_probabilities(head: Head, ctx: Context, rows: np.ndarray) -> list[np.ndarray]:
@@ -262,15 +269,22 @@ def _ce_epoch(
         x = source.features(ids[batch], _random_views(len(batch), source, ctx, rng))
         if weight is None:
             loss = F.cross_entropy(head(x), target[batch])
-        else:  # a weighted mean over the batch
-            w = weight[batch]
+        else:
             losses = F.cross_entropy(head(x), target[batch], reduction="none")
-            loss = (losses * w).sum() / w.sum().clamp_min(1e-12)
+            loss = _batch_mean(losses, weight[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total, count = total + loss.item() * len(batch), count + len(batch)
     return total / max(count, 1)
+
+
+def _batch_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """The mean of `values` over the batch; with `weight`, each row (dim 0) weighted."""
+    if weight is None:
+        return values.mean()
+    per_row = values.reshape(len(values), -1).mean(dim=1)
+    return (per_row * weight).sum() / weight.sum().clamp_min(1e-12)
 
 
 def fit_ce(
@@ -335,9 +349,11 @@ def fit_sssl(
     ctx: Context,
     seed: int,
     unlabelled: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[Head, list[dict]]:
     """SSSL on segments (warm-up, then GMM split + refinement + pseudo-labels + mixup);
-    segments of music without labels (`unlabelled` ids) join the unlabelled branch."""
+    segments of music without labels (`unlabelled` ids) join the unlabelled branch. With
+    `weights`, each labelled segment's terms in the losses are weighted (unlabelled: 1)."""
     unlabelled = np.zeros(0, np.int64) if unlabelled is None else unlabelled
     s = ctx.settings
     rng = np.random.default_rng(seed)
@@ -348,13 +364,24 @@ def fit_sssl(
     with ctx.reporter.bar(s.epochs, "sssl") as bar:
         for epoch in range(s.epochs):
             if epoch < s.warmup_epochs:
-                loss = _ce_epoch(head, optimizer, source, ids, labels, ctx, rng)
+                loss = _ce_epoch(head, optimizer, source, ids, labels, ctx, rng, weights)
                 record = {"epoch": epoch, "phase": "warm-up", "loss": loss}
             else:
                 w = clean_probability(head, source, ids, labels, s, _clips_of(source, ids, ctx))
                 ramp = min(1.0, (epoch - s.warmup_epochs + 1) / max(s.rampup_epochs, 1))
                 loss = _sssl_epoch(
-                    head, optimizer, source, ids, labels, w, ramp, ctx, rng, generator, unlabelled
+                    head,
+                    optimizer,
+                    source,
+                    ids,
+                    labels,
+                    w,
+                    ramp,
+                    ctx,
+                    rng,
+                    generator,
+                    unlabelled,
+                    weights,
                 )
                 labelled = float((w > s.tau).mean())
                 record = {"epoch": epoch, "phase": "sssl", "loss": loss, "labelled": labelled}
@@ -395,6 +422,7 @@ def _sssl_epoch(
     rng: np.random.Generator,
     generator: torch.Generator,
     unlabelled: np.ndarray,
+    weights: np.ndarray | None = None,
 ) -> float:
     s = ctx.settings
     is_clean = w > s.tau
@@ -408,12 +436,16 @@ def _sssl_epoch(
     onehot = F.one_hot(torch.from_numpy(labels), ctx.n_classes).float()
     onehot = F.pad(onehot, (0, 0, 0, len(unlabelled))).to(device)
     weight = torch.from_numpy(np.pad(w, (0, len(unlabelled)))).float().to(device)
+    item_weight = None
+    if weights is not None:  # music without labels weighs 1
+        padded = np.pad(weights, (0, len(unlabelled)), constant_values=1.0)
+        item_weight = torch.from_numpy(padded).float().to(device)
     total, steps = 0.0, 0
     for batch in _batches(len(clean), s.batch_size, rng):
         l_idx = clean[batch]
         u_idx = rng.choice(noisy, size=len(batch)) if len(noisy) else noisy
         loss = _sssl_step(
-            head, source, ids, l_idx, u_idx, onehot, weight, ramp, ctx, rng, generator
+            head, source, ids, l_idx, u_idx, onehot, weight, ramp, ctx, rng, generator, item_weight
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -434,6 +466,7 @@ def _sssl_step(
     ctx: Context,
     rng: np.random.Generator,
     generator: torch.Generator,
+    item_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     s = ctx.settings
     both = np.concatenate([l_idx, u_idx])
@@ -451,14 +484,21 @@ def _sssl_step(
     perm = torch.randperm(len(inputs), generator=generator).to(inputs.device)
     logits = head(lam * inputs + (1 - lam) * inputs[perm])
     mixed = lam * mixed_targets + (1 - lam) * mixed_targets[perm]
+    row_weight = view_weight = None
+    if item_weight is not None:  # a mixed row weighs as its two inputs do, mixed alike
+        view_weight = item_weight[both]
+        w_l, w_u = view_weight[:n_l], view_weight[n_l:]
+        input_weight = torch.cat([w_l, w_l, w_u, w_u])  # the order of `inputs`
+        row_weight = lam * input_weight + (1 - lam) * input_weight[perm]
     n_lab = 2 * n_l
-    loss_x = -(F.log_softmax(logits[:n_lab], dim=1) * mixed[:n_lab]).sum(dim=1).mean()
-    loss = loss_x
+    x_terms = -(F.log_softmax(logits[:n_lab], dim=1) * mixed[:n_lab]).sum(dim=1)
+    loss = _batch_mean(x_terms, _rows(row_weight, slice(0, n_lab)))
     if len(u_idx):
-        loss_u = ((F.softmax(logits[n_lab:], dim=1) - mixed[n_lab:]) ** 2).mean()
+        u_terms = (F.softmax(logits[n_lab:], dim=1) - mixed[n_lab:]) ** 2
+        loss_u = _batch_mean(u_terms, _rows(row_weight, slice(n_lab, None)))
         loss = loss + ramp * s.lambda_u * loss_u
     if s.lambda_kl:
-        loss = loss + s.lambda_kl * _symmetric_kl(head(xa), head(xb))
+        loss = loss + s.lambda_kl * _symmetric_kl(head(xa), head(xb), view_weight)
     if s.prior_penalty:
         mean_p = F.softmax(logits, dim=1).mean(dim=0)
         prior = torch.full_like(mean_p, 1.0 / ctx.n_classes)
@@ -484,11 +524,23 @@ def _guess(
     return torch.cat([sharpen(refined, temperature), sharpen(p[n_l:], temperature)])
 
 
-def _symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+def _rows(weight: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    return None if weight is None else weight[rows]
+
+
+def _symmetric_kl(
+    logits_a: torch.Tensor, logits_b: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """KL between two views' predictions, both ways, averaged over the batch (each row
+    weighted by `weight` where given)."""
     la, lb = F.log_softmax(logits_a, dim=1), F.log_softmax(logits_b, dim=1)
-    kl_ab = F.kl_div(lb, la, log_target=True, reduction="batchmean")
-    kl_ba = F.kl_div(la, lb, log_target=True, reduction="batchmean")
-    return 0.5 * (kl_ab + kl_ba)
+    if weight is None:
+        kl_ab = F.kl_div(lb, la, log_target=True, reduction="batchmean")
+        kl_ba = F.kl_div(la, lb, log_target=True, reduction="batchmean")
+        return 0.5 * (kl_ab + kl_ba)
+    kl_ab = F.kl_div(lb, la, log_target=True, reduction="none").sum(dim=1)
+    kl_ba = F.kl_div(la, lb, log_target=True, reduction="none").sum(dim=1)
+    return 0.5 * _batch_mean(kl_ab + kl_ba, weight)
 
 
 # ------------------------------------------------------------------------------ stage 2
@@ -511,27 +563,31 @@ def fit_song_classifier(
             ids = ctx.table.ids_of(rows[inner_train])
             seg_labels = ctx.clip_labels[ctx.table.clip[ids]]
             inner_seed = seed + 1000 * (k + 1)
+            weights = segment_weights(ctx, ids)
             if method == Method.SSSL:
-                inner_head, _ = fit_sssl(ctx.segments, ids, seg_labels, ctx, inner_seed)
+                inner_head, _ = fit_sssl(
+                    ctx.segments, ids, seg_labels, ctx, inner_seed, weights=weights
+                )
             else:
-                epochs = s.epochs
-                inner_head = fit_ce(ctx.segments, ids, seg_labels, ctx, epochs, inner_seed, method)
+                inner_head = fit_ce(
+                    ctx.segments, ids, seg_labels, ctx, s.epochs, inner_seed, method, weights
+                )
         inner_probs = segment_probabilities(inner_head, ctx, rows[inner_test])
         for i, p in zip(inner_test, inner_probs, strict=True):
             probs[i] = p
     features = clip_stage2_features(ctx, rows, probs)
     groups = np.array(ctx.dataset.groups)[rows]
-    return fit_classifier(features, ctx.clip_labels[rows], ctx.n_classes, s.song_c, seed, groups)
+    weights = _of_clips(ctx.clip_weights(), rows)
+    labels = ctx.clip_labels[rows]
+    return fit_classifier(features, labels, ctx.n_classes, s.song_c, seed, groups, weights)
 
 
 def fit_embedding_classifier(ctx: Context, rows: np.ndarray, seed: int) -> SongClassifier:
     """The song's embedding classifier, fitted on the training clips at `rows`."""
     features = clip_embedding_features(ctx, rows)
-    labels, weights = ctx.clip_labels[rows], ctx.clip_weights()
+    labels, weights = ctx.clip_labels[rows], _of_clips(ctx.clip_weights(), rows)
     c = ctx.settings.song_embedding_c
-    return fit_classifier(
-        features, labels, ctx.n_classes, c, seed, weights=None if weights is None else weights[rows]
-    )
+    return fit_classifier(features, labels, ctx.n_classes, c, seed, weights=weights)
 
 
 def clip_embedding_features(ctx: Context, rows: np.ndarray) -> np.ndarray:

@@ -99,7 +99,7 @@ class Settings:
     )
     # --- train-only sets (`--add`)
     added_weight: float = setting(
-        1.0, "segment: weight of the --add clips in the head's and song embedding classifier's"
+        1.0, "weight of the --add clips in every loss: the head's and the song classifiers'"
     )
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
