@@ -45,9 +45,9 @@ build_model() {
 
 for model in "${models[@]}"; do
   case $model in
-    # The default's evaluation is segment's alone: added_weight weighs the phrases for
-    # segment only, and clip's whole-clip embeddings of four backbones would double the run
-    # (clip and sssl trailed segment on MSD-musicnn: the fast model's card)
+    # The default's evaluation is segment's alone: sssl on this recipe trailed it on fold
+    # seeds 30-32 at twenty times the training time, and clip's whole-clip embeddings of
+    # four backbones would double the run (docs/results.md; the fast model's card has all three)
     default)
       [ -f "$phrases" ] || python tools/midi_datasets.py vgmidi "$vgmidi" "$(dirname "$phrases")"
       build_model default 4 musicnn-msd+mtt+vgg-msd+mtt 0.003 segment \
