@@ -46,7 +46,7 @@ build_model() {
 for model in "${models[@]}"; do
   case $model in
     # The default's evaluation is segment's alone: sssl on this recipe trailed it on fold
-    # seeds 30-32 at twenty times the training time, and clip's whole-clip embeddings of
+    # seeds 30-34 at twenty times the training time, and clip's whole-clip embeddings of
     # four backbones would double the run (docs/results.md; the fast model's card has all three)
     default)
       [ -f "$phrases" ] || python tools/midi_datasets.py vgmidi "$vgmidi" "$(dirname "$phrases")"
