@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from mer_plugin.training.sources import CachedSource, FeatureSource, compute_thr
 from mer_plugin.training.stage2 import fit_classifier
 
 PREDICT_BATCH = 256
+Weights = TypeVar("Weights", np.ndarray, torch.Tensor)  # per-item loss weights
 
 
 @dataclass
@@ -122,19 +124,17 @@ def _fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
         if ctx.extras is not None:
             raise ValueError("the clip method has no song stage for extractor features")
         epochs = ctx.settings.clip_epochs
-        weights = _of_clips(ctx.clip_weights(), rows)
+        weights = _at(ctx.clip_weights(), rows)
         head = fit_ce(ctx.clips, rows, labels[rows], ctx, epochs, seed, Method.CLIP, weights)
         return Fitted(Method.CLIP, head)
     ids = ctx.table.ids_of(rows)
-    seg_labels = labels[ctx.table.clip[ids]]
+    seg_labels, weights = labels[ctx.table.clip[ids]], segment_weights(ctx, ids)
     if method == Method.SEGMENT:
         epochs = ctx.settings.epochs
-        weights = segment_weights(ctx, ids)
         head = fit_ce(ctx.segments, ids, seg_labels, ctx, epochs, seed, Method.SEGMENT, weights)
         history: list[dict] = []
     elif method == Method.SSSL:
         unlabelled = ctx.table.ids_of(ctx.unlabelled)
-        weights = segment_weights(ctx, ids)
         head, history = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed, unlabelled, weights)
     else:
         raise ValueError(f"unknown method {method!r}")
@@ -171,11 +171,12 @@ def _predict(fitted: Fitted, ctx: Context, rows: np.ndarray) -> np.ndarray:
 
 def segment_weights(ctx: Context, ids: np.ndarray) -> np.ndarray | None:
     """Each segment's weight in the losses, its clip's (None when every weight is 1)."""
-    return _of_clips(ctx.clip_weights(), ctx.table.clip[ids])
+    return _at(ctx.clip_weights(), ctx.table.clip[ids])
 
 
-def _of_clips(weights: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
-    return None if weights is None else weights[rows]
+def _at(weights: Weights | None, index: np.ndarray | slice) -> Weights | None:
+    """`weights[index]`, or None for no weights."""
+    return None if weights is None else weights[index]
 
 
 def segment_probabilities(head: Head, ctx: Context, rows: np.ndarray) -> list[np.ndarray]:
@@ -492,10 +493,10 @@ def _sssl_step(
         row_weight = lam * input_weight + (1 - lam) * input_weight[perm]
     n_lab = 2 * n_l
     x_terms = -(F.log_softmax(logits[:n_lab], dim=1) * mixed[:n_lab]).sum(dim=1)
-    loss = _batch_mean(x_terms, _rows(row_weight, slice(0, n_lab)))
+    loss = _batch_mean(x_terms, _at(row_weight, slice(0, n_lab)))
     if len(u_idx):
         u_terms = (F.softmax(logits[n_lab:], dim=1) - mixed[n_lab:]) ** 2
-        loss_u = _batch_mean(u_terms, _rows(row_weight, slice(n_lab, None)))
+        loss_u = _batch_mean(u_terms, _at(row_weight, slice(n_lab, None)))
         loss = loss + ramp * s.lambda_u * loss_u
     if s.lambda_kl:
         loss = loss + s.lambda_kl * _symmetric_kl(head(xa), head(xb), view_weight)
@@ -522,10 +523,6 @@ def _guess(
     p = (F.softmax(head(xa.detach()), dim=1) + F.softmax(head(xb.detach()), dim=1)) / 2
     refined = w * onehot + (1 - w) * p[:n_l]
     return torch.cat([sharpen(refined, temperature), sharpen(p[n_l:], temperature)])
-
-
-def _rows(weight: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
-    return None if weight is None else weight[rows]
 
 
 def _symmetric_kl(
@@ -577,7 +574,7 @@ def fit_song_classifier(
             probs[i] = p
     features = clip_stage2_features(ctx, rows, probs)
     groups = np.array(ctx.dataset.groups)[rows]
-    weights = _of_clips(ctx.clip_weights(), rows)
+    weights = _at(ctx.clip_weights(), rows)
     labels = ctx.clip_labels[rows]
     return fit_classifier(features, labels, ctx.n_classes, s.song_c, seed, groups, weights)
 
@@ -585,7 +582,7 @@ def fit_song_classifier(
 def fit_embedding_classifier(ctx: Context, rows: np.ndarray, seed: int) -> SongClassifier:
     """The song's embedding classifier, fitted on the training clips at `rows`."""
     features = clip_embedding_features(ctx, rows)
-    labels, weights = ctx.clip_labels[rows], _of_clips(ctx.clip_weights(), rows)
+    labels, weights = ctx.clip_labels[rows], _at(ctx.clip_weights(), rows)
     c = ctx.settings.song_embedding_c
     return fit_classifier(features, labels, ctx.n_classes, c, seed, weights=weights)
 
