@@ -90,7 +90,9 @@ class Decoder:
     the headers into an `AudioInfo`. Either raises
     (preferably `AudioError`) for a file it cannot read: the next decoder is tried.
     For an extension, decoders are tried from the highest `priority` down; built-ins
-    use 10 for the formats they are chosen for and 0 for fallbacks.
+    use 10 for the formats they are chosen for and 0 for fallbacks. `depends_on()`, where
+    given, names what the decoded audio depends on besides the file's bytes (a synthesiser
+    and its SoundFont): caches keyed by files add it, so a change of it decodes anew.
     """
 
     name: str
@@ -98,6 +100,7 @@ class Decoder:
     open: Callable[[Path, int], AbstractContextManager[Source]]
     info: Callable[[Path], AudioInfo]
     priority: int = 0
+    depends_on: Callable[[], str] | None = None
 
 
 @dataclass(frozen=True)

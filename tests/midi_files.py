@@ -26,10 +26,12 @@ def _name(text: str) -> bytes:
     return text.encode("ascii")[:19].ljust(20, b"\0")
 
 
-def write_soundfont(path: Path) -> Path:
-    """A SoundFont 2 whose preset 0 (bank 0) is a looped 440 Hz sine on every key."""
+def write_soundfont(path: Path, overtone: float = 0.0) -> Path:
+    """A SoundFont 2 whose preset 0 (bank 0) is a looped 440 Hz sine on every key, plus
+    its octave at `overtone` times its amplitude (another timbre)."""
     length = int(round(PERIODS * SF_RATE / 440))
-    sine = np.sin(2 * np.pi * PERIODS * np.arange(length) / length)
+    phase = 2 * np.pi * PERIODS * np.arange(length) / length
+    sine = (np.sin(phase) + overtone * np.sin(2 * phase)) / (1 + abs(overtone))
     samples = (0.8 * 32767 * sine).astype("<i2").tobytes() + b"\0" * 92  # 46 zero samples
     info = _list(
         b"INFO",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from midi_files import SMF_HEADER, write_midi, write_track
+from midi_files import SMF_HEADER, write_midi, write_soundfont, write_track
 
 from mer_plugin.datasets import DatasetError, grouped_folds, load_dataset, quadrant
 
@@ -178,6 +179,29 @@ def test_vgmidi_laid_out_and_voiced_for_strings(tmp_path: Path) -> None:
     assert int.from_bytes(after[18:22], "big") == int.from_bytes(before[18:22], "big") + 3
     voiced_events = (out / "phrases" / "mixed.mid").read_bytes()[22:]
     assert voiced_events == b"\x00\xc1\x30" + events.replace(b"\xc1\x00", b"\xc1\x30")
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="no fluidsynth")
+def test_vgmidi_rendered_by_a_chosen_soundfont(tmp_path: Path) -> None:
+    """`--soundfont`: every phrase rendered by that SoundFont into FLAC beside its MIDI
+    file, the manifest naming the FLAC files; a missing SoundFont is refused by name."""
+    notes = write_midi(tmp_path / "notes.mid", [(69, 1.0), (81, 0.5)])
+    source = _vgmidi_folder(tmp_path / "vgmidi", [(notes, "Bright piece", 1, 1)])
+    font = write_soundfont(tmp_path / "sine.sf2")
+    out = tmp_path / "rendered"
+    done = _midi_tool("vgmidi", source, out, "--soundfont", font)
+    assert done.returncode == 0, done.stderr
+    assert (out / "manifest.csv").read_text().splitlines()[1:] == [
+        "phrases/notes.flac,Q1,Game / Bright piece"
+    ]
+    audio, rate = sf.read(out / "phrases" / "notes.flac", dtype="float32")
+    info = sf.info(out / "phrases" / "notes.flac")
+    assert (rate, audio.shape[1], info.subtype) == (44100, 2, "PCM_24")
+    assert 1.4 < len(audio) / rate < 4  # the notes' 1.5 s and FluidSynth's release
+    assert np.abs(audio).max() == pytest.approx(0.9, abs=1e-4)  # mastered level
+    missing = _midi_tool("vgmidi", source, tmp_path / "none", "--soundfont", tmp_path / "x.sf2")
+    assert missing.returncode != 0
+    assert f"no SoundFont {tmp_path / 'x.sf2'}" in missing.stderr
 
 
 def test_vgmidi_orchestrated_by_register(tmp_path: Path) -> None:

@@ -90,3 +90,24 @@ def test_a_dataset_of_midi_files_is_rendered_into_the_frame_cache(
     (skipped,) = frames.skipped
     assert "Q1_silent.mid: renders to silence" in skipped
     assert all(len(frames.clip(r)) > MUSICNN.segment_frames for r in range(4))
+
+
+def test_a_new_soundfont_renders_the_midi_set_anew(
+    soundfont: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frame cache of MIDI files is keyed by the SoundFont too: after a change of
+    $MER_SOUNDFONT the clips are rendered with the new one, not read back stale; going
+    back finds the first cache again."""
+    root = tmp_path / "midi set"
+    for quadrant, key in (("Q1", 81), ("Q2", 76), ("Q3", 57), ("Q4", 64)):
+        (root / quadrant).mkdir(parents=True)
+        write_midi(root / quadrant / f"{quadrant}.mid", [(key, 3.0), (key + 2, 1.0)])
+    data, cache = load_dataset(root), tmp_path / "cache"
+    sine = frame_cache(data, MUSICNN, cache)
+    monkeypatch.setenv("MER_SOUNDFONT", str(write_soundfont(tmp_path / "o.sf2", overtone=0.8)))
+    octave = frame_cache(data, MUSICNN, cache)
+    assert octave.key != sine.key
+    assert not np.allclose(octave.clip(0), sine.clip(0), atol=0.1)
+    monkeypatch.setenv("MER_SOUNDFONT", str(soundfont))
+    assert frame_cache(data, MUSICNN, cache).key == sine.key
+    assert len(list((cache / "frames").iterdir())) == 2

@@ -7,6 +7,8 @@ each file once into the frame cache; mer_plugin/builtin/midi.py).
     python tools/midi_datasets.py vgmidi ../shared/data/vgmidi build/midi/vgmidi
     python tools/midi_datasets.py vgmidi ../shared/data/vgmidi build/midi/vgmidi-48 --program 48
     python tools/midi_datasets.py vgmidi ../shared/data/vgmidi build/midi/vgmidi-orch --orchestra
+    python tools/midi_datasets.py vgmidi ../shared/data/vgmidi build/midi/vgmidi-msg \
+      --soundfont /usr/share/sounds/sf3/MuseScore_General_Full.sf3
     mer eval build/midi/emopia/manifest.csv --methods segment
 
 - EMOPIA 1.0 (Hung et al., ISMIR 2021; CC BY-NC-SA 4.0, non-commercial): solo piano
@@ -25,16 +27,27 @@ phrases are heard in another timbre (docs/results.md, "Game music voiced for str
 them a violin doubled by a flute; the other events of a melodic channel (pedal, volume,
 pitch bend) go to every section, the file's program changes are dropped and each
 section's channel gets its program at time 0; drums are kept as they are.
+`--soundfont SF2` renders every clip with that SoundFont (mer_plugin/builtin/midi.py's
+`render`) into a FLAC file beside it (24-bit, 44.1 kHz stereo) and the manifest names
+the FLAC files: the set's audio no longer depends on ``$MER_SOUNDFONT``, so renderings of
+one set by two SoundFonts train side by side (`--add` each manifest).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import struct
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import soundfile as sf
+
+from mer_plugin.builtin.midi import RATE, render
+from mer_plugin.errors import AudioError
 
 QUADRANT = {(1, 1): "Q1", (-1, 1): "Q2", (-1, -1): "Q3", (1, -1): "Q4"}  # (valence, arousal)
 # (pitches below, General MIDI programs): cello; strings and French horn; violin and flute
@@ -70,6 +83,22 @@ def _unpack(archive: Path, out: Path) -> list[Path]:
         names = [n for n in zipped.namelist() if n.lower().endswith((".mid", ".midi"))]
         zipped.extractall(out, names)
     return sorted(out / name for name in names)
+
+
+def rendered(out: Path, rows: list[tuple[str, str, str]], font: Path) -> list[tuple[str, str, str]]:
+    """`rows` with each MIDI file rendered by `font` into a FLAC file beside it."""
+
+    def flac(row: tuple[str, str, str]) -> tuple[str, str, str]:
+        midi = out / row[0]
+        try:
+            audio = render(midi, font)
+        except AudioError as error:
+            raise SystemExit(str(error)) from None
+        sf.write(midi.with_suffix(".flac"), audio, RATE, subtype="PCM_24")
+        return (str(Path(row[0]).with_suffix(".flac")), *row[1:])
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # FluidSynth runs in a process each
+        return list(pool.map(flac, rows))
 
 
 def voiced(midi: bytes, program: int) -> bytes:
@@ -217,6 +246,11 @@ def main() -> None:
         action="store_true",
         help="split the notes by register among the sections of a small orchestra",
     )
+    parser.add_argument(
+        "--soundfont",
+        type=Path,
+        help="render every clip with this SoundFont into FLAC; the manifest names those",
+    )
     args = parser.parse_args()
     if args.program is not None and args.orchestra:
         parser.error("--program and --orchestra are two voicings: choose one")
@@ -233,6 +267,8 @@ def main() -> None:
             except (ValueError, IndexError) as error:  # IndexError: events cut short
                 reason = "truncated" if isinstance(error, IndexError) else error
                 raise SystemExit(f"{midi}: cannot voice it: {reason}") from None
+    if args.soundfont is not None:
+        rows = rendered(args.out, rows, args.soundfont)
     manifest = args.out / "manifest.csv"
     with open(manifest, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

@@ -8,18 +8,21 @@ and a SoundFont: ``$MER_SOUNDFONT``, else the first of `SOUNDFONTS` that exists.
 file is rendered to a temporary WAV (44.1 kHz stereo float, FluidSynth's default reverb
 and chorus), then peak-normalised to `PEAK` so a piece plays at a mastered recording's
 level, not at FluidSynth's quiet default gain. A render is deterministic: the same file,
-SoundFont and FluidSynth give the same samples. Caches keyed by the MIDI file (the
-training frame cache) do not see a change of SoundFont: use a fresh ``--cache-dir``.
+SoundFont and FluidSynth give the same samples, so the decoder's `depends_on` names
+those two (FluidSynth's version, the SoundFont's path and digest): the training caches
+key a MIDI file's frames by them too, and render it anew when either changes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -58,15 +61,19 @@ def soundfont() -> Path:
     raise LookupError(f"no SoundFont to render MIDI with: set MER_SOUNDFONT, or {INSTALL}")
 
 
-def render(path: Path) -> np.ndarray:
-    """The file rendered: float32 (frames, 2) at `RATE`, peak-normalised to `PEAK`."""
+def render(path: Path, font: Path | None = None) -> np.ndarray:
+    """The file rendered with `font` (else `soundfont()`): float32 (frames, 2) at `RATE`,
+    peak-normalised to `PEAK`."""
     program = shutil.which("fluidsynth")
     if program is None:
         raise AudioError(path, f"cannot render MIDI: no fluidsynth program; {INSTALL}")
-    try:
-        font = soundfont()
-    except LookupError as error:
-        raise AudioError(path, str(error)) from None
+    if font is None:
+        try:
+            font = soundfont()
+        except LookupError as error:
+            raise AudioError(path, str(error)) from None
+    elif not font.is_file():
+        raise AudioError(path, f"cannot render MIDI: no SoundFont {font}")
     if not path.is_file():
         raise AudioError(path, "no such file")
     with tempfile.TemporaryDirectory(prefix="mer-midi-") as folder:
@@ -89,6 +96,32 @@ def render(path: Path) -> np.ndarray:
     return audio * np.float32(PEAK / peak)
 
 
+def renders_with() -> str:
+    """What a render depends on besides the MIDI file: FluidSynth's version and the
+    SoundFont's path and digest (a short reason where either is missing)."""
+    program = shutil.which("fluidsynth")
+    try:
+        font = soundfont().resolve()
+    except LookupError as error:
+        font_said = str(error)
+    else:
+        stat = font.stat()
+        font_said = f"{font} sha256 {_digest(font, stat.st_size, stat.st_mtime_ns)}"
+    return f"{_version(program) if program else 'no fluidsynth'}; {font_said}"
+
+
+@cache
+def _version(program: str) -> str:
+    done = subprocess.run([program, "--version"], capture_output=True, text=True, check=False)
+    return (done.stdout.strip().splitlines() or ["fluidsynth, version unknown"])[0]
+
+
+@cache
+def _digest(font: Path, size: int, mtime_ns: int) -> str:  # size and time: a new file
+    with open(font, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
 @contextmanager
 def _open(path: Path, block_frames: int) -> Iterator[Source]:
     audio = render(path)
@@ -106,4 +139,4 @@ def _info(path: Path) -> AudioInfo:
 
 @hookimpl
 def mer_decoders() -> list[Decoder]:
-    return [Decoder(NAME, (".mid", ".midi"), _open, _info, priority=10)]
+    return [Decoder(NAME, (".mid", ".midi"), _open, _info, priority=10, depends_on=renders_with)]

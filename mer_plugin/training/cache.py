@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mer_plugin.audio import decoders_for
 from mer_plugin.backbones import get_backbone
 from mer_plugin.backbones.fused import FusedBackbone
 from mer_plugin.datasets import Dataset
@@ -114,15 +115,21 @@ def frame_cache(
     return replace(cache, parts=parts)
 
 
-def _frames_key(identities: list[tuple[str, str]], spec: FrontEndSpec) -> str:
+def _frames_key(identities: list[tuple[str, ...]], spec: FrontEndSpec) -> str:
     return cache_key({"format": FORMAT, "clips": identities, "spec": spec.to_dict()})
 
 
-def _identities(dataset: Dataset) -> list[tuple[str, str]]:
-    """Each clip's resolved path and a digest of its bytes ("" when it cannot be read): a
-    cache survives the data being copied or re-created with new mtimes, and notices a
-    file edited in place."""
-    return [(str(c.path.resolve()), _digest(c.path)) for c in dataset.clips]
+def _identities(dataset: Dataset) -> list[tuple[str, ...]]:
+    """Each clip's resolved path and a digest of its bytes ("" when it cannot be read),
+    then what its decoders say the audio depends on besides (`Decoder.depends_on`: a MIDI
+    file's SoundFont): a cache survives the data being copied or re-created with new
+    mtimes, and notices a file edited in place or rendered another way."""
+    return [_identity(c.path) for c in dataset.clips]
+
+
+def _identity(path: Path) -> tuple[str, ...]:
+    depends = [d.depends_on() for d in decoders_for(path) if d.depends_on is not None]
+    return (str(path.resolve()), _digest(path), *depends)
 
 
 def _digest(path: Path) -> str:
