@@ -117,7 +117,7 @@ def _version(program: str) -> str:
 
 
 @cache
-def _digest(font: Path, size: int, mtime_ns: int) -> str:  # size and time: a new file
+def _digest(font: Path, size: int, mtime_ns: int) -> str:  # a file replaced: hashed anew
     with open(font, "rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
