@@ -6,8 +6,9 @@ whole clip) are cached too, for `views` views (view 0 clean, the others augmente
 method then trains a small head in seconds.
 
 A cache folder is named by a hash of what it depends on (clip paths and contents,
-the spec; plus the backbone's weights, the views and their augmentation settings for
-embeddings). The embeddings of a dataset joined by train-only sets or unlabelled music
+what their decoder renders them with (a MIDI file's SoundFont), the spec; plus the
+backbone's weights, the views and their augmentation settings for embeddings). The
+embeddings of a dataset joined by train-only sets or unlabelled music
 are cached per source dataset (`FramePart`), so `--add` computes those of the added
 clips only. The root is `--cache-dir`, else ``$MER_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/mer``, else ``~/.cache/mer``. Files and folders are written under a
