@@ -395,6 +395,39 @@ def test_a_train_only_set_joins_every_training_fold_and_no_test_fold(
     assert not np.allclose(predict(with_more, ctx, rows), predict(without, ctx, rows))
 
 
+def test_a_joined_frame_cache_decodes_each_source_once(
+    dataset_dir: Path, more_quadrants: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dataset joined with an added set takes its log-mel from each source's own cache:
+    the source cached before is not decoded again, and the joined frames, rows and
+    skipped clips are those of one pass over every clip."""
+    broken = more_quadrants / "Q2" / "Q2_broken.wav"
+    broken.write_text("not audio")
+    try:
+        data, more = load_dataset(dataset_dir), load_dataset(more_quadrants)
+        alone = frame_cache(data, TINY_SPEC, tmp_path / "a")
+        joined_set = replace(data, clips=data.clips + more.clips)
+        real, decoded = cache_module.clip_frames, []
+
+        def counted(path, spec):
+            decoded.append(Path(path))
+            return real(path, spec)
+
+        monkeypatch.setattr(cache_module, "clip_frames", counted)
+        sizes = [len(data.clips), len(more.clips)]
+        joined = frame_cache(joined_set, TINY_SPEC, tmp_path / "a", part_sizes=sizes)
+        assert sorted(decoded) == sorted(c.path for c in more.clips)
+        assert joined.parts[0].key == alone.key
+        one_pass = frame_cache(joined_set, TINY_SPEC, tmp_path / "b")
+        np.testing.assert_array_equal(joined.rows, one_pass.rows)
+        assert -1 in joined.rows[len(data.clips) :]
+        np.testing.assert_array_equal(joined.offsets, one_pass.offsets)
+        np.testing.assert_array_equal(joined.frames, one_pass.frames)
+        assert joined.skipped == one_pass.skipped and "Q2_broken.wav" in joined.skipped[0]
+    finally:
+        broken.unlink()
+
+
 def test_an_added_set_reuses_the_cached_embeddings_of_the_dataset_it_joins(
     dataset_dir: Path, more_quadrants: Path, tmp_path: Path
 ) -> None:

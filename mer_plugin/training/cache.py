@@ -8,10 +8,11 @@ method then trains a small head in seconds.
 A cache folder is named by a hash of what it depends on (clip paths and contents,
 what their decoder renders them with (a MIDI file's SoundFont), the spec; plus the
 backbone's weights, the views and their augmentation settings for embeddings). The
-embeddings of a dataset joined by train-only sets or unlabelled music
-are cached per source dataset (`FramePart`), so `--add` computes those of the added
-clips only. The root is `--cache-dir`, else ``$MER_CACHE_DIR``, else
-``$XDG_CACHE_HOME/mer``, else ``~/.cache/mer``. Files and folders are written under a
+frames and embeddings of a dataset joined by train-only sets or unlabelled music are
+cached per source dataset (`FramePart`; the joined frames are copied together from the
+sources' caches), so `--add` decodes and embeds the added clips only. The root is
+`--cache-dir`, else ``$MER_CACHE_DIR``, else ``$XDG_CACHE_HOME/mer``, else
+``~/.cache/mer``. Files and folders are written under a
 temporary name (`written_whole`) and renamed into place, so an interrupted run leaves no
 half cache: a run stopped with Ctrl-C removes its temporary copy, and one killed outright
 leaves it for the next build of that cache to remove.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -98,16 +100,26 @@ def frame_cache(
     part_sizes: Sequence[int] = (),
 ) -> FrameCache:
     """The frame cache of a dataset's clips, built on first use. `part_sizes`: the clip
-    counts of the source datasets the dataset joins, in order (default: one source)."""
+    counts of the source datasets the dataset joins, in order (default: one source); a
+    joined cache is put together from each source's own, so a source is decoded once
+    whatever it is joined with."""
     identities = _identities(dataset)
-    key = _frames_key(identities, spec)
-    folder = cache_folder(root) / "frames" / key
-    if not (folder / "index.json").is_file():
-        _build_frames(dataset, spec, folder, reporter or Reporter(quiet=True))
-    cache = _open_frames(folder, key, spec)
     bounds = np.cumsum([0, *(part_sizes or [len(identities)])])
     if bounds[-1] != len(identities):
         raise ValueError(f"part sizes {list(part_sizes)} do not add up to {len(identities)} clips")
+    key = _frames_key(identities, spec)
+    folder = cache_folder(root) / "frames" / key
+    if not (folder / "index.json").is_file():
+        reporter = reporter or Reporter(quiet=True)
+        if len(bounds) > 2:
+            sources = [
+                frame_cache(replace(dataset, clips=dataset.clips[a:b]), spec, root, reporter)
+                for a, b in pairwise(bounds)
+            ]
+            _join_frames(sources, spec, folder)
+        else:
+            _build_frames(dataset, spec, folder, reporter)
+    cache = _open_frames(folder, key, spec)
     rows_before = np.concatenate([[0], np.cumsum(cache.rows >= 0)])[bounds]
     parts = tuple(
         FramePart(_frames_key(identities[a:b], spec), range(first, end))
@@ -161,11 +173,39 @@ def _write_frames(dataset: Dataset, spec: FrontEndSpec, part: Path, reporter: Re
                 rows.append(len(offsets) - 1)
                 offsets.append(offsets[-1] + len(frames))
             bar.advance()
-    np.save(part / "offsets.npy", np.array(offsets, dtype=np.int64))
-    np.save(part / "rows.npy", np.array(rows, dtype=np.int64))
-    index = {"format": FORMAT, "spec": spec.to_dict(), "skipped": skipped}
-    index["clips"] = [str(c.path) for c in dataset.clips]
+    _write_index(part, spec, offsets, rows, skipped, [str(c.path) for c in dataset.clips])
+
+
+def _write_index(
+    part: Path,
+    spec: FrontEndSpec,
+    offsets: np.ndarray | list[int],
+    rows: np.ndarray | list[int],
+    skipped: list[str],
+    clips: list[str],
+) -> None:
+    """The frames' offsets, each clip's row (-1: skipped) and index.json, written last."""
+    np.save(part / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    np.save(part / "rows.npy", np.asarray(rows, dtype=np.int64))
+    index = {"format": FORMAT, "spec": spec.to_dict(), "skipped": skipped, "clips": clips}
     (part / "index.json").write_text(json.dumps(index, indent=1))
+
+
+def _join_frames(sources: list[FrameCache], spec: FrontEndSpec, folder: Path) -> None:
+    """One cache of the sources' clips in order, their frames copied, not decoded again."""
+    offsets, rows, skipped, clips = [np.zeros(1, np.int64)], [], [], []
+    with written_whole(folder) as part:
+        part.mkdir(parents=True)
+        with open(part / "frames.f32", "wb") as out:
+            for source in sources:
+                with open(source.folder / "frames.f32", "rb") as frames:
+                    shutil.copyfileobj(frames, out)
+                rows_before = sum(len(o) for o in offsets) - 1
+                rows.append(np.where(source.rows >= 0, source.rows + rows_before, -1))
+                offsets.append(source.offsets[1:] + offsets[-1][-1])
+                skipped += source.skipped
+                clips += json.loads((source.folder / "index.json").read_text())["clips"]
+        _write_index(part, spec, np.concatenate(offsets), np.concatenate(rows), skipped, clips)
 
 
 def _open_frames(folder: Path, key: str, spec: FrontEndSpec) -> FrameCache:
