@@ -12,10 +12,10 @@ frames and embeddings of a dataset joined by train-only sets or unlabelled music
 cached per source dataset (`FramePart`; the joined frames are copied together from the
 sources' caches), so `--add` decodes and embeds the added clips only. The root is
 `--cache-dir`, else ``$MER_CACHE_DIR``, else ``$XDG_CACHE_HOME/mer``, else
-``~/.cache/mer``. Files and folders are written under a
-temporary name (`written_whole`) and renamed into place, so an interrupted run leaves no
-half cache: a run stopped with Ctrl-C removes its temporary copy, and one killed outright
-leaves it for the next build of that cache to remove.
+``~/.cache/mer``. Files and folders are written under a temporary name (`written_whole`)
+and renamed into place, so an interrupted run leaves no half cache: a run stopped with
+Ctrl-C removes its temporary copy, and one killed outright leaves it for the next build
+of that cache to remove.
 """
 
 from __future__ import annotations
