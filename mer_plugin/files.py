@@ -1,12 +1,13 @@
 """Files as mer meets them in a library: is a path a regular file, asked without ever
 blocking (a FIFO named like a song must not hang a run); a lock on a file, so two mer
 runs never work on the same one; and files and folders mer writes (caches, models,
-reports) written whole or not at all."""
+reports) written whole or not at all; a file's digest."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import shutil
 import stat
@@ -27,6 +28,12 @@ _KINDS = (
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
 )
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's bytes (OSError when it cannot be read)."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def irregular_reason(path: str | os.PathLike) -> str | None:

@@ -15,7 +15,6 @@ key a MIDI file's frames by them too, and render it anew when either changes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from mer_plugin.errors import AudioError
+from mer_plugin.files import sha256_of
 from mer_plugin.hookspecs import AudioInfo, Decoder, Source, hookimpl
 
 NAME = "fluidsynth"
@@ -118,8 +118,7 @@ def _version(program: str) -> str:
 
 @cache
 def _digest(font: Path, size: int, mtime_ns: int) -> str:  # a file replaced: hashed anew
-    with open(font, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
+    return sha256_of(font)
 
 
 @contextmanager

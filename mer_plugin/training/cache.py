@@ -38,7 +38,7 @@ from mer_plugin.backbones.fused import FusedBackbone
 from mer_plugin.datasets import Dataset
 from mer_plugin.errors import AudioError, MerError
 from mer_plugin.features import clip_frames
-from mer_plugin.files import written_whole
+from mer_plugin.files import sha256_of, written_whole
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.inference.folder import state_digest
 from mer_plugin.song_extras import SongExtras
@@ -107,16 +107,16 @@ def frame_cache(
     bounds = np.cumsum([0, *(part_sizes or [len(identities)])])
     if bounds[-1] != len(identities):
         raise ValueError(f"part sizes {list(part_sizes)} do not add up to {len(identities)} clips")
-    key = _frames_key(identities, spec)
-    folder = cache_folder(root) / "frames" / key
+    key, folder = _frames_folder(identities, spec, root)
     if not (folder / "index.json").is_file():
         reporter = reporter or Reporter(quiet=True)
         if len(bounds) > 2:
             sources = [
-                frame_cache(replace(dataset, clips=dataset.clips[a:b]), spec, root, reporter)
+                _cached_frames(replace(dataset, clips=dataset.clips[a:b]), identities[a:b], spec,
+                               root, reporter)
                 for a, b in pairwise(bounds)
-            ]
-            _join_frames(sources, spec, folder)
+            ]  # fmt: skip
+            _join_frames(sources, dataset, spec, folder)
         else:
             _build_frames(dataset, spec, folder, reporter)
     cache = _open_frames(folder, key, spec)
@@ -130,6 +130,27 @@ def frame_cache(
 
 def _frames_key(identities: list[tuple[str, ...]], spec: FrontEndSpec) -> str:
     return cache_key({"format": FORMAT, "clips": identities, "spec": spec.to_dict()})
+
+
+def _frames_folder(
+    identities: list[tuple[str, ...]], spec: FrontEndSpec, root: str | Path | None
+) -> tuple[str, Path]:
+    key = _frames_key(identities, spec)
+    return key, cache_folder(root) / "frames" / key
+
+
+def _cached_frames(
+    dataset: Dataset,
+    identities: list[tuple[str, ...]],
+    spec: FrontEndSpec,
+    root: str | Path | None,
+    reporter: Reporter,
+) -> FrameCache:
+    """The frame cache of one source's clips (their `identities`), decoded on first use."""
+    key, folder = _frames_folder(identities, spec, root)
+    if not (folder / "index.json").is_file():
+        _build_frames(dataset, spec, folder, reporter)
+    return _open_frames(folder, key, spec)
 
 
 def _identities(dataset: Dataset) -> list[tuple[str, ...]]:
@@ -147,8 +168,7 @@ def _identity(path: Path) -> tuple[str, ...]:
 
 def _digest(path: Path) -> str:
     try:
-        with open(path, "rb") as file:
-            return hashlib.file_digest(file, "sha256").hexdigest()
+        return sha256_of(path)
     except OSError:
         return ""
 
@@ -191,9 +211,12 @@ def _write_index(
     (part / "index.json").write_text(json.dumps(index, indent=1))
 
 
-def _join_frames(sources: list[FrameCache], spec: FrontEndSpec, folder: Path) -> None:
-    """One cache of the sources' clips in order, their frames copied, not decoded again."""
-    offsets, rows, skipped, clips = [np.zeros(1, np.int64)], [], [], []
+def _join_frames(
+    sources: list[FrameCache], dataset: Dataset, spec: FrontEndSpec, folder: Path
+) -> None:
+    """The cache of `dataset`, the sources' clips in order: their frames copied, not
+    decoded again."""
+    offsets, rows, skipped = [np.zeros(1, np.int64)], [], []
     with written_whole(folder) as part:
         part.mkdir(parents=True)
         with open(part / "frames.f32", "wb") as out:
@@ -204,7 +227,7 @@ def _join_frames(sources: list[FrameCache], spec: FrontEndSpec, folder: Path) ->
                 rows.append(np.where(source.rows >= 0, source.rows + rows_before, -1))
                 offsets.append(source.offsets[1:] + offsets[-1][-1])
                 skipped += source.skipped
-                clips += json.loads((source.folder / "index.json").read_text())["clips"]
+        clips = [str(c.path) for c in dataset.clips]
         _write_index(part, spec, np.concatenate(offsets), np.concatenate(rows), skipped, clips)
 
 
