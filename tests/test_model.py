@@ -46,13 +46,20 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("method", "song_embedding_c"),
-    [("clip", 0.0), ("segment", 0.0), ("sssl", 0.0), ("segment", 1.0), ("sssl", 1.0)],
+    ("method", "song_embedding_c", "heads"),
+    [
+        ("clip", 0.0, 1),
+        ("segment", 0.0, 1),
+        ("sssl", 0.0, 1),
+        ("segment", 1.0, 1),
+        ("sssl", 1.0, 1),
+        ("segment", 1.0, 3),  # an ensemble of heads, saved as one
+    ],
 )
 def test_saved_model_predicts_what_training_saw(
-    dataset, cache_dir, tmp_path, method, song_embedding_c
+    dataset, cache_dir, tmp_path, method, song_embedding_c, heads
 ) -> None:
-    settings = replace(FAST, song_embedding_c=song_embedding_c)
+    settings = replace(FAST, song_embedding_c=song_embedding_c, heads=heads)
     prepared = prepare(dataset, "tiny-test", settings, cache_dir)
     ctx = prepared.ctx
     rows = np.arange(len(ctx.dataset.clips))

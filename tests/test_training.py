@@ -31,7 +31,7 @@ from mer_plugin.training.augment import augment, from_power, to_power
 from mer_plugin.training.backbone import build_backbone
 from mer_plugin.training.cache import SegmentTable, embed_view, embedding_cache, frame_cache
 from mer_plugin.training.evaluate import EvalOptions, evaluate, gmm_check, metrics
-from mer_plugin.training.methods import fit, predict
+from mer_plugin.training.methods import fit, fit_segment_head, head_seeds, predict
 from mer_plugin.training.prepare import prepare
 from mer_plugin.training.settings import AugmentSettings, Settings, SettingsError
 from mer_plugin.training.sources import FrozenCacheSource, OnlineSource
@@ -82,6 +82,11 @@ def test_settings_overrides() -> None:
         "invalid settings: warmup_epochs=10: 0 to epochs (2); "
         "set both, e.g. --set epochs=2 --set warmup_epochs=0"
     )
+
+    with pytest.raises(SettingsError, match="heads=0: at least 1"):
+        Settings(heads=0)
+    with pytest.raises(SettingsError, match="heads=3: an ensemble of heads needs a frozen"):
+        Settings().with_overrides(["heads=3", "finetune=1"])
 
 
 def test_mer_settings_lists_every_setting_with_its_meaning() -> None:
@@ -218,6 +223,24 @@ def test_method_trains_and_predicts(prepared, method: str) -> None:
         phases = [record["phase"] for record in fitted.history]
         assert phases.count("warm-up") == FAST.warmup_epochs and "sssl" in phases
         assert fitted.song is not None
+
+
+@pytest.mark.parametrize("method", ["segment", "sssl"])
+def test_an_ensemble_of_heads_is_the_mean_of_their_logits(prepared, method: str) -> None:
+    settings = replace(FAST, heads=3)
+    ctx = replace(prepared.ctx, settings=settings)
+    ids = ctx.table.ids_of(np.arange(len(ctx.dataset.clips)))
+    ensemble, _ = fit_segment_head(method, ctx, ids, seed=4)
+    assert ensemble.layers[0].out_features == 3 * FAST.hidden
+    single = replace(ctx, settings=FAST)
+    heads = [fit_segment_head(method, single, ids, seed)[0] for seed in head_seeds(4, settings)]
+    assert not torch.equal(heads[0].layers[0].weight, heads[1].layers[0].weight)  # own seeds
+    x = ctx.segments.features(ids, np.zeros(len(ids), np.int64))
+    with torch.no_grad():
+        for head in (ensemble, *heads):
+            head.eval()
+        expected = torch.stack([head(x) for head in heads]).mean(dim=0)
+        torch.testing.assert_close(ensemble(x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_training_is_reproducible(prepared) -> None:

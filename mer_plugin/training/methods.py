@@ -43,6 +43,7 @@ from mer_plugin.training.sources import CachedSource, FeatureSource, compute_thr
 from mer_plugin.training.stage2 import fit_classifier
 
 PREDICT_BATCH = 256
+HEAD_SEED_STEP = 100_000  # head j of an ensemble trains from seed + j * HEAD_SEED_STEP
 Weights = TypeVar("Weights", np.ndarray, torch.Tensor)  # per-item loss weights
 
 
@@ -125,19 +126,15 @@ def _fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
             raise ValueError("the clip method has no song stage for extractor features")
         epochs = ctx.settings.clip_epochs
         weights = _at(ctx.clip_weights(), rows)
-        head = fit_ce(ctx.clips, rows, labels[rows], ctx, epochs, seed, Method.CLIP, weights)
-        return Fitted(Method.CLIP, head)
-    ids = ctx.table.ids_of(rows)
-    seg_labels, weights = labels[ctx.table.clip[ids]], segment_weights(ctx, ids)
-    if method == Method.SEGMENT:
-        epochs = ctx.settings.epochs
-        head = fit_ce(ctx.segments, ids, seg_labels, ctx, epochs, seed, Method.SEGMENT, weights)
-        history: list[dict] = []
-    elif method == Method.SSSL:
-        unlabelled = ctx.table.ids_of(ctx.unlabelled)
-        head, history = fit_sssl(ctx.segments, ids, seg_labels, ctx, seed, unlabelled, weights)
-    else:
+        heads = [
+            fit_ce(ctx.clips, rows, labels[rows], ctx, epochs, s, Method.CLIP, weights)
+            for s in head_seeds(seed, ctx.settings)
+        ]
+        return Fitted(Method.CLIP, merged(heads))
+    if method not in (Method.SEGMENT, Method.SSSL):
         raise ValueError(f"unknown method {method!r}")
+    ids = ctx.table.ids_of(rows)
+    head, history = fit_segment_head(method, ctx, ids, seed, ctx.table.ids_of(ctx.unlabelled))
     # stage 2: sssl's song classifier (unless turned off); for segment, only to take
     # extractor features (else its song is the mean of its segments)
     if not (ctx.extras is not None or (method == Method.SSSL and ctx.settings.song_classifier)):
@@ -167,6 +164,34 @@ def _predict(fitted: Fitted, ctx: Context, rows: np.ndarray) -> np.ndarray:
     if fitted.song_embedding is None:
         return songs
     return (songs + fitted.song_embedding.predict_proba(clip_embedding_features(ctx, rows))) / 2
+
+
+def fit_segment_head(
+    method: Method, ctx: Context, ids: np.ndarray, seed: int, unlabelled: np.ndarray | None = None
+) -> tuple[Head, list[dict]]:
+    """The head `method` (segment or sssl) trains on the segments `ids`, their clips'
+    labels and weights (sssl: with the `unlabelled` segments); `settings.heads` of them,
+    merged. The history is the first head's."""
+    labels, weights = ctx.clip_labels[ctx.table.clip[ids]], segment_weights(ctx, ids)
+    trained = []
+    for s in head_seeds(seed, ctx.settings):
+        if method == Method.SSSL:
+            trained.append(fit_sssl(ctx.segments, ids, labels, ctx, s, unlabelled, weights))
+        else:
+            epochs = ctx.settings.epochs
+            head = fit_ce(ctx.segments, ids, labels, ctx, epochs, s, method, weights)
+            trained.append((head, []))
+    return merged([head for head, _ in trained]), trained[0][1]
+
+
+def head_seeds(seed: int, settings: Settings) -> list[int]:
+    """The seeds of an ensemble's heads: `seed` for the first (a single head's)."""
+    return [seed + j * HEAD_SEED_STEP for j in range(settings.heads)]
+
+
+def merged(heads: list[Head]) -> Head:
+    """One head of an ensemble's: the head itself, or several merged (`Head.merged`)."""
+    return heads[0] if len(heads) == 1 else Head.merged(heads)
 
 
 def segment_weights(ctx: Context, ids: np.ndarray) -> np.ndarray | None:
@@ -558,17 +583,7 @@ def fit_song_classifier(
             inner_head = head
         else:
             ids = ctx.table.ids_of(rows[inner_train])
-            seg_labels = ctx.clip_labels[ctx.table.clip[ids]]
-            inner_seed = seed + 1000 * (k + 1)
-            weights = segment_weights(ctx, ids)
-            if method == Method.SSSL:
-                inner_head, _ = fit_sssl(
-                    ctx.segments, ids, seg_labels, ctx, inner_seed, weights=weights
-                )
-            else:
-                inner_head = fit_ce(
-                    ctx.segments, ids, seg_labels, ctx, s.epochs, inner_seed, method, weights
-                )
+            inner_head, _ = fit_segment_head(method, ctx, ids, seed + 1000 * (k + 1))
         inner_probs = segment_probabilities(inner_head, ctx, rows[inner_test])
         for i, p in zip(inner_test, inner_probs, strict=True):
             probs[i] = p

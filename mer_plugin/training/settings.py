@@ -56,6 +56,7 @@ class Settings:
     views: int = setting(3, "views per segment: 1 clean + augmented ones (cached when frozen)")
     augment_training: bool = setting(True, "every method draws a random view per sample")
     hidden: int = setting(256, "head width: Linear(embedding, hidden), ReLU, Dropout, Linear")
+    heads: int = setting(1, "heads trained from their own seeds, merged: their logits averaged")
     dropout: float = setting(0.5, "dropout of the head's hidden layer")
     batch_size: int = setting(64, "samples per training step (at least 2)")
     lr: float = setting(1e-3, "learning rate of the head: AdamW, cosine decay over all epochs")
@@ -106,6 +107,12 @@ class Settings:
     def __post_init__(self) -> None:
         rules = (
             (self.views >= 1, f"views={self.views}: at least 1 (the clean view)"),
+            (self.heads >= 1, f"heads={self.heads}: at least 1"),
+            (
+                self.heads == 1 or self.finetune == 0,
+                f"heads={self.heads}: an ensemble of heads needs a frozen backbone "
+                f"(finetune=0, not {self.finetune}): each head would train its own",
+            ),
             (self.finetune >= 0, f"finetune={self.finetune}: 0 or more groups"),
             (
                 self.frozen_cache in ("float16", "float32", "off"),
