@@ -15,7 +15,7 @@ from tiny_model import train_tiny_model
 
 from mer_plugin.budget import Budget
 from mer_plugin.catalog import COLUMNS, analyse_to_table, read_rows
-from mer_plugin.inference import Model, predict_file
+from mer_plugin.inference import Model, predict_file, read_card, resolve_model
 from mer_plugin.tagging import load_for_tagging
 
 FORMATS = ("wav", "flac", "mp3", "ogg")
@@ -122,7 +122,7 @@ def test_mer_analyse_on_the_shipped_model(library, tmp_path: Path) -> None:
     result = mer("analyse", library, "--out", out, env={"MER_CACHE_DIR": str(tmp_path / "c")})
     assert result.returncode == 1, result.stderr  # the broken file is a failed row
     assert f"{out}: {len(FORMATS) + 1} rows ({len(FORMATS)} analysed" in result.stdout
-    assert {r["model"] for r in read_rows(out)} == {"mer-4q 4"}
+    assert {r["model"] for r in read_rows(out)} == {read_card(resolve_model()).release}
     cache = {"MER_CACHE_DIR": str(tmp_path / "c")}
     result = mer("analyse", library, "--out", out, "--timeline", "-q", env=cache)
     assert (result.returncode, result.stdout) == (1, "")

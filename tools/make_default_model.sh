@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the two models shipped in mer_plugin/models (see docs/model.md):
-#   default  mer-4q 4: the four taggers of the musicnn wheel fused (MSD and MagnaTagATune
-#            musicnn and vgg), segment head + song embedding classifier (C 0.003), trained on
-#            the 4Q clips and VGMIDI's 204 game-music phrases rendered for piano, at half a
-#            4Q clip's weight
+#   default  mer-4q 5: the four taggers of the musicnn wheel fused (MSD and MagnaTagATune
+#            musicnn and vgg), five segment heads merged into one (their logits averaged) +
+#            song embedding classifier (C 0.003), trained on the 4Q clips and VGMIDI's 204
+#            game-music phrases rendered for piano, at half a 4Q clip's weight
 #   fast     mer-4q 2: MSD-musicnn alone, segment head + song embedding classifier (C 0.01);
 #            about a third of the default's backbone arithmetic (`mer tag --model fast`)
 # Each: 5-fold cross-validation on 4q-dev grouped by artist (its numbers go into the card),
@@ -50,8 +50,8 @@ for model in "${models[@]}"; do
     # four backbones would double the run (docs/results.md; the fast model's card has all three)
     default)
       [ -f "$phrases" ] || python tools/midi_datasets.py vgmidi "$vgmidi" "$(dirname "$phrases")"
-      build_model default 4 musicnn-msd+mtt+vgg-msd+mtt 0.003 segment \
-        "$licence$vgmidi_licence" --add "$phrases" --set added_weight=0.5 ;;
+      build_model default 5 musicnn-msd+mtt+vgg-msd+mtt 0.003 segment \
+        "$licence$vgmidi_licence" --add "$phrases" --set added_weight=0.5 --set heads=5 ;;
     fast) build_model fast 2 musicnn-msd 0.01 clip,segment,sssl "$licence" ;;
     *) echo "unknown model $model (default, fast)" >&2; exit 2 ;;
   esac
