@@ -173,12 +173,11 @@ def fit_segment_head(
     labels and weights (sssl: with the `unlabelled` segments); `settings.heads` of them,
     merged. The history is the first head's."""
     labels, weights = ctx.clip_labels[ctx.table.clip[ids]], segment_weights(ctx, ids)
-    trained = []
+    epochs, trained = ctx.settings.epochs, []
     for s in head_seeds(seed, ctx.settings):
         if method == Method.SSSL:
             trained.append(fit_sssl(ctx.segments, ids, labels, ctx, s, unlabelled, weights))
         else:
-            epochs = ctx.settings.epochs
             head = fit_ce(ctx.segments, ids, labels, ctx, epochs, s, method, weights)
             trained.append((head, []))
     return merged([head for head, _ in trained]), trained[0][1]
