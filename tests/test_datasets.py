@@ -154,6 +154,33 @@ def _midi_tool(*arguments: object) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
+def test_emopia_laid_out_by_quadrant_and_song(tmp_path: Path) -> None:
+    """tools/midi_datasets.py on an EMOPIA-shaped midis.zip, named directly or by its
+    folder: the quadrant is the name's prefix, the song its YouTube id (which may hold
+    "_"); a source that is no zip archive is refused by name."""
+    midi = write_midi(tmp_path / "clip.mid", [(60, 0.5)])
+    folder = tmp_path / "emopia"
+    folder.mkdir()
+    names = ("Q1_abc_0.mid", "Q1_abc_1.mid", "Q3_x_y_0.mid")
+    with zipfile.ZipFile(folder / "midis.zip", "w") as zipped:
+        for name in names:
+            zipped.write(midi, f"midis/{name}")
+    expected = [
+        "midis/Q1_abc_0.mid,Q1,abc",
+        "midis/Q1_abc_1.mid,Q1,abc",
+        "midis/Q3_x_y_0.mid,Q3,x_y",
+    ]
+    for source in (folder / "midis.zip", folder):
+        out = tmp_path / f"out-{source.name}"
+        done = _midi_tool("emopia", source, out)
+        assert done.returncode == 0, done.stderr
+        assert (out / "manifest.csv").read_text().splitlines()[1:] == expected
+        assert (out / "midis" / names[2]).read_bytes() == midi.read_bytes()
+    done = _midi_tool("emopia", midi, tmp_path / "no-zip")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{midi}: cannot unpack it: File is not a zip file" in done.stderr
+
+
 def test_vgmidi_laid_out_and_voiced_for_strings(tmp_path: Path) -> None:
     """tools/midi_datasets.py on a VGMIDI-shaped folder with `--program 48`: the manifest's
     quadrants come from valence and arousal, and every melodic channel plays program 48

@@ -56,9 +56,11 @@ _PROGRAMS = [program for _, programs in ORCHESTRA for program in programs]  # ch
 
 
 def emopia(source: Path, out: Path) -> list[tuple[str, str, str]]:
-    """Rows (path, label, group) of EMOPIA's clips, unpacked from midis.zip into `out`."""
+    """Rows (path, label, group) of EMOPIA's clips, unpacked from midis.zip (`source`, or
+    the folder holding it) into `out`."""
+    archive = source / "midis.zip" if source.is_dir() else source
     rows = []
-    for path in _unpack(source, out):
+    for path in _unpack(archive, out):
         label, song = path.stem[:2], path.stem[3:].rsplit("_", 1)[0]  # ids may hold "_"
         rows.append((str(path.relative_to(out)), label, song))
     return rows
@@ -79,9 +81,13 @@ def vgmidi(source: Path, out: Path) -> list[tuple[str, str, str]]:
 
 
 def _unpack(archive: Path, out: Path) -> list[Path]:
-    with zipfile.ZipFile(archive) as zipped:
-        names = [n for n in zipped.namelist() if n.lower().endswith((".mid", ".midi"))]
-        zipped.extractall(out, names)
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            names = [n for n in zipped.namelist() if n.lower().endswith((".mid", ".midi"))]
+            zipped.extractall(out, names)
+    except (OSError, zipfile.BadZipFile) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise SystemExit(f"{archive}: cannot unpack it: {reason}") from None
     return sorted(out / name for name in names)
 
 
@@ -232,7 +238,9 @@ def _varlen(data: bytearray, at: int) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", choices=("emopia", "vgmidi"))
-    parser.add_argument("source", type=Path, help="emopia: midis.zip; vgmidi: its folder")
+    parser.add_argument(
+        "source", type=Path, help="emopia: midis.zip or its folder; vgmidi: its folder"
+    )
     parser.add_argument("out", type=Path)
     parser.add_argument(
         "--program",
