@@ -44,8 +44,11 @@ class Head(nn.Module):
     @classmethod
     def merged(cls, heads: Sequence[Head]) -> Head:
         """Heads of one standardisation as one head: their hidden layers side by side, its
-        logits exactly the mean of theirs (an ensemble in one pass, saved as one head)."""
+        logits exactly the mean of theirs (an ensemble in one pass, saved as one head).
+        A single head is returned as it is."""
         first = heads[0]
+        if len(heads) == 1:
+            return first
         if any(not (torch.equal(h.shift, first.shift) and torch.equal(h.scale, first.scale))
                for h in heads):  # fmt: skip
             raise ValueError("only heads with one standardisation can be merged")

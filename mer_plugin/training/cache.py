@@ -107,19 +107,16 @@ def frame_cache(
     bounds = np.cumsum([0, *(part_sizes or [len(identities)])])
     if bounds[-1] != len(identities):
         raise ValueError(f"part sizes {list(part_sizes)} do not add up to {len(identities)} clips")
-    key, folder = _frames_folder(identities, spec, root)
-    if not (folder / "index.json").is_file():
-        reporter = reporter or Reporter(quiet=True)
-        if len(bounds) > 2:
-            sources = [
-                _cached_frames(replace(dataset, clips=dataset.clips[a:b]), identities[a:b], spec,
-                               root, reporter)
-                for a, b in pairwise(bounds)
-            ]  # fmt: skip
-            _join_frames(sources, dataset, spec, folder)
-        else:
-            _build_frames(dataset, spec, folder, reporter)
-    cache = _open_frames(folder, key, spec)
+    reporter = reporter or Reporter(quiet=True)
+    _, folder = _frames_folder(identities, spec, root)
+    if len(bounds) > 2 and not (folder / "index.json").is_file():
+        sources = [
+            _cached_frames(replace(dataset, clips=dataset.clips[a:b]), identities[a:b], spec,
+                           root, reporter)
+            for a, b in pairwise(bounds)
+        ]  # fmt: skip
+        _join_frames(sources, dataset, spec, folder)
+    cache = _cached_frames(dataset, identities, spec, root, reporter)
     rows_before = np.concatenate([[0], np.cumsum(cache.rows >= 0)])[bounds]
     parts = tuple(
         FramePart(_frames_key(identities[a:b], spec), range(first, end))
@@ -146,7 +143,7 @@ def _cached_frames(
     root: str | Path | None,
     reporter: Reporter,
 ) -> FrameCache:
-    """The frame cache of one source's clips (their `identities`), decoded on first use."""
+    """The frame cache of clips (their `identities`), decoded on first use."""
     key, folder = _frames_folder(identities, spec, root)
     if not (folder / "index.json").is_file():
         _build_frames(dataset, spec, folder, reporter)

@@ -130,7 +130,7 @@ def _fit(method: Method, ctx: Context, rows: np.ndarray, seed: int) -> Fitted:
             fit_ce(ctx.clips, rows, labels[rows], ctx, epochs, s, Method.CLIP, weights)
             for s in head_seeds(seed, ctx.settings)
         ]
-        return Fitted(Method.CLIP, merged(heads))
+        return Fitted(Method.CLIP, Head.merged(heads))
     if method not in (Method.SEGMENT, Method.SSSL):
         raise ValueError(f"unknown method {method!r}")
     ids = ctx.table.ids_of(rows)
@@ -180,17 +180,12 @@ def fit_segment_head(
         else:
             head = fit_ce(ctx.segments, ids, labels, ctx, epochs, s, method, weights)
             trained.append((head, []))
-    return merged([head for head, _ in trained]), trained[0][1]
+    return Head.merged([head for head, _ in trained]), trained[0][1]
 
 
 def head_seeds(seed: int, settings: Settings) -> list[int]:
     """The seeds of an ensemble's heads: `seed` for the first (a single head's)."""
     return [seed + j * HEAD_SEED_STEP for j in range(settings.heads)]
-
-
-def merged(heads: list[Head]) -> Head:
-    """One head of an ensemble's: the head itself, or several merged (`Head.merged`)."""
-    return heads[0] if len(heads) == 1 else Head.merged(heads)
 
 
 def segment_weights(ctx: Context, ids: np.ndarray) -> np.ndarray | None:
