@@ -181,6 +181,26 @@ def test_a_cache_stopped_while_written_leaves_nothing_behind(
     assert [p.name for p in (tmp_path / "frames").iterdir()] == [again.folder.name]
 
 
+def test_a_dataset_moved_elsewhere_keeps_its_cache(
+    dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same files in another folder are not decoded again, and a clip skipped when the
+    cache was built is reported under the path it has now."""
+    broken = dataset_dir / "Q1" / "Q1_broken.wav"
+    broken.write_text("not audio")
+    try:
+        cache = frame_cache(load_dataset(dataset_dir), TINY_SPEC, tmp_path / "cache")
+        moved = shutil.copytree(dataset_dir, tmp_path / "música copiada")
+    finally:
+        broken.unlink()
+    decoded = []
+    monkeypatch.setattr(cache_module, "clip_frames", lambda path, spec: decoded.append(path))
+    again = frame_cache(load_dataset(moved), TINY_SPEC, tmp_path / "cache")
+    assert again.folder == cache.folder and decoded == []
+    reason = cache.skipped[0].removeprefix(f"{broken}: ")
+    assert again.skipped == [f"{moved / 'Q1' / 'Q1_broken.wav'}: {reason}"] != cache.skipped
+
+
 def test_frame_cache_follows_content_not_mtime(dataset_dir: Path, tmp_path: Path) -> None:
     data = load_dataset(dataset_dir)
     cache = frame_cache(data, TINY_SPEC, tmp_path)

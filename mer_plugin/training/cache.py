@@ -5,8 +5,8 @@ decode audio again. With a frozen backbone its embeddings of every segment (and 
 whole clip) are cached too, for `views` views (view 0 clean, the others augmented): every
 method then trains a small head in seconds.
 
-A cache folder is named by a hash of what it depends on (clip paths and contents,
-what their decoder renders them with (a MIDI file's SoundFont), the spec; plus the
+A cache folder is named by a hash of what it depends on (the clips' contents, not where
+they lie, and what their decoder renders them with (a MIDI file's SoundFont), the spec; plus the
 backbone's weights, the views and their augmentation settings for embeddings). The
 frames and embeddings of a dataset joined by train-only sets or unlabelled music are
 cached per source dataset (`FramePart`; the joined frames are copied together from the
@@ -48,7 +48,7 @@ from mer_plugin.training.progress import Reporter
 from mer_plugin.training.settings import AugmentSettings
 from mer_plugin.user_cache import cache_folder
 
-FORMAT = 1  # bump when the layout of a cache folder changes
+FORMAT = 2  # bump when the layout of a cache folder changes
 
 
 def cache_key(payload: object) -> str:
@@ -81,7 +81,7 @@ class FrameCache:
     frames: np.ndarray  # (total_frames, n_mels), memory-mapped
     offsets: np.ndarray  # (n_rows + 1,)
     rows: np.ndarray  # dataset clip index -> row, or -1
-    skipped: list[str]  # "path: reason"
+    skipped: list[str]  # "path: reason", under the paths of the dataset that opened it
     parts: tuple[FramePart, ...] = ()  # set by frame_cache
 
     @property
@@ -147,20 +147,21 @@ def _cached_frames(
     key, folder = _frames_folder(identities, spec, root)
     if not (folder / "index.json").is_file():
         _build_frames(dataset, spec, folder, reporter)
-    return _open_frames(folder, key, spec)
+    return _open_frames(folder, key, spec, dataset)
 
 
 def _identities(dataset: Dataset) -> list[tuple[str, ...]]:
-    """Each clip's resolved path and a digest of its bytes ("" when it cannot be read),
-    then what its decoders say the audio depends on besides (`Decoder.depends_on`: a MIDI
-    file's SoundFont): a cache survives the data being copied or re-created with new
-    mtimes, and notices a file edited in place or rendered another way."""
+    """Each clip's digest of its bytes ("" when it cannot be read), then what its decoders
+    say the audio depends on besides (`Decoder.depends_on`: a MIDI file's SoundFont): a
+    cache survives the data being moved, copied or re-created with new mtimes, and notices
+    a file edited in place or rendered another way. (A skipped clip's reason is stored by
+    its index and reported under the path it has when the cache is opened.)"""
     return [_identity(c.path) for c in dataset.clips]
 
 
 def _identity(path: Path) -> tuple[str, ...]:
     depends = [d.depends_on() for d in decoders_for(path) if d.depends_on is not None]
-    return (str(path.resolve()), _digest(path), *depends)
+    return (_digest(path), *depends)
 
 
 def _digest(path: Path) -> str:
@@ -179,12 +180,12 @@ def _build_frames(dataset: Dataset, spec: FrontEndSpec, folder: Path, reporter: 
 def _write_frames(dataset: Dataset, spec: FrontEndSpec, part: Path, reporter: Reporter) -> None:
     offsets, rows, skipped = [0], [], []
     with open(part / "frames.f32", "wb") as out, reporter.bar(len(dataset.clips), "log-mel") as bar:
-        for clip in dataset.clips:
+        for index, clip in enumerate(dataset.clips):
             try:
                 frames = clip_frames(clip.path, spec)
             except AudioError as error:
                 rows.append(-1)
-                skipped.append(f"{clip.path}: {error.reason}")
+                skipped.append((index, error.reason))
             else:
                 out.write(np.ascontiguousarray(frames, dtype=np.float32).tobytes())
                 rows.append(len(offsets) - 1)
@@ -198,10 +199,11 @@ def _write_index(
     spec: FrontEndSpec,
     offsets: np.ndarray | list[int],
     rows: np.ndarray | list[int],
-    skipped: list[str],
+    skipped: list[tuple[int, str]],
     clips: list[str],
 ) -> None:
-    """The frames' offsets, each clip's row (-1: skipped) and index.json, written last."""
+    """The frames' offsets, each clip's row (-1: skipped), and index.json, written last:
+    the skipped clips as (clip index, reason), and the paths the cache was built from."""
     np.save(part / "offsets.npy", np.asarray(offsets, dtype=np.int64))
     np.save(part / "rows.npy", np.asarray(rows, dtype=np.int64))
     index = {"format": FORMAT, "spec": spec.to_dict(), "skipped": skipped, "clips": clips}
@@ -221,22 +223,28 @@ def _join_frames(
                 with open(source.folder / "frames.f32", "rb") as frames:
                     shutil.copyfileobj(frames, out)
                 rows_before = sum(len(o) for o in offsets) - 1
+                clips_before = sum(len(r) for r in rows)
                 rows.append(np.where(source.rows >= 0, source.rows + rows_before, -1))
                 offsets.append(source.offsets[1:] + offsets[-1][-1])
-                skipped += source.skipped
+                skipped += [(clips_before + i, why) for i, why in _skipped_of(source.folder)]
         clips = [str(c.path) for c in dataset.clips]
         _write_index(part, spec, np.concatenate(offsets), np.concatenate(rows), skipped, clips)
 
 
-def _open_frames(folder: Path, key: str, spec: FrontEndSpec) -> FrameCache:
+def _open_frames(folder: Path, key: str, spec: FrontEndSpec, dataset: Dataset) -> FrameCache:
     offsets = np.load(folder / "offsets.npy")
     total = int(offsets[-1])
     if total:
         frames = np.memmap(folder / "frames.f32", np.float32, "r", shape=(total, spec.n_mels))
     else:
         frames = np.empty((0, spec.n_mels), np.float32)
-    skipped = json.loads((folder / "index.json").read_text())["skipped"]
+    skipped = [f"{dataset.clips[i].path}: {why}" for i, why in _skipped_of(folder)]
     return FrameCache(folder, key, spec, frames, offsets, np.load(folder / "rows.npy"), skipped)
+
+
+def _skipped_of(folder: Path) -> list[tuple[int, str]]:
+    """The (clip index, reason) of each clip a frame cache skipped."""
+    return [(i, why) for i, why in json.loads((folder / "index.json").read_text())["skipped"]]
 
 
 # ------------------------------------------------------------------------------ segments
@@ -316,7 +324,7 @@ def extras_cache(
 ) -> np.ndarray:
     """Song-level extractor features (clips, extras.size) of every clip of `dataset`,
     computed in `jobs` processes (default: one per core) and cached by the extractors,
-    features and clips (paths and contents). A clip an extractor cannot read is an error
+    features and clips (their contents). A clip an extractor cannot read is an error
     that names it: the frame cache has already dropped the undecodable ones."""
     card = extras.to_card()
     key = cache_key({"clips": _identities(dataset), "x": card})
