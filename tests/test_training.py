@@ -29,7 +29,13 @@ from mer_plugin.plugins import get_plugins
 from mer_plugin.training import cache as cache_module
 from mer_plugin.training.augment import augment, from_power, to_power
 from mer_plugin.training.backbone import build_backbone
-from mer_plugin.training.cache import SegmentTable, embed_view, embedding_cache, frame_cache
+from mer_plugin.training.cache import (
+    JoinedFrames,
+    SegmentTable,
+    embed_view,
+    embedding_cache,
+    frame_cache,
+)
 from mer_plugin.training.evaluate import EvalOptions, evaluate, gmm_check, metrics
 from mer_plugin.training.methods import fit, fit_segment_head, head_seeds, predict
 from mer_plugin.training.prepare import prepare
@@ -442,8 +448,8 @@ def test_a_joined_frame_cache_decodes_each_source_once(
     dataset_dir: Path, more_quadrants: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A dataset joined with an added set takes its log-mel from each source's own cache:
-    the source cached before is not decoded again, and the joined frames, rows and
-    skipped clips are those of one pass over every clip."""
+    the source cached before is not decoded again, nothing is copied to disk, and the
+    joined frames, rows and skipped clips are those of one pass over every clip."""
     broken = more_quadrants / "Q2" / "Q2_broken.wav"
     broken.write_text("not audio")
     try:
@@ -461,6 +467,7 @@ def test_a_joined_frame_cache_decodes_each_source_once(
         joined = frame_cache(joined_set, TINY_SPEC, tmp_path / "a", part_sizes=sizes)
         assert sorted(decoded) == sorted(c.path for c in more.clips)
         assert joined.parts[0].key == alone.key
+        assert len(list((tmp_path / "a" / "frames").iterdir())) == 2  # the two sources
         one_pass = frame_cache(joined_set, TINY_SPEC, tmp_path / "b")
         np.testing.assert_array_equal(joined.rows, one_pass.rows)
         assert -1 in joined.rows[len(data.clips) :]
@@ -469,6 +476,18 @@ def test_a_joined_frame_cache_decodes_each_source_once(
         assert joined.skipped == one_pass.skipped and "Q2_broken.wav" in joined.skipped[0]
     finally:
         broken.unlink()
+
+
+def test_joined_frames_read_as_one_array() -> None:
+    """Slices and index arrays of joined caches, an empty one among them, gather the frames
+    that one array of them all holds."""
+    parts = [np.arange(12.0).reshape(6, 2), np.empty((0, 2)), np.arange(100.0, 108).reshape(4, 2)]
+    whole = np.concatenate(parts)
+    joined = JoinedFrames(parts, np.cumsum([0, 6, 0, 4]))
+    index = np.array([[5, 6, 9], [0, 7, 3]])
+    np.testing.assert_array_equal(joined[index], whole[index])
+    np.testing.assert_array_equal(joined[4:8], whole[4:8])
+    np.testing.assert_array_equal(np.asarray(joined), whole)
 
 
 def test_an_added_set_reuses_the_cached_embeddings_of_the_dataset_it_joins(

@@ -9,8 +9,8 @@ A cache folder is named by a hash of what it depends on (the clips' contents, no
 they lie, and what their decoder renders them with (a MIDI file's SoundFont), the spec; plus the
 backbone's weights, the views and their augmentation settings for embeddings). The
 frames and embeddings of a dataset joined by train-only sets or unlabelled music are
-cached per source dataset (`FramePart`; the joined frames are copied together from the
-sources' caches), so `--add` decodes and embeds the added clips only. The root is
+cached per source dataset (`FramePart`; the joined frames are the sources' caches read side
+by side, never copied), so `--add` decodes and embeds the added clips only. The root is
 `--cache-dir`, else ``$MER_CACHE_DIR``, else ``$XDG_CACHE_HOME/mer``, else
 ``~/.cache/mer``. Files and folders are written under a temporary name (`written_whole`)
 and renamed into place, so an interrupted run leaves no half cache: a run stopped with
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -69,16 +68,42 @@ class FramePart:
     rows: range
 
 
+class JoinedFrames:
+    """The frames of several caches read as one (total_frames, n_mels) array: a slice or an
+    array of frame indices gathers from each cache in place."""
+
+    def __init__(self, parts: Sequence[np.ndarray], starts: np.ndarray) -> None:
+        self.parts, self.starts = parts, starts  # starts: each part's first frame, then the total
+        self.shape = (int(starts[-1]), parts[0].shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
+        if isinstance(index, slice):
+            index = np.arange(*index.indices(len(self)))
+        index = np.asarray(index)
+        part = np.searchsorted(self.starts, index, side="right") - 1
+        out = np.empty((*index.shape, self.shape[1]), np.float32)
+        for p in np.unique(part):
+            at = part == p
+            out[at] = self.parts[p][index[at] - self.starts[p]]
+        return out
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+
 @dataclass
 class FrameCache:
     """Frames of the readable clips of a dataset, memory-mapped; `rows[i]` is clip i's row
     (-1 when it was skipped). `parts` split the rows by source dataset (one part when the
     dataset was not joined from several)."""
 
-    folder: Path
+    folder: Path | None  # None for a dataset joined from several: its sources' folders
     key: str
     spec: FrontEndSpec
-    frames: np.ndarray  # (total_frames, n_mels), memory-mapped
+    frames: np.ndarray | JoinedFrames  # (total_frames, n_mels), memory-mapped
     offsets: np.ndarray  # (n_rows + 1,)
     rows: np.ndarray  # dataset clip index -> row, or -1
     skipped: list[str]  # "path: reason", under the paths of the dataset that opened it
@@ -100,29 +125,39 @@ def frame_cache(
     part_sizes: Sequence[int] = (),
 ) -> FrameCache:
     """The frame cache of a dataset's clips, built on first use. `part_sizes`: the clip
-    counts of the source datasets the dataset joins, in order (default: one source); a
-    joined cache is put together from each source's own, so a source is decoded once
-    whatever it is joined with."""
+    counts of the source datasets the dataset joins, in order (default: one source); each
+    source is cached on its own, so it is decoded once whatever it is joined with."""
     identities = _identities(dataset)
     bounds = np.cumsum([0, *(part_sizes or [len(identities)])])
     if bounds[-1] != len(identities):
         raise ValueError(f"part sizes {list(part_sizes)} do not add up to {len(identities)} clips")
     reporter = reporter or Reporter(quiet=True)
-    _, folder = _frames_folder(identities, spec, root)
-    if len(bounds) > 2 and not (folder / "index.json").is_file():
-        sources = [
-            _cached_frames(replace(dataset, clips=dataset.clips[a:b]), identities[a:b], spec,
-                           root, reporter)
-            for a, b in pairwise(bounds)
-        ]  # fmt: skip
-        _join_frames(sources, dataset, spec, folder)
-    cache = _cached_frames(dataset, identities, spec, root, reporter)
-    rows_before = np.concatenate([[0], np.cumsum(cache.rows >= 0)])[bounds]
-    parts = tuple(
-        FramePart(_frames_key(identities[a:b], spec), range(first, end))
-        for (a, b), (first, end) in zip(pairwise(bounds), pairwise(rows_before), strict=True)
+    sources = [
+        _cached_frames(replace(dataset, clips=dataset.clips[a:b]), identities[a:b], spec, root,
+                       reporter)
+        for a, b in pairwise(bounds)
+    ]  # fmt: skip
+    if len(sources) == 1:
+        (cache,) = sources
+        return replace(cache, parts=(FramePart(cache.key, range(len(cache.lengths))),))
+    return _joined(sources, _frames_key(identities, spec))
+
+
+def _joined(sources: list[FrameCache], key: str) -> FrameCache:
+    """The frame cache of the sources' clips in order, their frames read side by side."""
+    first_rows = np.cumsum([0, *(len(source.lengths) for source in sources)])
+    first_frames = np.cumsum([0, *(int(source.offsets[-1]) for source in sources)])
+    shifted = list(zip(sources, first_rows[:-1], first_frames[:-1], strict=True))
+    return FrameCache(
+        folder=None,
+        key=key,
+        spec=sources[0].spec,
+        frames=JoinedFrames([source.frames for source in sources], first_frames),
+        offsets=np.concatenate([[0], *(s.offsets[1:] + frame for s, _, frame in shifted)]),
+        rows=np.concatenate([np.where(s.rows >= 0, s.rows + row, -1) for s, row, _ in shifted]),
+        skipped=[line for source in sources for line in source.skipped],
+        parts=tuple(FramePart(s.key, range(row, row + len(s.lengths))) for s, row, _ in shifted),
     )
-    return replace(cache, parts=parts)
 
 
 def _frames_key(identities: list[tuple[str, ...]], spec: FrontEndSpec) -> str:
@@ -210,27 +245,6 @@ def _write_index(
     (part / "index.json").write_text(json.dumps(index, indent=1))
 
 
-def _join_frames(
-    sources: list[FrameCache], dataset: Dataset, spec: FrontEndSpec, folder: Path
-) -> None:
-    """The cache of `dataset`, the sources' clips in order: their frames copied, not
-    decoded again."""
-    offsets, rows, skipped = [np.zeros(1, np.int64)], [], []
-    with written_whole(folder) as part:
-        part.mkdir(parents=True)
-        with open(part / "frames.f32", "wb") as out:
-            for source in sources:
-                with open(source.folder / "frames.f32", "rb") as frames:
-                    shutil.copyfileobj(frames, out)
-                rows_before = sum(len(o) for o in offsets) - 1
-                clips_before = sum(len(r) for r in rows)
-                rows.append(np.where(source.rows >= 0, source.rows + rows_before, -1))
-                offsets.append(source.offsets[1:] + offsets[-1][-1])
-                skipped += [(clips_before + i, why) for i, why in _skipped_of(source.folder)]
-        clips = [str(c.path) for c in dataset.clips]
-        _write_index(part, spec, np.concatenate(offsets), np.concatenate(rows), skipped, clips)
-
-
 def _open_frames(folder: Path, key: str, spec: FrontEndSpec, dataset: Dataset) -> FrameCache:
     offsets = np.load(folder / "offsets.npy")
     total = int(offsets[-1])
@@ -238,13 +252,9 @@ def _open_frames(folder: Path, key: str, spec: FrontEndSpec, dataset: Dataset) -
         frames = np.memmap(folder / "frames.f32", np.float32, "r", shape=(total, spec.n_mels))
     else:
         frames = np.empty((0, spec.n_mels), np.float32)
-    skipped = [f"{dataset.clips[i].path}: {why}" for i, why in _skipped_of(folder)]
+    index = json.loads((folder / "index.json").read_text())
+    skipped = [f"{dataset.clips[i].path}: {why}" for i, why in index["skipped"]]
     return FrameCache(folder, key, spec, frames, offsets, np.load(folder / "rows.npy"), skipped)
-
-
-def _skipped_of(folder: Path) -> list[tuple[int, str]]:
-    """The (clip index, reason) of each clip a frame cache skipped."""
-    return [(i, why) for i, why in json.loads((folder / "index.json").read_text())["skipped"]]
 
 
 # ------------------------------------------------------------------------------ segments
