@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import resource
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from tiny_model import train_tiny_model
 from tinytag import TinyTag
 
 from mer_plugin.audio import open_stream
-from mer_plugin.budget import FULL, Budget
+from mer_plugin.budget import DEFAULT_BUDGET, FULL, Budget
 from mer_plugin.errors import AudioError, TagError
 from mer_plugin.hookspecs import TagWriter, hookimpl
 from mer_plugin.inference import Model, predict_file
@@ -77,8 +79,6 @@ def song(make_audio: MAKE, name: str, seconds: float = 3.5, **kw) -> Path:
 
 
 def tag(paths: list[Path], model: Model, options: TagOptions, **changes) -> TagRun:
-    from dataclasses import replace
-
     return tag_library(walk(paths), model, replace(options, **changes))
 
 
@@ -222,6 +222,22 @@ def test_a_near_tie_is_analysed_whole_and_a_clear_song_from_its_budget(
                 assert got.probabilities == pytest.approx(want.probabilities, abs=1e-5)
             if budget.near_tie:
                 assert outcome.valence == pytest.approx(full[outcome.path].valence, abs=1e-5)
+
+
+def test_a_track_of_fewer_than_twenty_segments_is_analysed_whole(
+    make_audio: MAKE, model, options
+) -> None:
+    """`mer tag`'s budget skips none of a short track's segments (on 30-s clips every
+    third segment cost 0.009 macro-F1: docs/performance.md); a longer track's first pass
+    takes every third."""
+    short = song(make_audio, "short.mp3", 45.0, kind="noise", seed=0)  # 15 segments of 3 s
+    long = song(make_audio, "long.mp3", 66.0, kind="noise", seed=1)  # 22
+    budget = replace(DEFAULT_BUDGET, near_tie=0.0)  # its first pass alone
+    run = tag([short, long], model, options, budget=budget, dry_run=True, timeline=True)
+    analysed = {outcome.path: len(outcome.timeline) for outcome in run.outcomes}
+    full = {path: len(predict_file(model, path).timeline) for path in (short, long)}
+    assert full[short] < DEFAULT_BUDGET.whole_below <= full[long]
+    assert analysed == {short: full[short], long: math.ceil(full[long] / 3)}
 
 
 def test_gathering_grows_past_a_short_estimate() -> None:
