@@ -56,7 +56,8 @@ Full = Annotated[
     typer.Option(
         "--full",
         help="Analyse every 3-s segment of each track (default: every third, and all of "
-        "them when the song is a near tie between two moods: see docs/performance.md).",
+        "them when the song is a near tie between two moods or the track is under about a "
+        "minute: see docs/performance.md).",
     ),
 ]
 
