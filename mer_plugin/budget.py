@@ -7,8 +7,9 @@ minute (docs/performance.md): the song's quadrant of the full analysis on every 
 from about 45 % of the segments. A track of fewer than 20 segments by its header
 (under about a minute) is analysed whole: on 30-s clips every third segment kept the
 full analysis' quadrant on only 94 % and cost 0.009 macro-F1 (4Q clips the model had
-not learned from, the same page), for little time saved. `FULL` analyses every segment; `max_segments` caps a
-track at that many segments, evenly spread, with no second pass.
+not learned from, the same page) to save 40 % of their time. `FULL` analyses every
+segment; `max_segments` caps a track at that many segments, evenly spread, with no
+second pass.
 """
 
 from __future__ import annotations
