@@ -260,6 +260,39 @@ def test_truncated_m4a_is_an_error(make_broken) -> None:
     assert_one_line_error(make_broken("cut.m4a", "truncated"), "not a recognised audio file")
 
 
+@pytest.mark.parametrize("decoder", ["soundfile", "pyav-fallback"])
+@pytest.mark.parametrize("name", ["cut.ogg", "cut.opus"])
+def test_truncated_ogg_is_an_error(make_broken, name: str, decoder: str) -> None:
+    # Ogg declares no length: the file ends inside a page, before the end-of-stream one
+    path = make_broken(name, "truncated", seconds=6.0, kind="noise", sample_rate=48000)
+    with pytest.raises(AudioError, match=r"after \d.* \(the file ends inside an Ogg page\)"):
+        list(open_stream(path, RATE, decoder=decoder))
+    # the length the last page gives is the cut file's, not the song's
+    assert audio_info(path, decoder=decoder).duration is None
+
+
+def test_ogg_cut_between_pages_is_an_error(make_audio, tmp_path: Path) -> None:
+    whole = make_audio("whole.ogg", 6.0, kind="noise").read_bytes()
+    cut = tmp_path / "cut.ogg"
+    cut.write_bytes(whole[: whole.index(b"OggS", len(whole) // 2)])  # at a page's start
+    assert_one_line_error(cut, "the Ogg stream stops before its last page")
+
+
+def test_truncated_ogg_decodes_partially_when_not_strict(make_broken) -> None:
+    path = make_broken("cut.ogg", "truncated", seconds=6.0, kind="noise")
+    with pytest.warns(AudioWarning, match="inside an Ogg page"):
+        x = decode(path, strict=False)
+    assert 1.0 * RATE < len(x) < 5.0 * RATE
+
+
+def test_ogg_with_a_tag_appended_after_its_last_page_decodes_whole(make_audio) -> None:
+    clean = make_audio("clean.ogg", 3.0, kind="noise")
+    appended = clean.with_name("appended.ogg")
+    appended.write_bytes(clean.read_bytes() + b"TAG" + bytes(125))  # an ID3v1 tag
+    assert audio_info(appended).duration == audio_info(clean).duration
+    np.testing.assert_array_equal(decode(appended), decode(clean))
+
+
 def test_file_without_audio_stream(make_video_only) -> None:
     path = make_video_only("clip.m4a")
     assert_one_line_error(path, r"no audio stream \(the file holds only video\)")

@@ -748,6 +748,7 @@ def test_bad_files_never_stop_the_run(make_audio, make_broken, model, options, m
     bad = [
         make_broken("text.mp3", "text"),
         make_broken("cut.flac", "truncated", seconds=4.0),
+        make_broken("cut.ogg", "truncated", seconds=4.0, kind="noise"),  # no declared length
         make_broken("empty.wav", "empty"),
         song(make_audio, "crash-here.flac"),
     ]
@@ -764,4 +765,5 @@ def test_bad_files_never_stop_the_run(make_audio, make_broken, model, options, m
     reasons = {o.path.name: o.reason for o in run.outcomes[len(good) :]}
     assert all(o.status == Status.FAILED for o in run.outcomes[len(good) :])
     assert "truncated" in reasons["cut.flac"] and "empty" in reasons["empty.wav"]
+    assert "the file ends inside an Ogg page" in reasons["cut.ogg"]
     assert reasons["crash-here.flac"] == WORKER_DIED
