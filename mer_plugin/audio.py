@@ -31,11 +31,13 @@ because a half-decoded song gives a wrong emotion without anyone noticing.
     declares the exact length; a stream that ends early is reported at the end, and
     data after that length that does not decode (junk, a botched concatenation) is
     ignored.
+  - WAV (PCM, float) and AIFF: the data chunk's size and the COMM chunk declare the
+    length (read by mer: libsndfile silently counts what a cut file still holds); a
+    placeholder size (a WAV written to a pipe) declares none.
   - Ogg (Vorbis, Opus): no length is declared, but a stream's last page is flagged
     end-of-stream; a file that ends inside a page or after a page not so flagged is
     reported at the end, with the position reached, and its duration is unknown.
-    MP3 without such a header and WAV/AIFF (libsndfile silently clamps the data size)
-    cannot be checked: what is there decodes.
+    MP3 without such a header cannot be checked: what is there decodes.
   - MP4/M4A: the container declares the length (and moov-at-end files lose
     their index, so they do not open at all).
 With `strict=False` these become an `AudioWarning` and what decoded is kept.

@@ -260,6 +260,26 @@ def test_truncated_m4a_is_an_error(make_broken) -> None:
     assert_one_line_error(make_broken("cut.m4a", "truncated"), "not a recognised audio file")
 
 
+@pytest.mark.parametrize("name", ["cut.wav", "cut.aiff"])
+def test_truncated_wav_and_aiff_are_errors(make_broken, name: str) -> None:
+    # libsndfile counts the frames a cut file still holds; its header declares all six
+    path = make_broken(name, "truncated", seconds=6.0)
+    assert_one_line_error(path, "truncated: audio stops at 3.00 s of the 6.00 s declared by")
+    assert audio_info(path).duration == pytest.approx(6.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("placeholder", [0xFFFFFFFF, 0x7FFFF000])
+def test_wav_with_a_placeholder_length_decodes_whole(make_audio, tmp_path, placeholder) -> None:
+    # written to a pipe, a WAV's data chunk keeps the size its writer put there first
+    clean = make_audio("clean.wav", 3.0, kind="noise")
+    data = bytearray(clean.read_bytes())
+    size_at = data.index(b"data") + 4
+    data[size_at : size_at + 4] = placeholder.to_bytes(4, "little")
+    streamed = tmp_path / "streamed.wav"
+    streamed.write_bytes(data)
+    np.testing.assert_array_equal(decode(streamed), decode(clean))
+
+
 @pytest.mark.parametrize("decoder", ["soundfile", "pyav-fallback"])
 @pytest.mark.parametrize("name", ["cut.ogg", "cut.opus"])
 def test_truncated_ogg_is_an_error(make_broken, name: str, decoder: str) -> None:

@@ -749,6 +749,7 @@ def test_bad_files_never_stop_the_run(make_audio, make_broken, model, options, m
         make_broken("text.mp3", "text"),
         make_broken("cut.flac", "truncated", seconds=4.0),
         make_broken("cut.ogg", "truncated", seconds=4.0, kind="noise"),  # no declared length
+        make_broken("cut.wav", "truncated", seconds=4.0),
         make_broken("empty.wav", "empty"),
         song(make_audio, "crash-here.flac"),
     ]
@@ -766,4 +767,5 @@ def test_bad_files_never_stop_the_run(make_audio, make_broken, model, options, m
     assert all(o.status == Status.FAILED for o in run.outcomes[len(good) :])
     assert "truncated" in reasons["cut.flac"] and "empty" in reasons["empty.wav"]
     assert "the file ends inside an Ogg page" in reasons["cut.ogg"]
+    assert "of the 4.00 s declared by its header" in reasons["cut.wav"]
     assert reasons["crash-here.flac"] == WORKER_DIED

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from fractions import Fraction
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import numpy as np
 import soundfile as sf
@@ -43,7 +43,7 @@ SOUNDFILE, PYAV, PYAV_FALLBACK = "soundfile", "pyav", "pyav-fallback"  # built-i
 @contextmanager
 def _open_soundfile(path: Path, block_frames: int) -> Iterator[Source]:
     with sf.SoundFile(path) as f:
-        expected = _soundfile_expected(path, f)
+        expected = _soundfile_declared(path, f.format, f.frames)
         cut = _ogg_cut_short(path) if f.format == "OGG" else None
         blocks = _ending_checked(_soundfile_blocks(f, block_frames), cut)
         yield Source(f.samplerate, f.channels, blocks, expected)
@@ -59,19 +59,72 @@ def _soundfile_blocks(f: sf.SoundFile, block_frames: int) -> Iterator[np.ndarray
         yield block
 
 
-def _soundfile_expected(path: Path, f: sf.SoundFile) -> int | None:
-    """The exact length the headers declare, where libsndfile reports one."""
-    if f.format == "FLAC" and f.frames > 0:  # STREAMINFO total samples
-        return f.frames
+def _soundfile_declared(path: Path, fmt: str, frames: int) -> int | None:
+    """The exact length the headers declare, where they declare one: FLAC's STREAMINFO
+    (libsndfile's frame count), WAV's data chunk and AIFF's COMM chunk (read here:
+    libsndfile counts only the frames a cut file still holds)."""
+    if fmt == "FLAC":
+        return frames if frames > 0 else None
+    if fmt in ("WAV", "WAVEX"):
+        return _wav_declared_frames(path)
+    if fmt == "AIFF":
+        return _aiff_declared_frames(path)
     return None
 
 
 def _soundfile_info(path: Path) -> AudioInfo:
     i = sf.info(str(path))
     codec = {"FLAC": "flac", "MP3": "mp3"}.get(i.format, i.subtype.lower())
-    known = i.frames > 0 and not (i.format == "OGG" and _ogg_cut_short(path))
-    duration = i.frames / i.samplerate if known else None
+    frames = _soundfile_declared(path, i.format, i.frames) or i.frames
+    known = frames > 0 and not (i.format == "OGG" and _ogg_cut_short(path))
+    duration = frames / i.samplerate if known else None
     return AudioInfo(path, duration, i.samplerate, i.channels, codec, i.format.lower(), SOUNDFILE)
+
+
+# ------------------------------------------------------------------ WAV and AIFF chunks
+
+_WAV_PCM_FORMATS = (1, 3, 0xFFFE)  # PCM, IEEE float, extensible: one block a frame
+_WAV_UNKNOWN_SIZE = 0x7FFFF000  # data sizes from here up are placeholders (pipes, streams)
+
+
+def _riff_chunks(fh: BinaryIO, order: Literal["little", "big"]) -> Iterator[tuple[bytes, int]]:
+    """(id, size) of each chunk after a RIFF or IFF file's 12-byte header, the file
+    positioned at the chunk's data; bodies are padded to an even size."""
+    fh.seek(12)
+    while len(head := fh.read(8)) == 8:
+        size = int.from_bytes(head[4:], order)
+        start = fh.tell()
+        yield head[:4], size
+        fh.seek(start + size + (size & 1))
+
+
+def _wav_declared_frames(path: Path) -> int | None:
+    """The frames a PCM or float WAV's data chunk declares; None for placeholders or
+    compressed data."""
+    with open(path, "rb") as fh:
+        if fh.read(12)[8:] != b"WAVE":
+            return None
+        block_align = 0
+        for chunk, size in _riff_chunks(fh, "little"):
+            if chunk == b"fmt ":
+                fmt = fh.read(16)
+                pcm = int.from_bytes(fmt[:2], "little") in _WAV_PCM_FORMATS
+                block_align = int.from_bytes(fmt[12:14], "little") if pcm else 0
+            elif chunk == b"data":
+                known = block_align and 0 < size < _WAV_UNKNOWN_SIZE
+                return size // block_align if known else None
+    return None
+
+
+def _aiff_declared_frames(path: Path) -> int | None:
+    """The frames an AIFF or AIFF-C's COMM chunk declares."""
+    with open(path, "rb") as fh:
+        if fh.read(12)[8:] not in (b"AIFF", b"AIFC"):
+            return None
+        for chunk, _size in _riff_chunks(fh, "big"):
+            if chunk == b"COMM":
+                return int.from_bytes(fh.read(6)[2:], "big") or None
+    return None
 
 
 # ------------------------------------------------------------------ Ogg pages
