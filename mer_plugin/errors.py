@@ -12,6 +12,10 @@ class MerError(Exception):
     """Base of every error mer reports to a user as one line."""
 
 
+class SilentTrack(MerError):
+    """A track holds nothing to hear: every analysed segment is silent."""
+
+
 class AudioError(MerError):
     """A file could not be read as audio."""
 

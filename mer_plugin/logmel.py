@@ -202,3 +202,25 @@ class LogMelStream:
             self._buf = self._buf[keep - self._base :].copy()
             self._base = keep
         return out
+
+
+# ------------------------------------------------------------------ silence
+
+SILENCE_DBFS = -80.0  # a segment quieter than a tone this far below full scale is silent
+
+
+@functools.cache
+def silence_ceiling(spec: FrontEndSpec) -> float:
+    """The loudest log-mel value of a 1 kHz sine at `SILENCE_DBFS` (RMS): a segment whose
+    every value lies at or below it holds nothing to hear (digital silence, dither, a
+    fade's last breath). Any log compression is monotonic, so this holds for each."""
+    t = np.arange(spec.sample_rate) / spec.sample_rate
+    amplitude = np.sqrt(2) * 10 ** (SILENCE_DBFS / 20)
+    return float(log_mel(np.float32(amplitude) * np.sin(2 * np.pi * 1000 * t), spec).max())
+
+
+def silent_segments(segments: np.ndarray, spec: FrontEndSpec) -> np.ndarray:
+    """Which of the log-mel segments (n, frames, n_mels) are silent (`silence_ceiling`)."""
+    if len(segments) == 0:
+        return np.zeros(0, bool)
+    return segments.reshape(len(segments), -1).max(axis=1) <= silence_ceiling(spec)

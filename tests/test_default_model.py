@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 import socket
 
+import mutagen
+import numpy as np
 import pytest
+import soundfile as sf
 from mer_cli import mer
+from synthetic_music import SAMPLE_RATE, signal
 
+from mer_plugin.budget import DEFAULT_BUDGET
+from mer_plugin.errors import SilentTrack
 from mer_plugin.inference import load_model, predict_file, read_card, resolve_model
 from mer_plugin.inference.folder import shipped_models_dir
 
@@ -55,3 +61,57 @@ def test_the_fast_model_ships_beside_the_default_and_is_chosen_by_name(make_audi
     completed = mer("predict", make_audio("tune.wav", seconds=7), "--json", "--model", "fast")
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["model"] == fast.release
+
+
+def _song_then_silence(path, silence_s: float, level_db: float = 0.0):
+    """Synthetic Q1 music (8 s, scaled by `level_db`), then `silence_s` of digital zeros."""
+    music = signal("Q1", 8.0, np.random.default_rng(0)) * np.float32(10 ** (level_db / 20))
+    sf.write(
+        path,
+        np.concatenate([music, np.zeros(int(silence_s * SAMPLE_RATE), np.float32)]),
+        SAMPLE_RATE,
+    )
+    return path
+
+
+def test_silence_after_a_song_leaves_its_emotion_as_it_was(tmp_path) -> None:
+    # a hidden track's minutes of silence, a long gap before the end of a recording
+    model = load_model(resolve_model())
+    short = predict_file(model, _song_then_silence(tmp_path / "short.flac", 4.0))
+    long = predict_file(model, _song_then_silence(tmp_path / "long.flac", 90.0))
+    assert len(short.timeline) == 4 and len(long.timeline) == 32  # every segment shown
+    assert long.label == short.label
+    for quadrant, p in short.probabilities.items():
+        assert long.probabilities[quadrant] == pytest.approx(p, abs=1e-5)
+
+
+def test_quiet_music_is_not_silence(tmp_path) -> None:
+    quiet = _song_then_silence(tmp_path / "quiet.flac", 0.0, level_db=-40.0)  # peaks ~ -50 dBFS
+    assert predict_file(load_model(resolve_model()), quiet).label in {"Q1", "Q2", "Q3", "Q4"}
+
+
+@pytest.mark.parametrize("noise", [0.0, 1 / 32768], ids=["digital-zero", "16-bit-dither"])
+def test_a_silent_track_gets_no_emotion(tmp_path, noise: float) -> None:
+    path = tmp_path / "Stille – silence.flac"
+    rng = np.random.default_rng(0)
+    sf.write(
+        path, noise * (rng.random(30 * SAMPLE_RATE) - rng.random(30 * SAMPLE_RATE)), SAMPLE_RATE
+    )
+    with pytest.raises(SilentTrack, match="silent: nothing louder than -80 dBFS"):
+        predict_file(load_model(resolve_model()), path)
+    completed = mer("tag", tmp_path)  # not tagged, and said why
+    assert completed.returncode != 0 or "failed" in completed.stdout
+    assert f"{path}: silent" in completed.stdout + completed.stderr
+    assert "mood" not in (mutagen.File(path).tags or {})  # Vorbis comments: any case
+
+
+def test_a_budget_that_hears_only_silence_analyses_the_rest(tmp_path) -> None:
+    # 66 s, sound only in the second 3-s segment: the budget's first pass (every third
+    # segment) hears nothing, so the rest is analysed, not the track called silent
+    music = signal("Q2", 2.9, np.random.default_rng(0))
+    x = np.zeros(66 * SAMPLE_RATE, np.float32)
+    start = int(3.0 * SAMPLE_RATE)
+    x[start : start + len(music)] = music
+    sf.write(tmp_path / "gap.flac", x, SAMPLE_RATE)
+    result = predict_file(load_model(resolve_model()), tmp_path / "gap.flac", DEFAULT_BUDGET)
+    assert len(result.timeline) == 22  # every segment, after both passes

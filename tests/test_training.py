@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from mer_cli import mer
 from synthetic_music import TINY, TINY_SPEC, TinyPlugin, make_dataset
@@ -644,14 +645,18 @@ def test_cli_score_reports_a_trained_model_on_labelled_music(
     model = train_tiny_model(tmp_path)
     broken = dataset_dir / "Q2" / "Q2_truncated.wav"
     broken.write_bytes(b"RIFF\x10\x00\x00\x00WAVE")  # a header and nothing else
+    silent = dataset_dir / "Q4" / "Q4_silent.wav"
+    sf.write(silent, np.zeros(4 * 16000, np.float32), 16000)
     report_path = tmp_path / "score.json"
     try:
         result = mer("score", dataset_dir, "--model", model, "--json", report_path, "--quiet")
     finally:
         broken.unlink()
+        silent.unlink()
     assert result.returncode == 0, result.stderr
     assert "tiny-tagger 1 on quadrants: 16 clips" in result.stdout and "macro-F1" in result.stdout
-    assert "1 clips skipped" in result.stdout and "Q2_truncated.wav" in result.stdout
+    assert "2 clips skipped" in result.stdout and "Q2_truncated.wav" in result.stdout
+    assert "Q4_silent.wav: silent" in result.stdout
     report = json.loads(report_path.read_text())
     assert report["clips"] == len(report["predictions"]) == 16
     assert sum(map(sum, report["metrics"]["confusion"])) == 16

@@ -21,6 +21,7 @@ import torch
 from mer_plugin.audio import audio_info
 from mer_plugin.budget import FULL, Budget
 from mer_plugin.emotion import valence_arousal
+from mer_plugin.errors import SilentTrack
 from mer_plugin.features import clip_frames, iter_segments, segments_of
 from mer_plugin.frontend import FrontEndSpec
 from mer_plugin.heap import RELEASE_EVERY, release_free_memory
@@ -30,6 +31,7 @@ from mer_plugin.inference.folder import Model, ModelError
 from mer_plugin.inference.heads import EmbeddingMoments, stage2_features
 from mer_plugin.kernels.confidence import confidence
 from mer_plugin.kernels.segments import cut_segments
+from mer_plugin.logmel import SILENCE_DBFS, silent_segments
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,17 @@ class Prediction:
 
 @dataclass
 class SongSegments:
-    """What a song's segments gave: their class probabilities (n, classes), in order, and
-    their embeddings' moments when the model's song level takes them."""
+    """What a song's segments gave: their class probabilities (n, classes), in order,
+    which of them are silent (None: none), and the moments of the embeddings of those
+    that are not, when the model's song level takes them."""
 
     probs: np.ndarray
     moments: EmbeddingMoments | None = None
+    silent: np.ndarray | None = None
+
+    def heard(self) -> np.ndarray:
+        """The probabilities of the segments that are not silent."""
+        return self.probs if self.silent is None else self.probs[~self.silent]
 
 
 class SegmentBatcher:
@@ -78,7 +86,8 @@ class SegmentBatcher:
     Segments are gathered across songs into batches of `size` for the backbone (on a
     GPU, the segments of several files fill one batch); each song's probabilities come
     back in its order. Only one batch of segments is ever held. A segment's numbers
-    can differ, at float32 rounding, with the other segments of its batch.
+    can differ, at float32 rounding, with the other segments of its batch. Silent
+    segments (`logmel.silent_segments`) are marked, and left out of the moments.
     """
 
     def __init__(self, model: Model, size: int | None = None) -> None:
@@ -86,9 +95,11 @@ class SegmentBatcher:
         self.size = size or batch_size(model)
         spec = model.spec
         self.batch = np.empty((self.size, spec.segment_frames, spec.n_mels), np.float32)
+        self.batch_silent = np.empty(self.size, bool)
         self.owners: list[tuple[Hashable, int]] = []  # (song, rows) in the batch, in order
         self.fill = 0
         self.probs: dict[Hashable, list[np.ndarray]] = {}
+        self.silent: dict[Hashable, list[np.ndarray]] = {}
         self.moments: dict[Hashable, EmbeddingMoments] = {}
         self.keeps_moments = model.song_embedding is not None
         self.runs = 0  # backbone calls so far
@@ -96,10 +107,13 @@ class SegmentBatcher:
     def add(self, song: Hashable, segments: np.ndarray) -> None:
         """Segments (k, segment_frames, n_mels) of `song`, after those it had."""
         self.probs.setdefault(song, [])
+        self.silent.setdefault(song, [])
+        silent = silent_segments(segments, self.model.spec)
         done = 0
         while done < len(segments):
             take = min(self.size - self.fill, len(segments) - done)
             self.batch[self.fill : self.fill + take] = segments[done : done + take]
+            self.batch_silent[self.fill : self.fill + take] = silent[done : done + take]
             self.owners.append((song, take))
             self.fill += take
             done += take
@@ -111,16 +125,17 @@ class SegmentBatcher:
         moments when kept; the song is forgotten."""
         if any(owner == song for owner, _ in self.owners):
             self._run()  # a partial batch (with other songs' segments, if any)
-        parts = self.probs.pop(song, [])
+        parts, silent = self.probs.pop(song, []), self.silent.pop(song, [])
         moments = self.moments.pop(song, None)
         if not parts:
             return SongSegments(np.empty((0, len(self.model.classes))), moments)
-        return SongSegments(np.concatenate(parts), moments)
+        return SongSegments(np.concatenate(parts), moments, np.concatenate(silent))
 
     def discard(self, song: Hashable) -> None:
         """Forget a song that failed part way (its segments still in the batch are run
         with the others', their probabilities dropped)."""
         self.probs.pop(song, None)
+        self.silent.pop(song, None)
         self.moments.pop(song, None)
 
     def _run(self) -> None:
@@ -132,10 +147,12 @@ class SegmentBatcher:
         start = 0
         for song, rows in self.owners:
             if song in self.probs:
+                silent = self.batch_silent[start : start + rows].copy()
                 self.probs[song].append(probs[start : start + rows])
+                self.silent[song].append(silent)
                 if embeddings is not None:
                     moments = self.moments.setdefault(song, EmbeddingMoments(embeddings.shape[1]))
-                    moments.add(embeddings[start : start + rows])
+                    moments.add(embeddings[start : start + rows][~silent])
             start += rows
         self.owners, self.fill = [], 0
 
@@ -206,10 +223,15 @@ def song_probabilities(
     model: Model, segments: SongSegments, extras: np.ndarray | None = None
 ) -> np.ndarray:
     """The song's class probabilities: stage 2 or the mean of its segments'
-    probabilities, averaged with the embedding classifier's when the model has one."""
-    probs = segments.probs
-    if len(probs) == 0:
+    probabilities, averaged with the embedding classifier's when the model has one;
+    silent segments left out (`SilentTrack` when every one is)."""
+    if len(segments.probs) == 0:
         raise ModelError("no audio segments to predict from")
+    probs = segments.heard()
+    if len(probs) == 0:
+        raise SilentTrack(
+            f"silent: nothing louder than {SILENCE_DBFS:.0f} dBFS, no emotion to hear"
+        )
     song = _stage2(model, probs, extras) if model.song is not None else probs.mean(axis=0)
     if model.song_embedding is not None:
         if segments.moments is None:
@@ -222,9 +244,12 @@ def near_tie(
     model: Model, segments: SongSegments, extras: np.ndarray | None, budget: Budget
 ) -> bool:
     """Whether a budget's first pass leaves the song's two likeliest classes within
-    `budget.near_tie` of each other: then the rest of the track is analysed too."""
+    `budget.near_tie` of each other, or heard only silence: then the rest of the track
+    is analysed too."""
     if not budget.near_tie or len(segments.probs) == 0:
         return False
+    if len(segments.heard()) == 0:
+        return True
     second, first = np.sort(song_probabilities(model, segments, extras))[-2:]
     return bool(first - second < budget.near_tie)
 
@@ -237,10 +262,16 @@ def both_passes(first: SongSegments, rest: SongSegments, stride: int) -> SongSeg
         raise ModelError("the track decoded differently on its second pass")
     probs = np.empty((n, first.probs.shape[1]))
     probs[picked], probs[~picked] = first.probs, rest.probs
+    silent = np.zeros(n, bool)
+    silent[picked], silent[~picked] = _silent(first), _silent(rest)
     moments = first.moments
     if moments is not None and rest.moments is not None:
         moments = moments.merged(rest.moments)
-    return SongSegments(probs, moments)
+    return SongSegments(probs, moments, silent)
+
+
+def _silent(segments: SongSegments) -> np.ndarray:
+    return np.zeros(len(segments.probs), bool) if segments.silent is None else segments.silent
 
 
 def _stage2(model: Model, segment_probs: np.ndarray, extras: np.ndarray | None) -> np.ndarray:
@@ -267,7 +298,8 @@ def _join(segments: np.ndarray, spec: FrontEndSpec) -> np.ndarray:
 def predict_file(model: Model, path: str | Path, budget: Budget = FULL) -> Prediction:
     """Predict a file's emotion, streaming (a long file costs no more memory than a short
     one, except for clip models, which take all frames at once), from every segment or
-    those a `budget` picks. Raises `AudioError` when the file cannot be read."""
+    those a `budget` picks. Raises `AudioError` when the file cannot be read, and
+    `SilentTrack` when none of it is louder than `logmel.SILENCE_DBFS`."""
     spec = model.spec
     if model.method == Method.CLIP:
         frames = clip_frames(path, spec)
@@ -280,7 +312,10 @@ def predict_file(model: Model, path: str | Path, budget: Budget = FULL) -> Predi
     if stride > 1 and near_tie(model, found, extras, budget):
         rest = song_segments(model, iter_segments(path, spec, stride=stride, rest=True))
         found, stride = both_passes(found, rest, stride), 1
-    return song_prediction(model, found, extras, stride)
+    try:
+        return song_prediction(model, found, extras, stride)
+    except SilentTrack as error:
+        raise SilentTrack(f"{path}: {error}") from None
 
 
 def _prediction(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mer_plugin.datasets import Dataset, DatasetError
-from mer_plugin.errors import AudioError
+from mer_plugin.errors import AudioError, SilentTrack
 from mer_plugin.inference import Model, Prediction, predict_file
 from mer_plugin.training.evaluate import metrics
 from mer_plugin.training.progress import Reporter
@@ -30,6 +30,8 @@ def score_model(model: Model, dataset: Dataset, reporter: Reporter | None = None
                 result = predict_file(model, clip.path)
             except AudioError as error:
                 skipped.append(f"{clip.path}: {error.reason}")
+            except SilentTrack as error:  # names the clip
+                skipped.append(str(error))
             else:
                 probs.append([result.probabilities[c] for c in dataset.classes])
                 labels.append(label)
