@@ -202,3 +202,25 @@ def test_the_ray_engine_without_ray_says_how_to_install_it(library, tmp_path: Pa
     )
     assert result.returncode == 2 and not out.exists()
     assert result.stderr == 'error: Ray is not installed: pip install "mer-plugin[ray]"\n'
+
+
+def test_a_silent_track_is_a_skipped_row_in_either_engine(model, make_audio, tmp_path, local_ray):
+    from mer_plugin.catalog.ray_engine import analyse_on_ray
+
+    (tmp_path / "lib").mkdir()
+    make_audio("lib/song.flac", 3.5, kind="noise")
+    make_audio("lib/silence.flac", 10.0, kind="silence")  # digital zeros: no emotion
+    local, remote = tmp_path / "local.csv", tmp_path / "ray.parquet"
+    runs = (
+        analyse_to_table([tmp_path / "lib"], local, model),
+        analyse_on_ray([tmp_path / "lib"], remote, model, device="cpu"),
+    )
+    for run, rows in zip(runs, (read_rows(local), pq.read_table(remote).to_pylist()), strict=True):
+        assert (run.analysed, run.skipped, run.failed) == (1, 1, 0)
+        (silent,) = [row for row in rows if row["path"].endswith("silence.flac")]
+        assert silent["status"] == "skipped" and silent["quadrant"] is None
+        assert silent["reason"] == "silent: nothing louder than -80 dBFS, no emotion to hear"
+    again = analyse_to_table([tmp_path / "lib"], local, model)
+    assert (again.kept, again.analysed, again.skipped) == (2, 0, 1)
+    result = mer("analyse", tmp_path / "lib", "--out", local)  # nothing failed: status 0
+    assert result.returncode == 0 and "1 skipped (silent), 0 failed" in result.stdout

@@ -10,10 +10,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mer_plugin.budget import DEFAULT_BUDGET, Budget
-from mer_plugin.catalog.table import FAILED, OK, Key, file_key, key_of, read_rows, write_rows
+from mer_plugin.catalog.table import (
+    FAILED,
+    OK,
+    SKIPPED,
+    Key,
+    file_key,
+    key_of,
+    read_rows,
+    write_rows,
+)
 from mer_plugin.emotion import valence_arousal
 from mer_plugin.library import walk
-from mer_plugin.tagging import Outcome, Status, predict_files, shown
+from mer_plugin.tagging import CHANGED, VANISHED, Outcome, Status, predict_files, shown
 
 if TYPE_CHECKING:
     from mer_plugin.inference import Model
@@ -25,8 +34,17 @@ class AnalyseRun:
     rows: list[dict] = field(default_factory=list)
     kept: int = 0  # rows of unchanged files taken from the existing table
     analysed: int = 0  # files analysed now, with a result
-    failed: int = 0  # rows of files that failed, now or before
     interrupted: bool = False
+
+    @property
+    def failed(self) -> int:
+        """Rows of files that failed, now or before."""
+        return sum(row["status"] == FAILED for row in self.rows)
+
+    @property
+    def skipped(self) -> int:
+        """Rows of silent tracks, now or before."""
+        return sum(row["status"] == SKIPPED for row in self.rows)
 
 
 def analyse_to_table(
@@ -49,11 +67,10 @@ def analyse_to_table(
 
     predicted = predict_files(list(todo), model, jobs, advance, timeline, budget)
     run.interrupted = predicted.interrupted
-    for outcome in predicted.outcomes:  # not done (interrupted), vanished: no row
-        if outcome.status in (Status.WOULD_TAG, Status.FAILED):
+    for outcome in predicted.outcomes:  # not done (interrupted), vanished, changed: no row
+        if outcome.status != Status.NOT_DONE and outcome.reason not in (VANISHED, CHANGED):
             run.rows.append(result_row(todo[outcome.path], outcome))
             run.analysed += outcome.status == Status.WOULD_TAG
-    run.failed = sum(row["status"] == FAILED for row in run.rows)
     run.rows.sort(key=lambda row: row["path"])
     write_rows(out, run.rows, timeline)
     return run
@@ -63,14 +80,14 @@ def split_done(
     paths: Iterable[Path], previous_rows: list[dict], model: Model, timeline: bool = False
 ) -> tuple[AnalyseRun, dict[Path, Key]]:
     """A run holding the rows still good (unchanged files; with `timeline`, only those
-    that have one, or failed) and the listing's problems as failed rows; and the files
+    that have one, or no result) and the listing's problems as failed rows; and the files
     left to analyse, with their keys as listed (a file that changes while it is analysed
     then gets a row its next run will not trust)."""
     library = walk(paths, clean=False, decodable=True)
     previous = {
         key_of(row): row
         for row in previous_rows
-        if not timeline or row["status"] == FAILED or row["timeline"] is not None
+        if not timeline or row["status"] != OK or row["timeline"] is not None
     }
     run = AnalyseRun()
     todo: dict[Path, Key] = {}
@@ -90,7 +107,7 @@ def split_done(
 def result_row(key: Key, outcome: Outcome) -> dict:
     """The table's row of a file (its key as listed) from its outcome: "would tag" with
     the prediction (a note in `reason`; the timeline, when the outcome has one), or
-    "failed" with the reason."""
+    "skipped" (a silent track) or "failed" with the reason."""
     path, size, mtime_ns, model = key
     ok = outcome.status == Status.WOULD_TAG
     timeline = outcome.timeline
@@ -99,7 +116,7 @@ def result_row(key: Key, outcome: Outcome) -> dict:
         "size": size,
         "mtime_ns": mtime_ns,
         "model": model,
-        "status": OK if ok else FAILED,
+        "status": OK if ok else SKIPPED if outcome.status == Status.SKIPPED else FAILED,
         "reason": outcome.reason or None,
         "quadrant": outcome.quadrant,
         "mood": outcome.mood,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mer_plugin.budget import DEFAULT_BUDGET, Budget
 from mer_plugin.catalog.local import AnalyseRun, split_done
-from mer_plugin.catalog.table import FAILED, OK, Key, TableError, schema
+from mer_plugin.catalog.table import OK, Key, TableError, schema
 from mer_plugin.errors import MerError
 from mer_plugin.inference.find import ModelError
 
@@ -75,7 +75,6 @@ def analyse_on_ray(
     rows = _analyse(ray, items, model, where, timeline, budget) if items else []
     run.rows += rows
     run.analysed = sum(row["status"] == OK for row in rows)
-    run.failed = sum(row["status"] == FAILED for row in run.rows)
     run.rows.sort(key=lambda row: row["path"])
     _write_dataset(ray, out, run.rows, timeline)
     return run

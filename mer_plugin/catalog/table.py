@@ -3,11 +3,12 @@ Parquet, CSV or JSON lines (by the extension), always whole: a new table is writ
 temporary sibling, synced and renamed over the old one.
 
 A row: the file (its path, printable whatever its bytes; size; mtime_ns), the model,
-status ("ok" or "failed") and reason, and the song's quadrant, mood, valence, arousal and
-confidence. Optionally (`timeline=True`) a `timeline` column: each analysed 3 s segment's
-start and end (seconds), quadrant, valence, arousal and confidence; a list of records in
-Parquet and JSON lines, JSON text in CSV. A row stays good while the file's path, size,
-mtime and the model are the same (`key_of`, `file_key`).
+status ("ok", "skipped": a silent track, or "failed") and reason, and the song's
+quadrant, mood, valence, arousal and confidence. Optionally (`timeline=True`) a
+`timeline` column: each analysed 3 s segment's start and end (seconds), quadrant,
+valence, arousal and confidence; a list of records in Parquet and JSON lines, JSON text
+in CSV. A row stays good while the file's path, size, mtime and the model are the same
+(`key_of`, `file_key`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ SEGMENT = pa.struct(
 )
 TIMELINE = pa.field("timeline", pa.list_(SEGMENT))
 FORMATS = (".parquet", ".csv", ".jsonl")
-OK, FAILED = "ok", "failed"
+OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 Key = tuple[str, int | None, int | None, str]  # path, size, mtime_ns (None: gone), model
 
 

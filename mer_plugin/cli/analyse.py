@@ -92,6 +92,7 @@ def analyse(
     if not quiet:
         typer.echo(
             f"{out}: {len(run.rows)} rows ({run.analysed} analysed, {run.kept} kept from "
-            f"before, {run.failed} failed)" + (", interrupted" if run.interrupted else "")
+            f"before, {run.skipped} skipped (silent), {run.failed} failed)"
+            + (", interrupted" if run.interrupted else "")
         )
     raise typer.Exit(130 if run.interrupted else (1 if run.failed else 0))

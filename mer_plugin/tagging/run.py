@@ -23,7 +23,7 @@ import numpy as np
 
 from mer_plugin.budget import DEFAULT_BUDGET, Budget
 from mer_plugin.emotion import QUADRANTS
-from mer_plugin.errors import MerError
+from mer_plugin.errors import MerError, SilentTrack
 from mer_plugin.inference.card import CardFacts, Method
 from mer_plugin.inference.find import ModelError
 from mer_plugin.library import Library
@@ -322,8 +322,8 @@ def predict_outcome(
 ) -> Outcome:
     """A file's analysis (or why it failed) through the model: "would tag" with the
     prediction (a partly decoded file says so in `reason`, its segment timeline when
-    asked), or "failed" with the reason. An analysis whose segments were streamed comes
-    with what they gave (`SegmentBatcher.finish`)."""
+    asked), "skipped" for a silent track, or "failed" with the reason. An analysis
+    whose segments were streamed comes with what they gave (`SegmentBatcher.finish`)."""
     from mer_plugin.inference.predict import predict_segments, song_prediction
 
     if isinstance(analysis, str):
@@ -335,6 +335,8 @@ def predict_outcome(
             prediction = song_prediction(model, streamed, a.extras, a.stride)
         else:
             prediction = predict_segments(model, a.segments, a.frames, a.extras, a.stride)
+    except SilentTrack as error:  # nothing to hear: no mood to write, nothing wrong
+        return Outcome(path, Status.SKIPPED, str(error), previous_mood=previous_mood)
     except Exception as error:  # ModelError (no segments), a backbone's error
         reason = str(error) if isinstance(error, MerError) else f"model failed: {error}"
         return Outcome(path, Status.FAILED, reason, previous_mood=previous_mood)
