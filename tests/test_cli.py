@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from mer_cli import mer
 
 from mer_plugin.frontend import MUSICNN
@@ -140,3 +141,14 @@ def test_predict_plot_refuses_a_bad_target_first(make_audio, tmp_path: Path, nam
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert "cannot draw .txt" in result.stderr or "no such folder" in result.stderr
+
+
+def test_predict_shows_silence_as_left_out(tmp_path: Path) -> None:
+    song = tmp_path / "noise then silence.flac"
+    noise = 0.3 * np.random.default_rng(0).standard_normal(6 * 16000)
+    sf.write(song, np.concatenate([noise, np.zeros(6 * 16000)]).astype(np.float32), 16000)
+    result = mer("predict", song)
+    assert result.returncode == 0, result.stderr
+    segments = result.stdout.splitlines()[1:]
+    assert len(segments) == 4 and segments[-1].endswith("9.0-   12.0 s  silent (left out)")
+    assert not any("silent" in line for line in segments[:-1])

@@ -80,6 +80,8 @@ def test_silence_after_a_song_leaves_its_emotion_as_it_was(tmp_path) -> None:
     short = predict_file(model, _song_then_silence(tmp_path / "short.flac", 4.0))
     long = predict_file(model, _song_then_silence(tmp_path / "long.flac", 90.0))
     assert len(short.timeline) == 4 and len(long.timeline) == 32  # every segment shown
+    assert [s.silent for s in short.timeline] == [False, False, False, True]  # from 9 s on
+    assert sum(s.silent for s in long.timeline) == 29
     assert long.label == short.label
     for quadrant, p in short.probabilities.items():
         assert long.probabilities[quadrant] == pytest.approx(p, abs=1e-5)

@@ -105,8 +105,11 @@ def _print_emotion(
     mood = f" ({result.mood})" if result.mood else ""
     typer.echo(f"{file}: {result.label}{mood}{va}, confidence {result.confidence:.2f}")
     for segment in result.timeline:
+        span = f"  {segment.start:7.1f}-{segment.end:7.1f} s  "
+        if segment.silent:
+            typer.echo(span + "silent (left out)")
+            continue
         best = max(segment.probabilities, key=segment.probabilities.get)
         typer.echo(
-            f"  {segment.start:7.1f}-{segment.end:7.1f} s  {best} "
-            f"{segment.probabilities[best]:.2f}  confidence {segment.confidence:.2f}"
+            f"{span}{best} {segment.probabilities[best]:.2f}  confidence {segment.confidence:.2f}"
         )

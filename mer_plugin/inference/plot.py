@@ -44,14 +44,15 @@ def check_plot_target(out: Path) -> None:
 def plot_prediction(prediction: Prediction, title: str, out: Path) -> None:
     """Draw `prediction` (quadrant classes) into the image file `out`."""
     plt = _pyplot()
-    points = [valence_arousal(s.probabilities) for s in prediction.timeline]
+    heard = [s for s in prediction.timeline if not s.silent]  # silence is left blank
+    points = [valence_arousal(s.probabilities) for s in heard]
     if prediction.valence is None or None in points:
         raise PlotError("--plot draws quadrant models only (classes Q1-Q4)")
     figure, (timeline, plane) = plt.subplots(
         1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [2.2, 1]}, layout="constrained"
     )
-    _draw_timeline(timeline, prediction, points)
-    _draw_plane(plane, prediction, points)
+    _draw_timeline(timeline, prediction, heard, points)
+    _draw_plane(plane, prediction, heard, points)
     mood = f" {prediction.mood}" if prediction.mood else ""
     figure.suptitle(
         f"{title}: {prediction.label}{mood}, valence {prediction.valence:.2f}, "
@@ -73,12 +74,12 @@ def _pyplot():
     return plt
 
 
-def _draw_timeline(ax, prediction: Prediction, points: list) -> None:
-    """Valence and arousal per segment; behind them each segment's quadrant colour."""
-    for segment in prediction.timeline:
+def _draw_timeline(ax, prediction: Prediction, heard: list, points: list) -> None:
+    """Valence and arousal per segment heard; behind them each one's quadrant colour."""
+    for segment in heard:
         quadrant = max(segment.probabilities, key=segment.probabilities.get)
         ax.axvspan(segment.start, segment.end, color=COLOURS[quadrant], alpha=0.25, lw=0)
-    middles = [(s.start + s.end) / 2 for s in prediction.timeline]
+    middles = [(s.start + s.end) / 2 for s in heard]
     ax.plot(middles, [v for v, _ in points], "-o", ms=3, color="#333333", label="valence")
     ax.plot(middles, [a for _, a in points], "-o", ms=3, color="#8e44ad", label="arousal")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
@@ -91,13 +92,13 @@ def _draw_timeline(ax, prediction: Prediction, points: list) -> None:
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
 
 
-def _draw_plane(ax, prediction: Prediction, points: list) -> None:
+def _draw_plane(ax, prediction: Prediction, heard: list, points: list) -> None:
     """Each segment on the valence-arousal plane (size: confidence), the song as a star."""
     for quadrant, (v, a) in CORNERS.items():
         ax.add_patch(_square(v, a, COLOURS[quadrant]))
         ax.text(0.05 + 0.9 * v, 0.05 + 0.9 * a, f"{quadrant} {MOODS[quadrant]}",
                 ha="right" if v else "left", va="top" if a else "bottom", fontsize=9)  # fmt: skip
-    sizes = [10 + 60 * s.confidence for s in prediction.timeline]
+    sizes = [10 + 60 * s.confidence for s in heard]
     ax.scatter(*zip(*points, strict=True), s=sizes, color="#333333", alpha=0.6, label="segments")
     ax.scatter([prediction.valence], [prediction.arousal], marker="*", s=320,
                color="black", label="song")  # fmt: skip

@@ -40,6 +40,7 @@ class SegmentResult:
     end: float
     probabilities: dict[str, float]
     confidence: float
+    silent: bool = False  # left out of the song's emotion (`logmel.silent_segments`)
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,8 @@ def song_prediction(
     model: Model, segments: SongSegments, extras: np.ndarray | None = None, stride: int = 1
 ) -> Prediction:
     """A song's prediction from what its segments gave (`song_probabilities`)."""
-    return _prediction(model, song_probabilities(model, segments, extras), segments.probs, stride)
+    song = song_probabilities(model, segments, extras)
+    return _prediction(model, song, segments.probs, stride, segments.silent)
 
 
 def song_probabilities(
@@ -319,11 +321,16 @@ def predict_file(model: Model, path: str | Path, budget: Budget = FULL) -> Predi
 
 
 def _prediction(
-    model: Model, song: np.ndarray, segment_probs: np.ndarray, stride: int
+    model: Model,
+    song: np.ndarray,
+    segment_probs: np.ndarray,
+    stride: int,
+    silent: np.ndarray | None = None,
 ) -> Prediction:
     classes, spec = model.classes, model.spec
     song_conf = float(confidence(song[None])[0])
     seg_conf = confidence(segment_probs)
+    silent = np.zeros(len(segment_probs), bool) if silent is None else silent
     hop = stride * spec.segment_hop_seconds  # between the starts of analysed segments
     timeline = [
         SegmentResult(
@@ -331,8 +338,9 @@ def _prediction(
             end=i * hop + spec.segment_seconds,
             probabilities=_named(classes, p),
             confidence=float(c),
+            silent=bool(s),
         )
-        for i, (p, c) in enumerate(zip(segment_probs, seg_conf, strict=True))
+        for i, (p, c, s) in enumerate(zip(segment_probs, seg_conf, silent, strict=True))
     ]
     named = _named(classes, song)
     label = classes[int(np.argmax(song))]
