@@ -215,8 +215,8 @@ def silence_ceiling(spec: FrontEndSpec) -> float:
     every value lies at or below it holds nothing to hear (digital silence, dither, a
     fade's last breath). Any log compression is monotonic, so this holds for each."""
     t = np.arange(spec.sample_rate) / spec.sample_rate
-    amplitude = np.sqrt(2) * 10 ** (SILENCE_DBFS / 20)
-    return float(log_mel(np.float32(amplitude) * np.sin(2 * np.pi * 1000 * t), spec).max())
+    tone = np.sqrt(2) * 10 ** (SILENCE_DBFS / 20) * np.sin(2 * np.pi * 1000 * t)
+    return float(log_mel(tone.astype(np.float32), spec).max())
 
 
 def silent_segments(segments: np.ndarray, spec: FrontEndSpec) -> np.ndarray:

@@ -18,7 +18,7 @@ import torchaudio
 
 from mer_plugin.frontend import MUSICNN, FrontEndSpec
 from mer_plugin.kernels import melspec
-from mer_plugin.logmel import LogMelStream, _prepare, log_mel, n_frames
+from mer_plugin.logmel import LogMelStream, _prepare, log_mel, n_frames, silent_segments
 
 SPECS = {
     "musicnn": MUSICNN,
@@ -290,3 +290,30 @@ def test_non_float_input_is_rejected(dtype):
 def test_multichannel_input_is_rejected():
     with pytest.raises(ValueError):
         log_mel(np.zeros((2, 1000), np.float32), MUSICNN)
+
+
+@pytest.mark.parametrize("log", ["log10_1p", "db", "log"])
+def test_silence_is_quieter_than_a_tone_at_minus_80_dbfs(log: str) -> None:
+    spec = FrontEndSpec(log=log)
+    rng = np.random.default_rng(0)
+    n = 2 * spec.segment_frames * spec.hop_length  # two segments
+    t = np.arange(n) / spec.sample_rate
+
+    def silent(x: np.ndarray) -> list[bool]:
+        frames = log_mel(x.astype(np.float32), spec)
+        segments = frames[: 2 * spec.segment_frames].reshape(2, spec.segment_frames, -1)
+        return silent_segments(segments, spec).tolist()
+
+    def db(level: float) -> float:
+        return 10 ** (level / 20)
+
+    assert silent(np.zeros(n)) == [True, True]
+    assert silent(db(-96) * (rng.random(n) - rng.random(n))) == [True, True]  # 16-bit dither
+    assert silent(db(-85) * np.sqrt(2) * np.sin(2 * np.pi * 440 * t)) == [True, True]
+    assert silent(db(-75) * np.sqrt(2) * np.sin(2 * np.pi * 440 * t)) == [False, False]
+    assert silent(db(-60) * rng.standard_normal(n)) == [False, False]  # a quiet passage
+    assert silent(np.concatenate([np.zeros(n // 2), db(-40) * rng.standard_normal(n // 2)])) == [
+        True,
+        False,
+    ]
+    assert silent_segments(np.zeros((0, spec.segment_frames, spec.n_mels)), spec).shape == (0,)
