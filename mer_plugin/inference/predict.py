@@ -75,9 +75,13 @@ class SongSegments:
     moments: EmbeddingMoments | None = None
     silent: np.ndarray | None = None
 
+    def silent_mask(self) -> np.ndarray:
+        """Which segments are silent, as one boolean per segment."""
+        return np.zeros(len(self.probs), bool) if self.silent is None else self.silent
+
     def heard(self) -> np.ndarray:
         """The probabilities of the segments that are not silent."""
-        return self.probs if self.silent is None else self.probs[~self.silent]
+        return self.probs[~self.silent_mask()]
 
 
 class SegmentBatcher:
@@ -185,7 +189,8 @@ def predict_segments(
             raise ModelError("no audio segments to predict from")
         frames = clip_frames if clip_frames is not None else _join(segments, model.spec)
         song = _outputs(model, frames[None])[0][0]
-        return _prediction(model, song, segment_probabilities(model, [segments]), stride)
+        timeline = SongSegments(segment_probabilities(model, [segments]))  # none left out
+        return _prediction(model, song, timeline, stride)
     return predict_stream(model, [segments], extras, stride)
 
 
@@ -217,8 +222,7 @@ def song_prediction(
     model: Model, segments: SongSegments, extras: np.ndarray | None = None, stride: int = 1
 ) -> Prediction:
     """A song's prediction from what its segments gave (`song_probabilities`)."""
-    song = song_probabilities(model, segments, extras)
-    return _prediction(model, song, segments.probs, stride, segments.silent)
+    return _prediction(model, song_probabilities(model, segments, extras), segments, stride)
 
 
 def song_probabilities(
@@ -264,16 +268,12 @@ def both_passes(first: SongSegments, rest: SongSegments, stride: int) -> SongSeg
         raise ModelError("the track decoded differently on its second pass")
     probs = np.empty((n, first.probs.shape[1]))
     probs[picked], probs[~picked] = first.probs, rest.probs
-    silent = np.zeros(n, bool)
-    silent[picked], silent[~picked] = _silent(first), _silent(rest)
+    silent = np.empty(n, bool)
+    silent[picked], silent[~picked] = first.silent_mask(), rest.silent_mask()
     moments = first.moments
     if moments is not None and rest.moments is not None:
         moments = moments.merged(rest.moments)
     return SongSegments(probs, moments, silent)
-
-
-def _silent(segments: SongSegments) -> np.ndarray:
-    return np.zeros(len(segments.probs), bool) if segments.silent is None else segments.silent
 
 
 def _stage2(model: Model, segment_probs: np.ndarray, extras: np.ndarray | None) -> np.ndarray:
@@ -320,17 +320,11 @@ def predict_file(model: Model, path: str | Path, budget: Budget = FULL) -> Predi
         raise SilentTrack(f"{path}: {error}") from None
 
 
-def _prediction(
-    model: Model,
-    song: np.ndarray,
-    segment_probs: np.ndarray,
-    stride: int,
-    silent: np.ndarray | None = None,
-) -> Prediction:
+def _prediction(model: Model, song: np.ndarray, segments: SongSegments, stride: int) -> Prediction:
     classes, spec = model.classes, model.spec
+    segment_probs, silent = segments.probs, segments.silent_mask()
     song_conf = float(confidence(song[None])[0])
     seg_conf = confidence(segment_probs)
-    silent = np.zeros(len(segment_probs), bool) if silent is None else silent
     hop = stride * spec.segment_hop_seconds  # between the starts of analysed segments
     timeline = [
         SegmentResult(
